@@ -74,15 +74,18 @@ type Job struct {
 
 // Result is how a run ended.
 type Result struct {
-	Status    Status
-	ExitCode  int           // when Status is StatusExited
-	Signal    string        // the fatal signal's name ("SIGSEGV") when the process was killed
-	Reason    string        // why, in words, for every status but StatusExited
-	CPUTime   time.Duration // user + system time of the job
-	WallTime  time.Duration // from start to exit
-	Output    []byte        // stdout, at most Limits.MaxOutput bytes
-	OutputCID cid.Cid       // CID of Output
-	Stderr    []byte        // the first StderrLimit bytes the job wrote to stderr
+	Status   Status
+	ExitCode int           // when Status is StatusExited
+	Signal   string        // the fatal signal's name ("SIGSEGV") when the process was killed
+	Reason   string        // why, in words, for every status but StatusExited
+	CPUTime  time.Duration // user + system time of the job
+	WallTime time.Duration // from start to exit
+	// FirstOutput is the time from starting the process to the job's first stdout byte
+	// (zero if it wrote none): the start latency the sandbox adds to.
+	FirstOutput time.Duration
+	Output      []byte  // stdout, at most Limits.MaxOutput bytes
+	OutputCID   cid.Cid // CID of Output
+	Stderr      []byte  // the first StderrLimit bytes the job wrote to stderr
 }
 
 // StderrLimit is how much of a job's stderr is kept; the rest is read and dropped.
