@@ -171,7 +171,8 @@ func FuzzValidate(f *testing.F) {
 	f.Add(genELF(asmExit(3), 1<<20))
 	f.Add([]byte("#!/bin/sh\n"))
 	f.Add([]byte("\x7fELF\x02\x01\x01"))
-	lim := Limits{Memory: 64 << 20, MaxBinary: 1 << 20}.withDefaults()
+	// A small MaxBinary keeps inputs, and so minimization, fast.
+	lim := Limits{Memory: 64 << 20, MaxBinary: 64 << 10}.withDefaults()
 	f.Fuzz(func(t *testing.T, b []byte) {
 		img, err := Patch(b, lim)
 		if err != nil {

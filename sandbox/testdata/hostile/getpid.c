@@ -1,0 +1,13 @@
+/* getpid: getpid(2) (syscall 39), the most harmless system call there is.
+ * Prints "started", then makes the forbidden call; in the sandbox it must never print
+ * "ESCAPED". Want: violation. */
+#include "gridjob.h"
+
+int main(void)
+{
+	gj_puts("started\n");
+	long r = gj_syscall(39, 0, 0, 0, 0, 0, 0);
+	gj_puts("ESCAPED ");
+	gj_print_u64((uint64_t)r);
+	return 0;
+}

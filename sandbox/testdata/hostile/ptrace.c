@@ -1,0 +1,13 @@
+/* ptrace: ptrace(2) (syscall 101) PTRACE_TRACEME.
+ * Prints "started", then makes the forbidden call; in the sandbox it must never print
+ * "ESCAPED". Want: violation. */
+#include "gridjob.h"
+
+int main(void)
+{
+	gj_puts("started\n");
+	long r = gj_syscall(101, 0 /* PTRACE_TRACEME */, 0, 0, 0, 0, 0);
+	gj_puts("ESCAPED ");
+	gj_print_u64((uint64_t)r);
+	return 0;
+}
