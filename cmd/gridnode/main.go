@@ -23,6 +23,10 @@ type command struct {
 var commands = []command{
 	{"cid", "print the CID of a file", (&CIDCommand{}).Run},
 	{"sandbox", "run a job in the local sandbox", (&SandboxCommand{}).Run},
+	{"run", "run a grid node that donates idle CPU", (&RunCommand{}).Run},
+	{"submit", "run a job on the grid and print the verified output", (&SubmitCommand{}).Run},
+	{"testnet", "run a local grid of nodes on 127.0.0.1", (&TestnetCommand{}).Run},
+	{"demo", "run one job end to end on an in-process grid", (&DemoCommand{}).Run},
 }
 
 // errUsage reports bad usage; the flag package has already printed what was wrong.

@@ -1,0 +1,151 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	examplejobs "github.com/gridnode/gridnode/examples/jobs"
+)
+
+// procsMentioning lists the processes whose command line contains s.
+func procsMentioning(s string) []string {
+	var pids []string
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && bytes.Contains(b, []byte(s)) {
+			pids = append(pids, e.Name())
+		}
+	}
+	return pids
+}
+
+func TestTestnetAndSubmit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and starts processes")
+	}
+	tmp := t.TempDir()
+	bin := gridnodeBinary(t)
+	job, err := examplejobs.Build(context.Background(), "echo", tmp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	input := filepath.Join(tmp, "input")
+	want := "hello, grid\n"
+	if err := os.WriteFile(input, []byte(want), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	netDir := filepath.Join(tmp, "net")
+	tn := exec.Command(bin, "testnet", "-n", "3", "--dir", netDir)
+	tn.Stderr = os.Stderr
+	stdout, err := tn.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tn.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	bootc := make(chan string, 1)
+	var printed bytes.Buffer
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			printed.WriteString(sc.Text() + "\n")
+			if a, ok := strings.CutPrefix(sc.Text(), "bootstrap: "); ok {
+				bootc <- a
+			}
+		}
+		done <- tn.Wait()
+	}()
+	exited := false
+	defer func() {
+		if !exited {
+			tn.Process.Kill()
+			<-done
+		}
+	}()
+
+	var boot string
+	select {
+	case boot = <-bootc:
+	case err := <-done:
+		exited = true
+		t.Fatalf("testnet exited early: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("testnet printed no bootstrap address within 60s")
+	}
+
+	submit := func(args ...string) (string, error) {
+		cmd := exec.Command(bin, append([]string{"submit", "--bootstrap", boot, "--timeout", "60s"}, args...)...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Logf("submit stderr:\n%s", stderr.String())
+		}
+		return string(out), err
+	}
+	out, err := submit("--replicas", "2", "--input", input, job)
+	if err != nil {
+		t.Fatalf("submit: %v", err)
+	}
+	if out != want {
+		t.Errorf("got output %q, want %q", out, want)
+	}
+
+	out, err = submit("--replicas", "2", "--json", "--input", input, job)
+	if err != nil {
+		t.Fatalf("submit --json: %v", err)
+	}
+	var rep submitReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("submit --json: %v\n%s", err, out)
+	}
+	if string(rep.Output) != want || rep.Status != "exited" || rep.ExitCode != 0 {
+		t.Errorf("got output %q status %s exit %d, want %q exited 0", rep.Output, rep.Status, rep.ExitCode, want)
+	}
+	workers := map[string]bool{}
+	for _, r := range rep.Replicas {
+		if r.ReceiptValid && r.OutputCID == rep.OutputCID {
+			workers[r.Worker] = true
+		}
+	}
+	if len(workers) < 2 {
+		t.Errorf("got %d distinct workers with valid receipts, want 2: %+v", len(workers), rep.Replicas)
+	}
+
+	if got := len(procsMentioning(netDir)); got != 4 {
+		t.Errorf("got %d processes for the testnet, want 4 (parent and 3 nodes)", got)
+	}
+	tn.Process.Signal(syscall.SIGINT)
+	select {
+	case err := <-done:
+		exited = true
+		if err != nil {
+			t.Errorf("testnet exit: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("testnet did not exit within 20s of SIGINT")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(procsMentioning(netDir)) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("nodes still running after the testnet exited: %v", procsMentioning(netDir))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(printed.String(), "gridnode submit --bootstrap "+boot+" --replicas 2 JOB") {
+		t.Errorf("testnet did not print the submit line:\n%s", printed.String())
+	}
+}

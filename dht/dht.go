@@ -1,0 +1,288 @@
+// Package dht is the private gridnode Kademlia DHT: workers announce capacity, submitters find
+// workers, and peers provide and find blobs by CID.
+package dht
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	kaddht "github.com/libp2p/go-libp2p-kad-dht"
+	"github.com/libp2p/go-libp2p-kad-dht/records"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/gridnode/gridnode/cids"
+)
+
+// ProtocolPrefix keeps the grid's DHT apart from the public IPFS one: /gridnode/kad/1.0.0.
+const ProtocolPrefix = "/gridnode"
+
+// DefaultProvideValidity is how long provider records live; announcements are renewed at a
+// third of it.
+const DefaultProvideValidity = 30 * time.Minute
+
+// ErrNoBootstrap is returned when none of the bootstrap peers could be reached.
+var ErrNoBootstrap = errors.New("no bootstrap peer reachable")
+
+// Mode says whether the node answers DHT queries.
+type Mode int
+
+const (
+	// ModeAutoServer serves queries unless AutoNAT finds the node unreachable.
+	ModeAutoServer Mode = iota
+	// ModeServer always serves queries.
+	ModeServer
+	// ModeClient only queries; for short-lived submit-only peers.
+	ModeClient
+)
+
+// Config configures New. The zero value is a server-capable node with no bootstrap peers.
+type Config struct {
+	Bootstrap       []peer.AddrInfo
+	Mode            Mode
+	ProvideValidity time.Duration // default DefaultProvideValidity
+	BucketSize      int           // default the Kademlia default (20)
+	Logger          *slog.Logger
+}
+
+// DHT wraps a kad-dht instance with the grid's namespaces and its re-announce loop.
+type DHT struct {
+	kad       *kaddht.IpfsDHT
+	h         host.Host
+	bootstrap []peer.AddrInfo
+	validity  time.Duration
+	log       *slog.Logger
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// WorkerNamespace is the namespace under which workers of this machine's class announce.
+func WorkerNamespace() string { return WorkerNamespaceFor(runtime.GOOS, runtime.GOARCH) }
+
+// WorkerNamespaceFor is the worker namespace for an OS and architecture.
+func WorkerNamespaceFor(goos, goarch string) string {
+	return "gridnode/v1/workers/" + goos + "/" + goarch
+}
+
+// NamespaceCID is the key provider records of namespace ns live under; the same CID as
+// routing.NewRoutingDiscovery uses (CIDv1, raw, sha2-256 of the name).
+func NamespaceCID(ns string) cid.Cid { return cids.Sum([]byte(ns)) }
+
+// New starts a DHT on h. It does not connect anywhere until Bootstrap.
+func New(ctx context.Context, h host.Host, cfg Config) (*DHT, error) {
+	if cfg.ProvideValidity <= 0 {
+		cfg.ProvideValidity = DefaultProvideValidity
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	mode := kaddht.ModeAutoServer
+	switch cfg.Mode {
+	case ModeServer:
+		mode = kaddht.ModeServer
+	case ModeClient:
+		mode = kaddht.ModeClient
+	}
+	opts := []kaddht.Option{
+		kaddht.ProtocolPrefix(ProtocolPrefix),
+		kaddht.Mode(mode),
+		kaddht.ProviderManagerOpts(records.ProvideValidity(cfg.ProvideValidity)),
+		kaddht.DisableValues(),
+		kaddht.BootstrapPeers(cfg.Bootstrap...),
+	}
+	if cfg.BucketSize > 0 {
+		opts = append(opts, kaddht.BucketSize(cfg.BucketSize))
+	}
+	kad, err := kaddht.New(h, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("start dht: %w", err)
+	}
+	dctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	return &DHT{
+		kad:       kad,
+		h:         h,
+		bootstrap: cfg.Bootstrap,
+		validity:  cfg.ProvideValidity,
+		log:       cfg.Logger,
+		ctx:       dctx,
+		cancel:    cancel,
+	}, nil
+}
+
+// Kad returns the underlying kad-dht instance.
+func (d *DHT) Kad() *kaddht.IpfsDHT { return d.kad }
+
+// Size is the number of peers in the routing table.
+func (d *DHT) Size() int { return d.kad.RoutingTable().Size() }
+
+// Bootstrap connects to the bootstrap peers and refreshes the routing table. It fails only
+// when bootstrap peers were given and none could be reached.
+func (d *DHT) Bootstrap(ctx context.Context) error {
+	var (
+		mu   sync.Mutex
+		ok   int
+		errs []error
+		wg   sync.WaitGroup
+	)
+	for _, ai := range d.bootstrap {
+		if ai.ID == d.h.ID() {
+			continue
+		}
+		wg.Go(func() {
+			err := d.h.Connect(ctx, ai)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("connect %s: %w", ai.ID, err))
+				return
+			}
+			ok++
+		})
+	}
+	wg.Wait()
+	if len(errs) > 0 && ok == 0 {
+		return fmt.Errorf("%w: %w", ErrNoBootstrap, errors.Join(errs...))
+	}
+	for _, err := range errs {
+		d.log.Warn("bootstrap peer unreachable", "err", err)
+	}
+	if ok == 0 {
+		return nil // the first node of a grid
+	}
+	select {
+	case err := <-d.kad.RefreshRoutingTable():
+		if err != nil {
+			d.log.Debug("routing table refresh", "err", err)
+		}
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// WaitReady polls until the routing table holds at least min peers or ctx ends. While it
+// waits it asks for a routing table refresh now and then: peers that joined after this node's
+// last refresh are only found by another lookup.
+func (d *DHT) WaitReady(ctx context.Context, min int) error {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	nudge := time.Now().Add(200 * time.Millisecond)
+	for {
+		if d.Size() >= min {
+			return nil
+		}
+		if time.Now().After(nudge) {
+			d.kad.RefreshRoutingTable() // buffered; the result does not matter
+			nudge = time.Now().Add(500 * time.Millisecond)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for %d dht peers (have %d): %w", min, d.Size(), ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// Provide announces this node as a provider of c to the closest peers.
+func (d *DHT) Provide(ctx context.Context, c cid.Cid) error {
+	if err := d.kad.Provide(ctx, c, true); err != nil {
+		return fmt.Errorf("provide %s: %w", c, err)
+	}
+	return nil
+}
+
+// Announce provides namespace ns once.
+func (d *DHT) Announce(ctx context.Context, ns string) error {
+	if err := d.kad.Provide(ctx, NamespaceCID(ns), true); err != nil {
+		return fmt.Errorf("announce %s: %w", ns, err)
+	}
+	return nil
+}
+
+// AnnounceLoop announces ns now and then every third of the provide validity until Close,
+// retrying failures (for example an empty routing table) with a backoff capped at 10 s.
+// ready, if not nil, is closed after the first successful announcement.
+func (d *DHT) AnnounceLoop(ns string, ready chan<- struct{}) {
+	d.wg.Go(func() {
+		backoff := 100 * time.Millisecond
+		for {
+			ctx, cancel := context.WithTimeout(d.ctx, time.Minute)
+			err := d.Announce(ctx, ns)
+			cancel()
+			wait := d.validity / 3
+			switch {
+			case d.ctx.Err() != nil:
+				return
+			case err != nil || d.Size() == 0:
+				d.log.Debug("announce failed, retrying", "ns", ns, "err", err, "in", backoff)
+				wait = backoff
+				backoff = min(2*backoff, 10*time.Second)
+			default:
+				d.log.Debug("announced", "ns", ns)
+				backoff = 100 * time.Millisecond
+				if ready != nil {
+					close(ready)
+					ready = nil
+				}
+			}
+			t := time.NewTimer(wait)
+			select {
+			case <-d.ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
+	})
+}
+
+// FindProviders lists the providers of c other than this node, resolving addresses of
+// providers the records did not carry any for.
+func (d *DHT) FindProviders(ctx context.Context, c cid.Cid) []peer.AddrInfo {
+	var out []peer.AddrInfo
+	for ai := range d.kad.FindProvidersAsync(ctx, c, 0) {
+		if ai.ID == d.h.ID() {
+			continue
+		}
+		if len(ai.Addrs) == 0 {
+			ai.Addrs = d.h.Peerstore().Addrs(ai.ID)
+		}
+		if len(ai.Addrs) == 0 && d.h.Network().Connectedness(ai.ID) == network.NotConnected {
+			fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			found, err := d.kad.FindPeer(fctx, ai.ID)
+			cancel()
+			if err != nil {
+				d.log.Debug("provider without addresses", "peer", ai.ID, "err", err)
+				continue
+			}
+			ai = found
+		}
+		out = append(out, ai)
+	}
+	return out
+}
+
+// FindWorkers lists the peers that announced namespace ns, excluding this node.
+func (d *DHT) FindWorkers(ctx context.Context, ns string) ([]peer.AddrInfo, error) {
+	ws := d.FindProviders(ctx, NamespaceCID(ns))
+	if len(ws) == 0 && ctx.Err() != nil {
+		return nil, fmt.Errorf("find workers: %w", ctx.Err())
+	}
+	return ws, nil
+}
+
+// Close stops the announce loop and the DHT. Close it before the host.
+func (d *DHT) Close() error {
+	d.cancel()
+	d.wg.Wait()
+	return d.kad.Close()
+}

@@ -1,0 +1,196 @@
+package dht
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
+	mh "github.com/multiformats/go-multihash"
+
+	"github.com/gridnode/gridnode/cids"
+)
+
+// startNet starts n DHT nodes on a mocknet, all bootstrapped to the first, with a small bucket
+// size so that lookups really route instead of every node holding every record.
+func startNet(t *testing.T, n, bucket int) []*DHT {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	mn, err := mocknet.FullMeshLinked(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mn.Close() })
+	hosts := mn.Hosts()
+	boot := peer.AddrInfo{ID: hosts[0].ID(), Addrs: hosts[0].Addrs()}
+	ds := make([]*DHT, n)
+	for i, h := range hosts {
+		var bs []peer.AddrInfo
+		if i > 0 {
+			bs = []peer.AddrInfo{boot}
+		}
+		d, err := New(ctx, h, Config{Bootstrap: bs, Mode: ModeServer, BucketSize: bucket})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ds[i] = d
+	}
+	t.Cleanup(func() {
+		for _, d := range ds {
+			d.Close()
+		}
+	})
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i, d := range ds {
+		wg.Go(func() { errs[i] = d.Bootstrap(ctx) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("bootstrap node %d: %v", i, err)
+		}
+	}
+	for i, d := range ds {
+		if err := d.WaitReady(ctx, min(n-1, bucket)); err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+	}
+	return ds
+}
+
+func TestNamespaceCIDMatchesRoutingDiscovery(t *testing.T) {
+	ns := WorkerNamespaceFor("linux", "amd64")
+	if ns != "gridnode/v1/workers/linux/amd64" {
+		t.Fatalf("got %q", ns)
+	}
+	h, err := mh.Sum([]byte(ns), mh.SHA2_256, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := NamespaceCID(ns), cid.NewCidV1(cid.Raw, h); !got.Equals(want) {
+		t.Fatalf("got %s, want %s", got, want)
+	}
+}
+
+func TestDiscovery(t *testing.T) {
+	const n, bucket, workers = 40, 4, 6
+	ds := startNet(t, n, bucket)
+	for i, d := range ds {
+		if got := d.Size(); got > 40 {
+			t.Errorf("node %d: routing table %d", i, got)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	// Workers are spread over the net; the searcher is none of them.
+	ns := "gridnode/v1/workers/test/test"
+	want := map[peer.ID]bool{}
+	for i := range workers {
+		w := ds[1+i*(n-2)/workers]
+		ready := make(chan struct{})
+		w.AnnounceLoop(ns, ready)
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			t.Fatalf("worker %d never announced", i)
+		}
+		want[w.h.ID()] = true
+	}
+	for _, searcher := range []*DHT{ds[n-1], ds[0], ds[n/2+1]} {
+		if want[searcher.h.ID()] {
+			t.Fatal("bad test: searcher is a worker")
+		}
+		got, err := searcher.FindWorkers(ctx, ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := map[peer.ID]bool{}
+		for _, ai := range got {
+			if len(ai.Addrs) == 0 {
+				t.Errorf("worker %s without addresses", ai.ID)
+			}
+			found[ai.ID] = true
+		}
+		if len(found) != len(want) {
+			t.Errorf("searcher %s: got %d workers, want %d", searcher.h.ID(), len(found), len(want))
+		}
+		for p := range want {
+			if !found[p] {
+				t.Errorf("searcher %s: worker %s not found", searcher.h.ID(), p)
+			}
+		}
+	}
+	// A worker finds the others but not itself.
+	w := ds[1]
+	got, err := w.FindWorkers(ctx, ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ai := range got {
+		if ai.ID == w.h.ID() {
+			t.Error("FindWorkers returned self")
+		}
+	}
+	if len(got) != workers-1 {
+		t.Errorf("worker: got %d other workers, want %d", len(got), workers-1)
+	}
+
+	// Nothing announced under another namespace.
+	if got, _ := ds[3].FindWorkers(ctx, "gridnode/v1/workers/plan9/mips"); len(got) != 0 {
+		t.Errorf("empty namespace: got %d workers, want 0", len(got))
+	}
+}
+
+func TestProvideBlob(t *testing.T) {
+	const n = 30
+	ds := startNet(t, n, 5)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := range 5 {
+		c := cids.Sum(fmt.Appendf(nil, "blob %d", i))
+		prov := ds[(i*7+2)%n]
+		if err := prov.Provide(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		for _, other := range []*DHT{ds[(i*7+9)%n], ds[(i*7+20)%n]} {
+			got := other.FindProviders(ctx, c)
+			if len(got) != 1 || got[0].ID != prov.h.ID() {
+				t.Errorf("blob %d: got providers %v, want [%s]", i, got, prov.h.ID())
+			}
+		}
+	}
+	if got := ds[4].FindProviders(ctx, cids.Sum([]byte("nobody has this"))); len(got) != 0 {
+		t.Errorf("unknown blob: got %d providers, want 0", len(got))
+	}
+}
+
+func TestBootstrapUnreachable(t *testing.T) {
+	mn, err := mocknet.WithNPeers(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mn.Close()
+	hs := mn.Hosts() // not linked: dials fail
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	d, err := New(ctx, hs[0], Config{Bootstrap: []peer.AddrInfo{{ID: hs[1].ID(), Addrs: hs[1].Addrs()}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := d.Bootstrap(ctx); err == nil {
+		t.Fatal("got nil error, want ErrNoBootstrap")
+	}
+	short, cancel2 := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel2()
+	if err := d.WaitReady(short, 1); err == nil {
+		t.Fatal("WaitReady on an empty table: got nil error")
+	}
+}

@@ -1,0 +1,136 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/gridnode/gridnode/cids"
+	"github.com/gridnode/gridnode/protocol"
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// ServeBlobs serves st's blobs on /gridnode/blob/1.0.0 until the handler is removed or the
+// host closes; for peers that only submit. A Worker serves blobs itself.
+func ServeBlobs(h host.Host, st *Store, log *slog.Logger) {
+	log = orDiscard(log)
+	h.SetStreamHandler(protocol.BlobID, func(s network.Stream) {
+		serveBlob(context.Background(), s, st, log)
+	})
+}
+
+// serveBlob answers one blob request: a BlobResponse header, then the raw bytes.
+func serveBlob(ctx context.Context, s network.Stream, st *Store, log *slog.Logger) {
+	protocol.SetDeadline(s, protocol.InfoTimeout)
+	var req protocol.BlobRequest
+	if err := protocol.ReadMsg(s, &req, protocol.MaxControlMsg); err != nil {
+		log.Debug("blob request", "peer", s.Conn().RemotePeer(), "err", err)
+		s.Reset()
+		return
+	}
+	c, err := cids.Cast(req.Cid)
+	if err != nil {
+		err = fmt.Errorf("%w: %v", protocol.ErrBadRequest, err)
+	}
+	var rc io.ReadCloser
+	var size int64
+	if err == nil {
+		rc, size, err = st.Open(ctx, c)
+	}
+	if err != nil {
+		log.Debug("blob refused", "peer", s.Conn().RemotePeer(), "err", err)
+		if protocol.WriteMsg(s, &protocol.BlobResponse{Code: protocol.CodeOf(err), Message: protocol.Clean(err.Error(), protocol.MaxReason)}) != nil {
+			s.Reset()
+			return
+		}
+		s.Close()
+		return
+	}
+	defer rc.Close()
+	protocol.SetDeadline(s, protocol.BlobTimeout(size))
+	if err := protocol.WriteMsg(s, &protocol.BlobResponse{Size: uint64(size)}); err != nil {
+		s.Reset()
+		return
+	}
+	if _, err := io.CopyBuffer(s, rc, make([]byte, copyBuffer)); err != nil {
+		// The receiver's own hash check fails too; a reset tells it sooner.
+		log.Warn("serve blob", "cid", c, "peer", s.Conn().RemotePeer(), "err", err)
+		s.Reset()
+		return
+	}
+	s.Close()
+}
+
+// FetchBlob pulls blob c from peer p into st, hashing while it receives; a blob larger than
+// maxSize or whose bytes do not hash to c is discarded and nothing is stored.
+func FetchBlob(ctx context.Context, h host.Host, p peer.ID, c cid.Cid, st *Store, maxSize int64) error {
+	if err := cids.Check(c); err != nil {
+		return fmt.Errorf("fetch %s: %w", c, err)
+	}
+	if maxSize <= 0 || maxSize > MaxBlobSize {
+		maxSize = MaxBlobSize
+	}
+	s, err := h.NewStream(ctx, p, protocol.BlobID)
+	if err != nil {
+		return fmt.Errorf("fetch %s from %s: %w", c, p, err)
+	}
+	stop := context.AfterFunc(ctx, func() { s.Reset() })
+	defer stop()
+	if err := fetch(ctx, s, c, st, maxSize); err != nil {
+		s.Reset()
+		if ctx.Err() != nil {
+			err = errors.Join(ctx.Err(), err)
+		}
+		return fmt.Errorf("fetch %s from %s: %w", c, p, err)
+	}
+	return s.Close()
+}
+
+func fetch(ctx context.Context, s network.Stream, c cid.Cid, st *Store, maxSize int64) error {
+	protocol.SetDeadline(s, protocol.InfoTimeout)
+	if err := protocol.WriteMsg(s, &protocol.BlobRequest{Cid: c.Bytes()}); err != nil {
+		return err
+	}
+	s.CloseWrite()
+	size, err := protocol.ReadBlobHeader(s, maxSize)
+	if err != nil {
+		return err
+	}
+	protocol.SetDeadline(s, protocol.BlobTimeout(size))
+	return st.PutReader(ctx, c, &exactReader{r: s, left: size}, size)
+}
+
+// exactReader reads exactly left bytes from r: an early EOF is io.ErrUnexpectedEOF.
+type exactReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (e *exactReader) Read(p []byte) (int, error) {
+	if e.left <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > e.left {
+		p = p[:e.left]
+	}
+	n, err := e.r.Read(p)
+	e.left -= int64(n)
+	if err == io.EOF && e.left > 0 {
+		err = io.ErrUnexpectedEOF
+	} else if err == io.EOF {
+		err = nil
+	}
+	return n, err
+}
+
+func orDiscard(log *slog.Logger) *slog.Logger {
+	if log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return log
+}

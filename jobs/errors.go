@@ -1,0 +1,22 @@
+package jobs
+
+import (
+	"errors"
+
+	"github.com/gridnode/gridnode/protocol"
+)
+
+var (
+	// ErrNotFound is returned for a blob the store does not hold; it is the protocol's
+	// NOT_FOUND sentinel, so it crosses the wire with that code.
+	ErrNotFound = protocol.ErrNotFound
+
+	// ErrTooLarge is returned for a blob above its size cap.
+	ErrTooLarge = protocol.ErrTooLarge
+
+	// ErrNoWorkers is returned when no candidate worker offers to run the job.
+	ErrNoWorkers = errors.New("no workers available")
+
+	// ErrNoQuorum is returned when the replicas that ran did not reach the quorum.
+	ErrNoQuorum = errors.New("no quorum")
+)

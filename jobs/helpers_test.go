@@ -1,0 +1,173 @@
+package jobs
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gridnode/gridnode/cids"
+	"github.com/gridnode/gridnode/sandbox"
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+)
+
+// fakeRunner is a Runner with a function field.
+type fakeRunner struct {
+	run func(ctx context.Context, job sandbox.Job, lim sandbox.Limits) (sandbox.Result, error)
+}
+
+func (f fakeRunner) Run(ctx context.Context, job sandbox.Job, lim sandbox.Limits) (sandbox.Result, error) {
+	return f.run(ctx, job, lim)
+}
+
+var _ Runner = fakeRunner{}
+
+// transform returns a runner that exits 0 with f(stdin) as output.
+func transform(f func([]byte) []byte) fakeRunner {
+	return fakeRunner{func(ctx context.Context, job sandbox.Job, lim sandbox.Limits) (sandbox.Result, error) {
+		in, err := io.ReadAll(job.Stdin)
+		if err != nil {
+			return sandbox.Result{}, err
+		}
+		out := f(in)
+		return sandbox.Result{Status: sandbox.StatusExited, Output: out, OutputCID: cids.Sum(out),
+			CPUTime: time.Millisecond, WallTime: 2 * time.Millisecond}, nil
+	}}
+}
+
+var (
+	upper = transform(bytes.ToUpper)
+	liar  = transform(func([]byte) []byte { return []byte("LIES") })
+)
+
+// blocker is a runner that blocks until its ctx is done and reports that it saw it.
+type blocker struct {
+	started   chan struct{} // one value per run started
+	cancelled chan error    // ctx.Err() of each run
+}
+
+func newBlocker() *blocker {
+	return &blocker{started: make(chan struct{}, 16), cancelled: make(chan error, 16)}
+}
+
+func (b *blocker) Run(ctx context.Context, job sandbox.Job, lim sandbox.Limits) (sandbox.Result, error) {
+	b.started <- struct{}{}
+	<-ctx.Done()
+	b.cancelled <- ctx.Err()
+	return sandbox.Result{}, ctx.Err()
+}
+
+// recv waits for a value on c or fails the test.
+func recv[T any](t *testing.T, c <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-c:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+		panic("unreachable")
+	}
+}
+
+// waitFor polls cond until it holds or fails the test.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// newHost returns a TCP-only loopback host, closed at the end of the test.
+func newHost(t testing.TB) host.Host {
+	t.Helper()
+	h, err := libp2p.New(
+		libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
+		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.DisableRelay(),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
+}
+
+func newStore(t testing.TB) *Store {
+	t.Helper()
+	st, err := OpenStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func addrInfo(h host.Host) peer.AddrInfo { return peer.AddrInfo{ID: h.ID(), Addrs: h.Addrs()} }
+
+// grid is a submitter and workers on loopback.
+type grid struct {
+	sub      *Submitter
+	subHost  host.Host
+	workers  []*Worker
+	hosts    []host.Host
+	stores   []*Store
+	progress []string
+	mu       sync.Mutex
+}
+
+// newGrid starts one worker per config (Host, Store and Logger are filled in) and a
+// submitter that knows them all.
+func newGrid(t testing.TB, cfgs ...WorkerConfig) *grid {
+	t.Helper()
+	g := &grid{subHost: newHost(t)}
+	var infos []peer.AddrInfo
+	for _, cfg := range cfgs {
+		cfg.Host, cfg.Store = newHost(t), newStore(t)
+		w, err := NewWorker(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Start()
+		t.Cleanup(func() { w.Close() })
+		g.workers, g.hosts, g.stores = append(g.workers, w), append(g.hosts, cfg.Host), append(g.stores, cfg.Store)
+		infos = append(infos, addrInfo(cfg.Host))
+	}
+	sub, err := NewSubmitter(SubmitterConfig{
+		Host:  g.subHost,
+		Store: newStore(t),
+		FindWorkers: func(ctx context.Context) ([]peer.AddrInfo, error) {
+			return append([]peer.AddrInfo{addrInfo(g.subHost)}, infos...), nil // itself too: must be skipped
+		},
+		Progress: func(msg string) {
+			g.mu.Lock()
+			g.progress = append(g.progress, msg)
+			g.mu.Unlock()
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.sub = sub
+	return g
+}
+
+// preferFirst makes the submitter try p before the other workers.
+func (g *grid) preferFirst(p peer.ID) {
+	g.sub.mu.Lock()
+	defer g.sub.mu.Unlock()
+	for _, h := range g.hosts {
+		if h.ID() != p {
+			g.sub.disagreed[h.ID()]++
+		}
+	}
+}
+
+var testBinary = []byte("\x7fELF not really an ELF, the fake runners do not care")

@@ -1,0 +1,198 @@
+package jobs
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/gridnode/gridnode/cids"
+	"github.com/ipfs/go-cid"
+)
+
+// copyBuffer is the chunk size for streaming blobs: larger than io.Copy's 32 KiB, which
+// costs throughput on fast links.
+const copyBuffer = 256 << 10
+
+// MaxBlobSize bounds every blob the store accepts or returns.
+const MaxBlobSize = 256 << 20
+
+// Store holds content-addressed blobs on disk, one file per blob under dir/blobs, named by
+// CID. Every read re-checks the hash: a file that no longer matches is deleted and reported
+// as cids.ErrMismatch. It is safe for concurrent use, also by several processes.
+type Store struct {
+	dir string
+}
+
+// OpenStore opens (creating it if needed) the store in dir.
+func OpenStore(dir string) (*Store, error) {
+	d := filepath.Join(dir, "blobs")
+	if err := os.MkdirAll(d, 0o700); err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	return &Store{dir: d}, nil
+}
+
+func (s *Store) path(c cid.Cid) string { return filepath.Join(s.dir, c.String()) }
+
+// Put stores b and returns its CID.
+func (s *Store) Put(ctx context.Context, b []byte) (cid.Cid, error) {
+	c := cids.Sum(b)
+	if fi, err := os.Stat(s.path(c)); err == nil && fi.Size() == int64(len(b)) {
+		return c, nil
+	}
+	if err := s.PutReader(ctx, c, bytes.NewReader(b), int64(len(b))); err != nil {
+		return cid.Undef, err
+	}
+	return c, nil
+}
+
+// PutReader stores the blob read from r, hashing while it writes; a blob that does not hash
+// to want or is longer than maxSize (0 means MaxBlobSize) is discarded.
+func (s *Store) PutReader(ctx context.Context, want cid.Cid, r io.Reader, maxSize int64) (err error) {
+	if err := cids.Check(want); err != nil {
+		return fmt.Errorf("put %s: %w", want, err)
+	}
+	if maxSize <= 0 || maxSize > MaxBlobSize {
+		maxSize = MaxBlobSize
+	}
+	tmp, err := os.CreateTemp(s.dir, ".tmp-*")
+	if err != nil {
+		return fmt.Errorf("put %s: %w", want, err)
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	v := cids.NewVerifier(want)
+	n, err := io.CopyBuffer(io.MultiWriter(tmp, v), ctxReader{ctx, io.LimitReader(r, maxSize+1)}, make([]byte, copyBuffer))
+	if err != nil {
+		return fmt.Errorf("put %s: %w", want, err)
+	}
+	if n > maxSize {
+		return fmt.Errorf("put %s: %w: more than %d bytes", want, ErrTooLarge, maxSize)
+	}
+	if err := v.Verify(); err != nil {
+		return fmt.Errorf("put %s: %w", want, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("put %s: %w", want, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("put %s: %w", want, err)
+	}
+	if err := os.Rename(tmp.Name(), s.path(want)); err != nil {
+		return fmt.Errorf("put %s: %w", want, err)
+	}
+	return syncDir(s.dir)
+}
+
+// Get returns the blob c, checking its hash.
+func (s *Store) Get(ctx context.Context, c cid.Cid) ([]byte, error) {
+	rc, size, err := s.Open(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	b := make([]byte, size)
+	if _, err := io.ReadFull(rc, b); err != nil {
+		return nil, fmt.Errorf("get %s: %w", c, err)
+	}
+	// Reading to EOF makes the reader check the hash.
+	if _, err := rc.Read(make([]byte, 1)); err != io.EOF {
+		if err == nil {
+			err = fmt.Errorf("%w: blob grew while reading", cids.ErrMismatch)
+		}
+		return nil, fmt.Errorf("get %s: %w", c, err)
+	}
+	return b, nil
+}
+
+// Has reports whether the store holds a file for c; it does not check the hash.
+func (s *Store) Has(c cid.Cid) bool {
+	if cids.Check(c) != nil {
+		return false
+	}
+	_, err := os.Stat(s.path(c))
+	return err == nil
+}
+
+// Open returns a reader of blob c and its size, for serving it. The reader checks the hash
+// as it goes: at the end, instead of io.EOF, a corrupted blob yields an error wrapping
+// cids.ErrMismatch, and its file is deleted.
+func (s *Store) Open(ctx context.Context, c cid.Cid) (io.ReadCloser, int64, error) {
+	if err := cids.Check(c); err != nil {
+		return nil, 0, fmt.Errorf("open %s: %w", c, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, 0, err
+	}
+	p := s.path(c)
+	f, err := os.Open(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, 0, fmt.Errorf("open %s: %w", c, ErrNotFound)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("open %s: %w", c, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("open %s: %w", c, err)
+	}
+	if fi.Size() > MaxBlobSize {
+		f.Close()
+		os.Remove(p)
+		return nil, 0, fmt.Errorf("open %s: %w: %d bytes on disk", c, cids.ErrMismatch, fi.Size())
+	}
+	return &checkedFile{f: f, path: p, v: cids.NewVerifier(c)}, fi.Size(), nil
+}
+
+// checkedFile hashes what is read and checks the hash at EOF.
+type checkedFile struct {
+	f    *os.File
+	path string
+	v    *cids.Verifier
+}
+
+func (r *checkedFile) Read(p []byte) (int, error) {
+	n, err := r.f.Read(p)
+	r.v.Write(p[:n])
+	if err == io.EOF {
+		if verr := r.v.Verify(); verr != nil {
+			os.Remove(r.path)
+			return n, verr
+		}
+	}
+	return n, err
+}
+
+func (r *checkedFile) Close() error { return r.f.Close() }
+
+// ctxReader stops reading once ctx is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (r ctxReader) Read(p []byte) (int, error) {
+	if err := r.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return r.r.Read(p)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

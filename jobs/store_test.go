@@ -1,0 +1,185 @@
+package jobs
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/gridnode/gridnode/cids"
+)
+
+func TestStoreRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	st := newStore(t)
+	for _, b := range [][]byte{nil, []byte("hello"), bytes.Repeat([]byte("big"), 1<<20)} {
+		c, err := st.Put(ctx, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := cids.Sum(b); !c.Equals(want) {
+			t.Fatalf("got cid %s, want %s", c, want)
+		}
+		if !st.Has(c) {
+			t.Fatalf("Has(%s): got false", c)
+		}
+		got, err := st.Get(ctx, c)
+		if err != nil || !bytes.Equal(got, b) {
+			t.Fatalf("Get: got %d bytes, %v; want %d bytes", len(got), err, len(b))
+		}
+		rc, size, err := st.Open(ctx, c)
+		if err != nil || size != int64(len(b)) {
+			t.Fatalf("Open: got size %d, %v; want %d", size, err, len(b))
+		}
+		got, err = io.ReadAll(rc)
+		rc.Close()
+		if err != nil || !bytes.Equal(got, b) {
+			t.Fatalf("Open+ReadAll: got %d bytes, %v", len(got), err)
+		}
+	}
+}
+
+func TestStoreNotFound(t *testing.T) {
+	st := newStore(t)
+	c := cids.Sum([]byte("absent"))
+	if st.Has(c) {
+		t.Fatal("Has: got true for an absent blob")
+	}
+	if _, err := st.Get(context.Background(), c); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("got %v, want ErrNotFound", err)
+	}
+}
+
+func TestStoreCorruption(t *testing.T) {
+	tests := []struct {
+		name    string
+		corrupt func(path string) error
+	}{
+		{"flipped byte", func(p string) error {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			b[3] ^= 1
+			return os.WriteFile(p, b, 0o600)
+		}},
+		{"truncated", func(p string) error { return os.Truncate(p, 2) }},
+		{"grown", func(p string) error {
+			f, err := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			_, err = f.WriteString("more")
+			return err
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			st := newStore(t)
+			c, err := st.Put(ctx, []byte("precious data"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := tt.corrupt(st.path(c)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := st.Get(ctx, c); !errors.Is(err, cids.ErrMismatch) {
+				t.Fatalf("Get: got %v, want ErrMismatch", err)
+			}
+			if st.Has(c) {
+				t.Fatal("corrupted file was not deleted")
+			}
+			// Open, as used to serve a blob, detects it at the end too.
+			if _, err := st.Put(ctx, []byte("precious data")); err != nil {
+				t.Fatal(err)
+			}
+			tt.corrupt(st.path(c))
+			rc, _, err := st.Open(ctx, c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = io.ReadAll(rc)
+			rc.Close()
+			if !errors.Is(err, cids.ErrMismatch) {
+				t.Fatalf("Open+ReadAll: got %v, want ErrMismatch", err)
+			}
+		})
+	}
+}
+
+func TestStorePutReaderRejects(t *testing.T) {
+	ctx := context.Background()
+	data := []byte("the real bytes")
+	tests := []struct {
+		name string
+		in   []byte
+		max  int64
+		want error
+	}{
+		{"wrong bytes", []byte("other bytes"), 100, cids.ErrMismatch},
+		{"truncated", data[:5], 100, cids.ErrMismatch},
+		{"above max", data, 5, ErrTooLarge},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := newStore(t)
+			err := st.PutReader(ctx, cids.Sum(data), bytes.NewReader(tt.in), tt.max)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("got %v, want %v", err, tt.want)
+			}
+			if names := dirNames(t, st); len(names) != 0 {
+				t.Fatalf("store dir not empty after a failed put: %v", names)
+			}
+		})
+	}
+	t.Run("cancelled", func(t *testing.T) {
+		st := newStore(t)
+		ctx, cancel := context.WithCancel(ctx)
+		cancel()
+		if err := st.PutReader(ctx, cids.Sum(data), bytes.NewReader(data), 100); !errors.Is(err, context.Canceled) {
+			t.Fatalf("got %v, want context.Canceled", err)
+		}
+	})
+}
+
+func TestStoreConcurrentPut(t *testing.T) {
+	ctx := context.Background()
+	st := newStore(t)
+	data := bytes.Repeat([]byte("concurrent"), 100000)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			if err := st.PutReader(ctx, cids.Sum(data), bytes.NewReader(data), 0); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	got, err := st.Get(ctx, cids.Sum(data))
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("got %d bytes, %v", len(got), err)
+	}
+	if names := dirNames(t, st); len(names) != 1 || strings.HasPrefix(names[0], ".tmp") {
+		t.Fatalf("got files %v, want just the blob", names)
+	}
+}
+
+func dirNames(t *testing.T, st *Store) []string {
+	t.Helper()
+	ents, err := os.ReadDir(st.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, filepath.Base(e.Name()))
+	}
+	return names
+}

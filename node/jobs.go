@@ -1,0 +1,121 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/gridnode/gridnode/jobs"
+	"github.com/gridnode/gridnode/sandbox"
+)
+
+// Runner runs one job in a sandbox; *sandbox.Runner implements it.
+type Runner = jobs.Runner
+
+var _ Runner = (*sandbox.Runner)(nil)
+
+// jobsPart is the node's content store, its worker (nil on a client) and its submitter.
+type jobsPart struct {
+	store  *jobs.Store
+	worker *jobs.Worker
+	sub    *jobs.Submitter
+}
+
+func openJobs(n *Node) (*jobsPart, error) {
+	cfg := n.cfg
+	st, err := jobs.OpenStore(filepath.Join(n.dir, "blobs"))
+	if err != nil {
+		return nil, err
+	}
+	j := &jobsPart{store: st}
+	log := n.log.With("component", "jobs")
+	// The submitter serves the store's blobs (binaries it submits); a worker then replaces
+	// that handler with one that stops with the worker.
+	j.sub, err = jobs.NewSubmitter(jobs.SubmitterConfig{
+		Host:        n.h,
+		Store:       st,
+		FindWorkers: n.findWorkers,
+		Logger:      log,
+		Progress:    cfg.Progress,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Worker {
+		runner := cfg.Runner
+		if runner == nil {
+			runner = &sandbox.Runner{Logger: n.log.With("component", "sandbox")}
+		}
+		j.worker, err = jobs.NewWorker(jobs.WorkerConfig{
+			Host:   n.h,
+			Store:  st,
+			Runner: runner,
+			Slots:  cfg.Slots,
+			Limits: cfg.Limits,
+			Providers: func(ctx context.Context, c cid.Cid) []peer.AddrInfo {
+				return n.d.FindProviders(ctx, c)
+			},
+			Logger: log,
+		})
+		if err != nil {
+			return nil, err
+		}
+		j.worker.Start()
+	}
+	return j, nil
+}
+
+// findWorkers asks the DHT for workers, polling for a few seconds when it knows none yet: a
+// grid that just started may still be announcing.
+func (n *Node) findWorkers(ctx context.Context) ([]peer.AddrInfo, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		ws, err := n.FindWorkers(ctx)
+		if len(ws) > 0 {
+			return ws, nil
+		}
+		if err == nil {
+			err = ctx.Err()
+		}
+		select {
+		case <-ctx.Done():
+			if err == nil {
+				err = ctx.Err()
+			}
+			return nil, fmt.Errorf("no workers found: %w", err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func (j *jobsPart) close() error {
+	if j.worker != nil {
+		return j.worker.Close()
+	}
+	return nil
+}
+
+// Submit runs a job on the grid and returns the verified report.
+func (n *Node) Submit(ctx context.Context, req jobs.Request) (*jobs.Report, error) {
+	if n.jobs == nil {
+		return nil, errors.New("submit: node not open")
+	}
+	return n.jobs.sub.Submit(ctx, req)
+}
+
+// Store is the node's content store.
+func (n *Node) Store() *jobs.Store { return n.jobs.store }
+
+// Running is the number of jobs this worker has admitted and not yet answered.
+func (n *Node) Running() int {
+	if n.jobs == nil || n.jobs.worker == nil {
+		return 0
+	}
+	return n.jobs.worker.Running()
+}

@@ -1,0 +1,181 @@
+package node
+
+import (
+	"context"
+	"io"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/gridnode/gridnode/cids"
+	"github.com/gridnode/gridnode/jobs"
+	"github.com/gridnode/gridnode/sandbox"
+)
+
+// fakeRunner runs jobs through a function.
+type fakeRunner struct {
+	run func(ctx context.Context, job sandbox.Job, lim sandbox.Limits) (sandbox.Result, error)
+}
+
+func (f fakeRunner) Run(ctx context.Context, job sandbox.Job, lim sandbox.Limits) (sandbox.Result, error) {
+	return f.run(ctx, job, lim)
+}
+
+// echoRunner answers every job with its input.
+var echoRunner = fakeRunner{func(ctx context.Context, job sandbox.Job, lim sandbox.Limits) (sandbox.Result, error) {
+	var in []byte
+	if job.Stdin != nil {
+		in, _ = io.ReadAll(job.Stdin)
+	}
+	return sandbox.Result{Status: sandbox.StatusExited, Output: in, OutputCID: cids.Sum(in)}, nil
+}}
+
+// fakeELF is enough of an ELF header for the submitter; fake runners never parse it.
+var fakeELF = append([]byte("\x7fELF\x02\x01\x01"), make([]byte, 57)...)
+
+// openGrid opens a bootstrap worker, more workers and a client, all closed by t.Cleanup.
+func openGrid(t *testing.T, ctx context.Context, workers int, r Runner) (ws []*Node, client *Node) {
+	t.Helper()
+	var boot []string
+	for i := range workers {
+		w, err := Open(ctx, Config{Ephemeral: true, Loopback: true, Worker: true, Runner: r, Slots: 2, Bootstrap: boot})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { w.Close() })
+		if i == 0 {
+			for _, a := range w.Addrs() {
+				boot = append(boot, a.String())
+			}
+		}
+		ws = append(ws, w)
+	}
+	for _, w := range ws {
+		if err := w.WaitAnnounced(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	client, err := Open(ctx, Config{Ephemeral: true, Loopback: true, Bootstrap: boot})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	return ws, client
+}
+
+func TestSubmitAndCloseWithoutLeaks(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	t.Run("grid", func(t *testing.T) {
+		_, c := openGrid(t, ctx, 3, echoRunner)
+		rep, err := c.Submit(ctx, jobs.Request{Binary: fakeELF, Input: []byte("ping"), Replicas: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := string(rep.Output); got != "ping" {
+			t.Errorf("got output %q, want %q", got, "ping")
+		}
+		for _, r := range rep.Replicas {
+			if r.Worker == c.ID() {
+				t.Error("the client ran its own job")
+			}
+		}
+	})
+}
+
+// TestCloseCancelsJobs checks that closing a worker node kills its running jobs and that the
+// submitter hears they were cancelled.
+func TestCloseCancelsJobs(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	started := make(chan struct{}, 4)
+	block := fakeRunner{func(ctx context.Context, job sandbox.Job, lim sandbox.Limits) (sandbox.Result, error) {
+		started <- struct{}{}
+		<-ctx.Done()
+		return sandbox.Result{Status: sandbox.StatusCrashed, Signal: "SIGKILL", Reason: "killed"}, ctx.Err()
+	}}
+	ws, c := openGrid(t, ctx, 2, block)
+	type result struct {
+		rep *jobs.Report
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		rep, err := c.Submit(ctx, jobs.Request{Binary: fakeELF, Replicas: 2, MaxReplicas: 2})
+		done <- result{rep, err}
+	}()
+	for range 2 {
+		select {
+		case <-started:
+		case <-ctx.Done():
+			t.Fatal("jobs never started")
+		}
+	}
+	for _, w := range ws {
+		if w.Running() != 1 {
+			t.Errorf("worker %s: got %d running jobs, want 1", w.ID(), w.Running())
+		}
+	}
+	for _, w := range ws {
+		if err := w.Close(); err != nil {
+			t.Error(err)
+		}
+	}
+	var r result
+	select {
+	case r = <-done:
+	case <-ctx.Done():
+		t.Fatal("submit did not return after the workers closed")
+	}
+	if r.err == nil {
+		t.Fatal("got nil error, want no quorum")
+	}
+	if r.rep == nil || len(r.rep.Replicas) == 0 {
+		t.Fatalf("got no replicas in the report (err %v)", r.err)
+	}
+	for _, rp := range r.rep.Replicas {
+		if !strings.Contains(strings.ToLower(rp.Err+rp.Status), "cancel") {
+			t.Errorf("replica %s: got status %q error %q, want cancelled", rp.Worker, rp.Status, rp.Err)
+		}
+	}
+}
+
+func TestAPI(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ws, _ := openGrid(t, ctx, 3, echoRunner)
+	srv := httptest.NewServer(ws[0].APIHandler())
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	rep, err := SubmitAPI(ctx, addr, jobs.Request{Binary: fakeELF, Input: []byte("via api"), Replicas: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(rep.Output); got != "via api" {
+		t.Errorf("got output %q, want %q", got, "via api")
+	}
+	if !rep.OutputCID.Equals(cids.Sum([]byte("via api"))) {
+		t.Errorf("got output CID %s, want %s", rep.OutputCID, cids.Sum([]byte("via api")))
+	}
+	if len(rep.Replicas) < 2 || !rep.Replicas[0].ReceiptValid {
+		t.Errorf("got replicas %+v, want 2 with valid receipts", rep.Replicas)
+	}
+	if _, err := SubmitAPI(ctx, addr, jobs.Request{}); err == nil {
+		t.Error("empty job: got nil error")
+	}
+	for _, a := range []string{"0.0.0.0:0", "192.168.1.1:0", "example.com:80", "nonsense"} {
+		if ln, err := ListenAPI(a); err == nil {
+			ln.Close()
+			t.Errorf("ListenAPI(%q): got nil error", a)
+		}
+	}
+	ln, err := ListenAPI("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.Close()
+}

@@ -1,0 +1,54 @@
+package node
+
+import (
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+)
+
+// The grid's stream protocols; the jobs package registers their handlers.
+const (
+	protoInfo protocol.ID = "/gridnode/info/1.0.0"
+	protoBlob protocol.ID = "/gridnode/blob/1.0.0"
+	protoJob  protocol.ID = "/gridnode/job/1.0.0"
+)
+
+// Connection manager water marks: trimmed back to low when above high; peers with jobs in
+// flight are protected by the jobs package.
+const (
+	connLow  = 64
+	connHigh = 128
+)
+
+// newResourceManager returns libp2p's scaled default limits plus explicit limits for the
+// grid's protocols: one peer cannot hold more than a few streams of each, so a flood of
+// streams is refused by the resource manager (the peer sees resets) before a handler runs.
+func newResourceManager() (network.ResourceManager, error) {
+	cfg := rcmgr.DefaultLimits
+	libp2p.SetDefaultServiceLimits(&cfg)
+
+	// Per peer, over all protocols.
+	cfg.PeerBaseLimit.StreamsInbound = 256
+	cfg.PeerBaseLimit.Streams = 512
+	cfg.PeerLimitIncrease = rcmgr.BaseLimitIncrease{}
+
+	type lim struct {
+		id            protocol.ID
+		total, byPeer int
+		mem           int64
+	}
+	for _, l := range []lim{
+		{protoInfo, 256, 16, 4 << 20},
+		{protoBlob, 64, 8, 128 << 20},
+		{protoJob, 256, 32, 64 << 20},
+	} {
+		cfg.AddProtocolLimit(l.id,
+			rcmgr.BaseLimit{StreamsInbound: l.total, StreamsOutbound: l.total, Streams: 2 * l.total, Memory: l.mem},
+			rcmgr.BaseLimitIncrease{})
+		cfg.AddProtocolPeerLimit(l.id,
+			rcmgr.BaseLimit{StreamsInbound: l.byPeer, StreamsOutbound: l.byPeer, Streams: 2 * l.byPeer, Memory: l.mem / 4},
+			rcmgr.BaseLimitIncrease{})
+	}
+	return rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(cfg.AutoScale()), rcmgr.WithMetricsDisabled())
+}

@@ -1,0 +1,298 @@
+// Package node wires a gridnode peer together: libp2p host, identity, private DHT, content
+// store, worker and submitter.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	"github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
+
+	"github.com/gridnode/gridnode/dht"
+	"github.com/gridnode/gridnode/sandbox"
+)
+
+// closeGrace is how long Close waits, after cancelling running jobs, before closing the
+// connections that carry their "cancelled" replies.
+const closeGrace = 500 * time.Millisecond
+
+// DefaultPort is the TCP and UDP (QUIC) port a daemon listens on unless told otherwise.
+const DefaultPort = 4011
+
+// Config configures Open. The zero value is a persistent worker in the default data dir,
+// listening on DefaultPort on all interfaces.
+type Config struct {
+	DataDir   string   // default DefaultDataDir(); unused when Ephemeral
+	Listen    []string // multiaddrs; default TCP and QUIC on DefaultPort (port 0 with Loopback)
+	Bootstrap []string // full /p2p/ multiaddrs of peers to join through
+	Relays    []string // static relays for the relay client (non-loopback only)
+	Slots     int      // concurrent jobs; default runtime.NumCPU()
+	Limits    sandbox.Limits
+	Loopback  bool // listen on 127.0.0.1 and skip NAT traversal; implied when every Listen address is loopback
+	Worker    bool // run jobs for others and announce capacity
+	Ephemeral bool // random identity and a temporary store, removed on Close
+	Logger    *slog.Logger
+	Runner    Runner           // runs jobs; default &sandbox.Runner{Logger: Logger}
+	Progress  func(msg string) // submit progress, for a CLI's stderr; may be nil
+
+	// DHTBucketSize overrides the Kademlia bucket size; for tests.
+	DHTBucketSize int
+}
+
+// Node is a running gridnode peer.
+type Node struct {
+	cfg  Config
+	log  *slog.Logger
+	h    host.Host
+	d    *dht.DHT
+	dir  string // data dir; removed on Close when ephemeral
+	jobs *jobsPart
+
+	announced chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open starts a node: host, DHT (bootstrapped through cfg.Bootstrap), store, and the worker
+// when cfg.Worker. It returns once the node is listening and has reached a bootstrap peer;
+// see WaitAnnounced for when other peers can find a worker.
+func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Slots <= 0 {
+		cfg.Slots = runtime.NumCPU()
+	}
+	implied := cfg.Listen
+	if len(implied) == 0 {
+		implied = cfg.Bootstrap // a node joining a loopback grid stays on loopback
+	}
+	if len(implied) > 0 && !cfg.Loopback {
+		cfg.Loopback = true
+		for _, s := range implied {
+			a, err := multiaddr.NewMultiaddr(s)
+			if err != nil {
+				return nil, fmt.Errorf("address %q: %w", s, err)
+			}
+			cfg.Loopback = cfg.Loopback && manet.IsIPLoopback(a)
+		}
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger, announced: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			n.Close()
+		}
+	}()
+
+	var key crypto.PrivKey
+	if cfg.Ephemeral {
+		if n.dir, err = os.MkdirTemp("", "gridnode-ephemeral-"); err != nil {
+			return nil, err
+		}
+		if key, _, err = crypto.GenerateEd25519Key(nil); err != nil {
+			return nil, err
+		}
+	} else {
+		if n.dir = cfg.DataDir; n.dir == "" {
+			if n.dir, err = DefaultDataDir(); err != nil {
+				return nil, err
+			}
+		}
+		if err = os.MkdirAll(n.dir, 0o700); err != nil {
+			return nil, fmt.Errorf("data dir: %w", err)
+		}
+		if key, err = LoadIdentity(filepath.Join(n.dir, IdentityFile)); err != nil {
+			return nil, err
+		}
+	}
+
+	boot, err := ParseAddrs(cfg.Bootstrap)
+	if err != nil {
+		return nil, fmt.Errorf("bootstrap: %w", err)
+	}
+	if n.h, err = newHost(key, cfg); err != nil {
+		return nil, err
+	}
+	mode := dht.ModeAutoServer
+	if !cfg.Worker && cfg.Ephemeral {
+		mode = dht.ModeClient // a short-lived submitter should not enter routing tables
+	}
+	if n.d, err = dht.New(ctx, n.h, dht.Config{Bootstrap: boot, Mode: mode, BucketSize: cfg.DHTBucketSize, Logger: n.log.With("component", "dht")}); err != nil {
+		return nil, err
+	}
+	if n.jobs, err = openJobs(n); err != nil {
+		return nil, err
+	}
+	if err = n.d.Bootstrap(ctx); err != nil {
+		return nil, err
+	}
+	if len(boot) > 0 {
+		// A connected bootstrap peer enters the routing table once identify has run.
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := n.d.WaitReady(wctx, 1)
+		cancel()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if err != nil {
+			n.log.Warn("routing table still empty", "err", err)
+		}
+	}
+	if cfg.Worker {
+		n.d.AnnounceLoop(dht.WorkerNamespace(), n.announced)
+	}
+	n.log.Info("node started", "peer", n.h.ID(), "worker", cfg.Worker, "addrs", n.h.Addrs())
+	return n, nil
+}
+
+func newHost(key crypto.PrivKey, cfg Config) (host.Host, error) {
+	listen := cfg.Listen
+	if len(listen) == 0 {
+		p := DefaultPort
+		if cfg.Ephemeral || cfg.Loopback {
+			p = 0
+		}
+		if cfg.Loopback {
+			listen = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
+		} else {
+			listen = []string{
+				fmt.Sprintf("/ip4/0.0.0.0/tcp/%d", p), fmt.Sprintf("/ip4/0.0.0.0/udp/%d/quic-v1", p),
+				fmt.Sprintf("/ip6/::/tcp/%d", p), fmt.Sprintf("/ip6/::/udp/%d/quic-v1", p),
+			}
+		}
+	}
+	rm, err := newResourceManager()
+	if err != nil {
+		return nil, fmt.Errorf("resource manager: %w", err)
+	}
+	cm, err := connmgr.NewConnManager(connLow, connHigh, connmgr.WithGracePeriod(time.Minute))
+	if err != nil {
+		return nil, fmt.Errorf("connection manager: %w", err)
+	}
+	opts := []libp2p.Option{
+		libp2p.Identity(key),
+		libp2p.ListenAddrStrings(listen...),
+		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Transport(quic.NewTransport),
+		libp2p.ResourceManager(rm),
+		libp2p.ConnectionManager(cm),
+		libp2p.UserAgent("gridnode"),
+		libp2p.DisableMetrics(),
+	}
+	if cfg.Loopback {
+		opts = append(opts, libp2p.DisableRelay())
+	} else {
+		opts = append(opts, libp2p.NATPortMap(), libp2p.EnableHolePunching(), libp2p.EnableAutoNATv2())
+		if len(cfg.Relays) > 0 {
+			relays, err := ParseAddrs(cfg.Relays)
+			if err != nil {
+				return nil, fmt.Errorf("relays: %w", err)
+			}
+			opts = append(opts, libp2p.EnableAutoRelayWithStaticRelays(relays))
+		}
+	}
+	h, err := libp2p.New(opts...)
+	if err != nil {
+		rm.Close()
+		cm.Close()
+		return nil, fmt.Errorf("start host: %w", err)
+	}
+	return h, nil
+}
+
+// ParseAddrs parses full /p2p/ multiaddrs, merging addresses of the same peer.
+func ParseAddrs(ss []string) ([]peer.AddrInfo, error) {
+	var mas []multiaddr.Multiaddr
+	for _, s := range ss {
+		ma, err := multiaddr.NewMultiaddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("parse %q: %w", s, err)
+		}
+		mas = append(mas, ma)
+	}
+	ais, err := peer.AddrInfosFromP2pAddrs(mas...)
+	if err != nil {
+		return nil, fmt.Errorf("parse addresses: %w (want /ip4/…/tcp/…/p2p/<peer id>)", err)
+	}
+	return ais, nil
+}
+
+// ID is the node's peer ID.
+func (n *Node) ID() peer.ID { return n.h.ID() }
+
+// Host is the node's libp2p host.
+func (n *Node) Host() host.Host { return n.h }
+
+// DHT is the node's DHT.
+func (n *Node) DHT() *dht.DHT { return n.d }
+
+// Addrs are the node's listen addresses as full /p2p/ multiaddrs.
+func (n *Node) Addrs() []multiaddr.Multiaddr {
+	mas, err := peer.AddrInfoToP2pAddrs(&peer.AddrInfo{ID: n.h.ID(), Addrs: n.h.Addrs()})
+	if err != nil {
+		return nil
+	}
+	return mas
+}
+
+// WaitAnnounced waits until a worker's first capacity announcement reached the DHT.
+func (n *Node) WaitAnnounced(ctx context.Context) error {
+	if !n.cfg.Worker {
+		return ErrNotWorker
+	}
+	select {
+	case <-n.announced:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("wait for announcement: %w", ctx.Err())
+	}
+}
+
+// FindWorkers lists the workers of this machine's class other than this node.
+func (n *Node) FindWorkers(ctx context.Context) ([]peer.AddrInfo, error) {
+	return n.d.FindWorkers(ctx, dht.WorkerNamespace())
+}
+
+// Close stops the worker (cancelling running jobs), the DHT and then the host. It is safe to
+// call more than once.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		var errs []error
+		if n.jobs != nil {
+			busy := n.Running() > 0
+			errs = append(errs, n.jobs.close())
+			if busy {
+				// The worker has written "cancelled" to its submitters, but closing the
+				// host now would drop what QUIC or yamux has not sent yet. Nothing tells
+				// us when the submitters have read it, so give them a moment.
+				time.Sleep(closeGrace)
+			}
+		}
+		if n.d != nil {
+			errs = append(errs, n.d.Close())
+		}
+		if n.h != nil {
+			errs = append(errs, n.h.Close())
+		}
+		if n.cfg.Ephemeral && n.dir != "" {
+			errs = append(errs, os.RemoveAll(n.dir))
+		}
+		n.closeErr = errors.Join(errs...)
+	})
+	return n.closeErr
+}

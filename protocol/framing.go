@@ -1,0 +1,93 @@
+package protocol
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+
+	"google.golang.org/protobuf/proto"
+)
+
+// chunk is how much ReadMsg allocates at a time for large messages, so memory grows with
+// the bytes that actually arrive and not with what a length prefix claims.
+const chunk = 64 << 10
+
+// WriteMsg writes m to w with an unsigned varint length prefix, in one Write.
+func WriteMsg(w io.Writer, m proto.Message) error {
+	size := proto.Size(m)
+	buf := make([]byte, binary.MaxVarintLen64, binary.MaxVarintLen64+size)
+	n := binary.PutUvarint(buf, uint64(size))
+	buf, err := proto.MarshalOptions{}.MarshalAppend(buf[:n], m)
+	if err != nil {
+		return fmt.Errorf("marshal %T: %w", m, err)
+	}
+	_, err = w.Write(buf)
+	return err
+}
+
+// ReadMsg reads one varint-delimited message into m. A length above max fails with
+// ErrTooLarge before the body is read. It never reads past the message, so raw bytes that
+// follow it on the stream stay there.
+func ReadMsg(r io.Reader, m proto.Message, max int) error {
+	n, err := readUvarint(r)
+	if err != nil {
+		return err
+	}
+	if n > uint64(max) {
+		return fmt.Errorf("%w: message of %d bytes, limit %d", ErrTooLarge, n, max)
+	}
+	buf, err := readN(r, int(n))
+	if err != nil {
+		return err
+	}
+	if err := proto.Unmarshal(buf, m); err != nil {
+		return fmt.Errorf("%w: unmarshal %T: %v", ErrBadRequest, m, err)
+	}
+	return nil
+}
+
+// readUvarint reads a varint one byte at a time: a stream has no unread.
+func readUvarint(r io.Reader) (uint64, error) {
+	var b [1]byte
+	var x uint64
+	for i := 0; i < binary.MaxVarintLen64; i++ {
+		if _, err := io.ReadFull(r, b[:]); err != nil {
+			if i > 0 && errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return 0, err
+		}
+		if i == binary.MaxVarintLen64-1 && b[0] > 1 {
+			break
+		}
+		x |= uint64(b[0]&0x7f) << (7 * i)
+		if b[0] < 0x80 {
+			if i > 0 && b[0] == 0 {
+				return 0, fmt.Errorf("%w: non-minimal varint", ErrBadRequest)
+			}
+			return x, nil
+		}
+	}
+	return 0, fmt.Errorf("%w: varint overflows 64 bits", ErrBadRequest)
+}
+
+// readN reads exactly n bytes, growing the buffer only as data arrives.
+func readN(r io.Reader, n int) ([]byte, error) {
+	buf := make([]byte, 0, min(n, chunk))
+	for len(buf) < n {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, min(n-len(buf), cap(buf)))
+		}
+		m, err := io.ReadFull(r, buf[len(buf):min(n, cap(buf))])
+		buf = buf[:len(buf)+m]
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+	return buf, nil
+}

@@ -1,0 +1,154 @@
+package protocol
+
+import (
+	"bytes"
+	"encoding/binary"
+	"io"
+	"testing"
+
+	"github.com/gridnode/gridnode/cids"
+	"google.golang.org/protobuf/proto"
+)
+
+func frame(t testing.TB, m proto.Message) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	if err := WriteMsg(&b, m); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func sealedSeeds(f *testing.F) (receipt, offer []byte) {
+	key, id := testKey(f, 1)
+	receipt, err := SealReceipt(testReceipt(id), key)
+	if err != nil {
+		f.Fatal(err)
+	}
+	offer, err = SealOffer(testOffer(id), key)
+	if err != nil {
+		f.Fatal(err)
+	}
+	return receipt, offer
+}
+
+func FuzzReadMsg(f *testing.F) {
+	f.Add(frame(f, &JobAdmit{Code: Code_BUSY, Message: "busy"}))
+	f.Add(frame(f, &BlobRequest{Cid: cids.Sum(nil).Bytes()}))
+	f.Add(binary.AppendUvarint(nil, 1<<40))
+	f.Add([]byte{0x80, 0x80, 0x80})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var m JobAdmit
+		err := ReadMsg(bytes.NewReader(data), &m, MaxControlMsg)
+		if err != nil {
+			return
+		}
+		// What decodes must encode and decode again to the same message.
+		var m2 JobAdmit
+		if err := ReadMsg(bytes.NewReader(frame(t, &m)), &m2, MaxControlMsg); err != nil {
+			t.Fatalf("re-read: %v", err)
+		}
+		if !proto.Equal(&m, &m2) {
+			t.Fatalf("got %v, want %v", &m2, &m)
+		}
+	})
+}
+
+func FuzzJobRequest(f *testing.F) {
+	f.Add(frame(f, &JobRequest{JobCid: cids.Sum([]byte("job")).Bytes(), Input: []byte("in"), Nonce: testNonce(), Limits: &Limits{CpuMs: 1000, Memory: 1 << 20}, Arch: ArchLinuxAMD64}))
+	f.Add(frame(f, &JobRequest{JobCid: cids.Sum([]byte("job")).Bytes(), InputCid: cids.Sum(nil).Bytes(), InputSize: 7, Nonce: testNonce()}))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var m JobRequest
+		if err := ReadMsg(bytes.NewReader(data), &m, MaxJobRequest); err != nil {
+			return
+		}
+		if err := m.Check(); err != nil {
+			return
+		}
+		if _, err := cids.Cast(m.JobCid); err != nil {
+			t.Fatalf("Check passed a bad job cid: %v", err)
+		}
+		if err := CheckNonce(m.Nonce); err != nil {
+			t.Fatalf("Check passed a bad nonce: %v", err)
+		}
+	})
+}
+
+func FuzzJobResult(f *testing.F) {
+	receipt, _ := sealedSeeds(f)
+	f.Add(frame(f, &JobResult{Status: "exited", Output: []byte("output"), CpuUs: 1500, WallUs: 2000000, Receipt: receipt}))
+	f.Add(frame(f, &JobResult{Code: Code_CANCELLED, Message: "worker shutting down"}))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var m JobResult
+		if err := ReadMsg(bytes.NewReader(data), &m, MaxJobResult); err != nil {
+			return
+		}
+		if err := m.Check(); err != nil {
+			return
+		}
+		if err := m.Err(); err != nil {
+			return
+		}
+		r, signer, err := OpenReceipt(m.Receipt)
+		if err == nil && signer != r.Worker {
+			t.Fatalf("signer %s, worker %s", signer, r.Worker)
+		}
+	})
+}
+
+func FuzzOpenReceipt(f *testing.F) {
+	receipt, offer := sealedSeeds(f)
+	f.Add(receipt)
+	f.Add(offer)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, signer, err := OpenReceipt(data)
+		if err != nil {
+			return
+		}
+		if signer != r.Worker {
+			t.Fatalf("signer %s, worker %s", signer, r.Worker)
+		}
+		if CheckNonce(r.Nonce) != nil || cids.Check(r.OutputCID) != nil {
+			t.Fatalf("accepted a malformed receipt %+v", r)
+		}
+	})
+}
+
+func FuzzOpenOffer(f *testing.F) {
+	receipt, offer := sealedSeeds(f)
+	f.Add(offer)
+	f.Add(receipt)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		o, signer, err := OpenOffer(data)
+		if err != nil {
+			return
+		}
+		if signer != o.Peer || o.SlotsFree > o.SlotsTotal {
+			t.Fatalf("accepted a malformed offer %+v", o)
+		}
+	})
+}
+
+func FuzzBlobResponse(f *testing.F) {
+	body := []byte("blob body")
+	f.Add(append(frame(f, &BlobResponse{Size: uint64(len(body))}), body...), int64(100))
+	f.Add(frame(f, &BlobResponse{Code: Code_NOT_FOUND, Message: "no such blob"}), int64(100))
+	f.Fuzz(func(t *testing.T, data []byte, max int64) {
+		r := bytes.NewReader(data)
+		size, err := ReadBlobHeader(r, max)
+		if err != nil {
+			return
+		}
+		if size < 0 || size > max {
+			t.Fatalf("size %d outside [0, %d]", size, max)
+		}
+		v := cids.NewVerifier(cids.Sum(body))
+		var got bytes.Buffer
+		if _, err := io.Copy(io.MultiWriter(v, &got), io.LimitReader(r, size)); err != nil {
+			t.Fatal(err)
+		}
+		if (v.Verify() == nil) != bytes.Equal(got.Bytes(), body) {
+			t.Fatalf("verifier disagrees with bytes.Equal on %q", got.Bytes())
+		}
+	})
+}

@@ -1,0 +1,62 @@
+package protocol
+
+import (
+	"runtime"
+	"time"
+
+	p2pproto "github.com/libp2p/go-libp2p/core/protocol"
+)
+
+// Stream protocol IDs.
+const (
+	InfoID p2pproto.ID = "/gridnode/info/1.0.0"
+	BlobID p2pproto.ID = "/gridnode/blob/1.0.0"
+	JobID  p2pproto.ID = "/gridnode/job/1.0.0"
+)
+
+// Size caps, checked against every length prefix before anything is allocated.
+const (
+	MaxControlMsg = 64 << 10 // InfoRequest, InfoResponse, BlobRequest, BlobResponse, JobAdmit
+	MaxEnvelope   = 16 << 10 // a sealed offer or receipt
+	MaxInline     = 16 << 20 // input sent inside a JobRequest
+	MaxOutput     = 16 << 20 // output returned inside a JobResult
+	MaxJobRequest = MaxInline + 64<<10
+	MaxJobResult  = MaxOutput + MaxEnvelope + 64<<10
+	MinNonce      = 16
+	MaxNonce      = 64
+	MaxText       = 64      // status, signal, arch
+	MaxReason     = 4 << 10 // the free-text reason of a result
+)
+
+// Timeouts for stream deadlines.
+const (
+	InfoTimeout    = 10 * time.Second // a whole info exchange
+	RequestTimeout = 60 * time.Second // to receive a request of up to MaxJobRequest
+	ReplyTimeout   = 60 * time.Second // to send a reply of up to MaxJobResult
+	FetchTimeout   = 5 * time.Minute  // the most a worker waits to fetch a binary and input
+)
+
+// Arch names the platform a worker runs jobs for, as in offers and requests.
+const (
+	ArchLinuxAMD64 = "linux/amd64"
+	ArchLinuxARM64 = "linux/arm64"
+)
+
+// LocalArch returns the architecture of this process, e.g. "linux/amd64".
+func LocalArch() string { return runtime.GOOS + "/" + runtime.GOARCH }
+
+// BlobTimeout returns how long a blob transfer of size bytes may take: a base for the
+// exchange plus 1 MiB/s, slow enough for home uplinks.
+func BlobTimeout(size int64) time.Duration {
+	return 30*time.Second + time.Duration(max(size, 0)>>20)*time.Second
+}
+
+// Deadliner is the part of network.Stream that sets deadlines.
+type Deadliner interface {
+	SetDeadline(time.Time) error
+}
+
+// SetDeadline sets s's read and write deadline to d from now.
+func SetDeadline(s Deadliner, d time.Duration) error {
+	return s.SetDeadline(time.Now().Add(d))
+}

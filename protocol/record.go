@@ -1,0 +1,300 @@
+package protocol
+
+import (
+	"bytes"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/gridnode/gridnode/cids"
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/record"
+	"google.golang.org/protobuf/proto"
+)
+
+// Signature domains and payload types of gridnode's signed envelopes.
+const (
+	ReceiptDomain = "gridnode-receipt"
+	OfferDomain   = "gridnode-offer"
+)
+
+var (
+	receiptCodec = []byte("/gridnode/receipt")
+	offerCodec   = []byte("/gridnode/offer")
+)
+
+func init() {
+	record.RegisterType(&Receipt{})
+	record.RegisterType(&Offer{})
+}
+
+var (
+	_ record.Record = (*Receipt)(nil)
+	_ record.Record = (*Offer)(nil)
+)
+
+// Receipt is a worker's signed statement of what one run produced for one submitter.
+type Receipt struct {
+	JobCID    cid.Cid
+	InputCID  cid.Cid
+	OutputCID cid.Cid
+	Status    string
+	ExitCode  int
+	Signal    string
+	CPU, Wall time.Duration
+	Worker    peer.ID
+	Nonce     []byte // the submitter's nonce from the JobRequest
+}
+
+// Domain implements record.Record.
+func (r *Receipt) Domain() string { return ReceiptDomain }
+
+// Codec implements record.Record.
+func (r *Receipt) Codec() []byte { return receiptCodec }
+
+// MarshalRecord implements record.Record.
+func (r *Receipt) MarshalRecord() ([]byte, error) {
+	return proto.Marshal(&ReceiptPayload{
+		JobCid:    r.JobCID.Bytes(),
+		InputCid:  r.InputCID.Bytes(),
+		OutputCid: r.OutputCID.Bytes(),
+		Status:    r.Status,
+		ExitCode:  int32(r.ExitCode),
+		Signal:    r.Signal,
+		CpuUs:     ToMicros(r.CPU),
+		WallUs:    ToMicros(r.Wall),
+		Worker:    []byte(r.Worker),
+		Nonce:     r.Nonce,
+	})
+}
+
+// UnmarshalRecord implements record.Record; it checks every field's form.
+func (r *Receipt) UnmarshalRecord(b []byte) error {
+	var m ReceiptPayload
+	if err := proto.Unmarshal(b, &m); err != nil {
+		return fmt.Errorf("%w: receipt: %v", ErrBadEnvelope, err)
+	}
+	var out Receipt
+	var err error
+	if out.JobCID, err = cids.Cast(m.JobCid); err != nil {
+		return fmt.Errorf("%w: receipt job cid: %v", ErrBadEnvelope, err)
+	}
+	if out.InputCID, err = cids.Cast(m.InputCid); err != nil {
+		return fmt.Errorf("%w: receipt input cid: %v", ErrBadEnvelope, err)
+	}
+	if out.OutputCID, err = cids.Cast(m.OutputCid); err != nil {
+		return fmt.Errorf("%w: receipt output cid: %v", ErrBadEnvelope, err)
+	}
+	if out.Worker, err = peer.IDFromBytes(m.Worker); err != nil {
+		return fmt.Errorf("%w: receipt worker: %v", ErrBadEnvelope, err)
+	}
+	if m.Status == "" || len(m.Status) > MaxText || len(m.Signal) > MaxText {
+		return fmt.Errorf("%w: receipt status or signal", ErrBadEnvelope)
+	}
+	if err := CheckNonce(m.Nonce); err != nil {
+		return fmt.Errorf("%w: receipt: %v", ErrBadEnvelope, err)
+	}
+	out.Status, out.ExitCode, out.Signal = m.Status, int(m.ExitCode), m.Signal
+	out.CPU, out.Wall = FromMicros(m.CpuUs), FromMicros(m.WallUs)
+	out.Nonce = m.Nonce
+	*r = out
+	return nil
+}
+
+// SealReceipt signs r with key and returns the envelope's bytes.
+func SealReceipt(r *Receipt, key crypto.PrivKey) ([]byte, error) {
+	return seal(r, key)
+}
+
+// OpenReceipt checks a receipt envelope's signature and that its signer is the receipt's
+// worker, and returns the receipt and the signer.
+func OpenReceipt(b []byte) (*Receipt, peer.ID, error) {
+	r := new(Receipt)
+	signer, err := open(b, r)
+	if err != nil {
+		return nil, "", fmt.Errorf("open receipt: %w", err)
+	}
+	if signer != r.Worker {
+		return nil, "", fmt.Errorf("open receipt: %w: signed by %s, worker field %s", ErrBadEnvelope, signer, r.Worker)
+	}
+	return r, signer, nil
+}
+
+// Offer is a worker's signed, live statement of what it accepts now.
+type Offer struct {
+	Peer       peer.ID
+	Arch       string
+	SlotsFree  int
+	SlotsTotal int
+	MaxCPU     time.Duration
+	MaxWall    time.Duration
+	MaxMemory  int64
+	MaxStack   int64
+	MaxOutput  int64
+	MaxBinary  int64
+	MaxInput   int64
+	Time       time.Time
+	Nonce      []byte // the asker's nonce from the InfoRequest
+}
+
+// Domain implements record.Record.
+func (o *Offer) Domain() string { return OfferDomain }
+
+// Codec implements record.Record.
+func (o *Offer) Codec() []byte { return offerCodec }
+
+// MarshalRecord implements record.Record.
+func (o *Offer) MarshalRecord() ([]byte, error) {
+	return proto.Marshal(&OfferPayload{
+		PeerId:     []byte(o.Peer),
+		Arch:       o.Arch,
+		SlotsFree:  uint32(max(o.SlotsFree, 0)),
+		SlotsTotal: uint32(max(o.SlotsTotal, 0)),
+		Max: &Limits{
+			CpuMs:  ToMillis(o.MaxCPU),
+			WallMs: ToMillis(o.MaxWall),
+			Memory: uint64(max(o.MaxMemory, 0)),
+			Stack:  uint64(max(o.MaxStack, 0)),
+			Output: uint64(max(o.MaxOutput, 0)),
+			Binary: uint64(max(o.MaxBinary, 0)),
+		},
+		MaxInput:   uint64(max(o.MaxInput, 0)),
+		TimeUnixMs: o.Time.UnixMilli(),
+		Nonce:      o.Nonce,
+	})
+}
+
+// UnmarshalRecord implements record.Record; it checks every field's form.
+func (o *Offer) UnmarshalRecord(b []byte) error {
+	var m OfferPayload
+	if err := proto.Unmarshal(b, &m); err != nil {
+		return fmt.Errorf("%w: offer: %v", ErrBadEnvelope, err)
+	}
+	id, err := peer.IDFromBytes(m.PeerId)
+	if err != nil {
+		return fmt.Errorf("%w: offer peer: %v", ErrBadEnvelope, err)
+	}
+	if m.Arch == "" || len(m.Arch) > MaxText || m.SlotsFree > m.SlotsTotal {
+		return fmt.Errorf("%w: offer arch or slots", ErrBadEnvelope)
+	}
+	if len(m.Nonce) > MaxNonce {
+		return fmt.Errorf("%w: offer nonce of %d bytes", ErrBadEnvelope, len(m.Nonce))
+	}
+	lim := m.GetMax()
+	*o = Offer{
+		Peer:       id,
+		Arch:       m.Arch,
+		SlotsFree:  int(m.SlotsFree),
+		SlotsTotal: int(m.SlotsTotal),
+		MaxCPU:     FromMillis(lim.GetCpuMs()),
+		MaxWall:    FromMillis(lim.GetWallMs()),
+		MaxMemory:  SatInt64(lim.GetMemory()),
+		MaxStack:   SatInt64(lim.GetStack()),
+		MaxOutput:  SatInt64(lim.GetOutput()),
+		MaxBinary:  SatInt64(lim.GetBinary()),
+		MaxInput:   SatInt64(m.MaxInput),
+		Time:       time.UnixMilli(m.TimeUnixMs),
+		Nonce:      m.Nonce,
+	}
+	return nil
+}
+
+// SealOffer signs o with key and returns the envelope's bytes.
+func SealOffer(o *Offer, key crypto.PrivKey) ([]byte, error) {
+	return seal(o, key)
+}
+
+// OpenOffer checks an offer envelope's signature and that its signer is the offer's peer,
+// and returns the offer and the signer.
+func OpenOffer(b []byte) (*Offer, peer.ID, error) {
+	o := new(Offer)
+	signer, err := open(b, o)
+	if err != nil {
+		return nil, "", fmt.Errorf("open offer: %w", err)
+	}
+	if signer != o.Peer {
+		return nil, "", fmt.Errorf("open offer: %w: signed by %s, peer field %s", ErrBadEnvelope, signer, o.Peer)
+	}
+	return o, signer, nil
+}
+
+func seal(r record.Record, key crypto.PrivKey) ([]byte, error) {
+	if key == nil {
+		return nil, fmt.Errorf("seal %s: no private key", r.Domain())
+	}
+	env, err := record.Seal(r, key)
+	if err != nil {
+		return nil, fmt.Errorf("seal %s: %w", r.Domain(), err)
+	}
+	return env.Marshal()
+}
+
+// open verifies b's signature for dest's domain, checks its payload type and unmarshals
+// the payload into dest. It returns the signer.
+func open(b []byte, dest record.Record) (peer.ID, error) {
+	if len(b) > MaxEnvelope {
+		return "", fmt.Errorf("%w: envelope of %d bytes", ErrTooLarge, len(b))
+	}
+	env, err := record.ConsumeTypedEnvelope(b, dest)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrBadEnvelope, err)
+	}
+	if !bytes.Equal(env.PayloadType, dest.Codec()) {
+		return "", fmt.Errorf("%w: payload type %q", ErrBadEnvelope, env.PayloadType)
+	}
+	signer, err := peer.IDFromPublicKey(env.PublicKey)
+	if err != nil {
+		return "", fmt.Errorf("%w: signer: %v", ErrBadEnvelope, err)
+	}
+	return signer, nil
+}
+
+// CheckNonce reports whether n has an acceptable length.
+func CheckNonce(n []byte) error {
+	if len(n) < MinNonce || len(n) > MaxNonce {
+		return fmt.Errorf("%w: nonce of %d bytes, want %d to %d", ErrBadRequest, len(n), MinNonce, MaxNonce)
+	}
+	return nil
+}
+
+// ToMillis converts d to whole milliseconds, rounding up; negative durations give 0.
+func ToMillis(d time.Duration) uint64 {
+	if d <= 0 {
+		return 0
+	}
+	return uint64((d + time.Millisecond - 1) / time.Millisecond)
+}
+
+// ToMicros converts d to whole microseconds; negative durations give 0.
+func ToMicros(d time.Duration) uint64 {
+	if d <= 0 {
+		return 0
+	}
+	return uint64(d / time.Microsecond)
+}
+
+// FromMillis converts received milliseconds to a Duration, saturating instead of overflowing.
+func FromMillis(ms uint64) time.Duration {
+	if ms > math.MaxInt64/uint64(time.Millisecond) {
+		return math.MaxInt64
+	}
+	return time.Duration(ms) * time.Millisecond
+}
+
+// FromMicros converts received microseconds to a Duration, saturating instead of overflowing.
+func FromMicros(us uint64) time.Duration {
+	if us > math.MaxInt64/uint64(time.Microsecond) {
+		return math.MaxInt64
+	}
+	return time.Duration(us) * time.Microsecond
+}
+
+// SatInt64 converts a received size to int64, saturating instead of wrapping.
+func SatInt64(u uint64) int64 {
+	if u > math.MaxInt64 {
+		return math.MaxInt64
+	}
+	return int64(u)
+}

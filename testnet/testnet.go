@@ -1,0 +1,203 @@
+// Package testnet starts a grid of real nodes on 127.0.0.1 inside one process, for tests and
+// demos.
+package testnet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/gridnode/gridnode/dht"
+	"github.com/gridnode/gridnode/node"
+	"github.com/gridnode/gridnode/sandbox"
+)
+
+// Setup describes a test grid. Zero fields take defaults.
+type Setup struct {
+	Nodes      int         // default 5
+	Slots      int         // job slots per node; default 2
+	Runner     node.Runner // default the real sandbox runner
+	Limits     sandbox.Limits
+	Logger     *slog.Logger
+	BucketSize int // DHT bucket size; default the Kademlia default
+}
+
+// Net is a running test grid. Every node is a worker; the first is the others' bootstrap peer.
+type Net struct {
+	setup Setup
+	nodes []*node.Node
+	mu    sync.Mutex
+	extra []*node.Node // clients, closed with the net
+}
+
+// Start starts s.Nodes worker nodes and returns once every routing table is filled and every
+// worker's announcement can be found, or ctx ends.
+func Start(ctx context.Context, s Setup) (_ *Net, err error) {
+	if s.Nodes <= 0 {
+		s.Nodes = 5
+	}
+	if s.Slots <= 0 {
+		s.Slots = 2
+	}
+	if s.Logger == nil {
+		s.Logger = slog.New(slog.DiscardHandler)
+	}
+	n := &Net{setup: s, nodes: make([]*node.Node, s.Nodes)}
+	defer func() {
+		if err != nil {
+			n.Close()
+		}
+	}()
+	cfg := func(i int, boot []string) node.Config {
+		return node.Config{
+			Ephemeral:     true,
+			Loopback:      true,
+			Worker:        true,
+			Bootstrap:     boot,
+			Slots:         s.Slots,
+			Limits:        s.Limits,
+			Runner:        s.Runner,
+			DHTBucketSize: s.BucketSize,
+			Logger:        s.Logger.With("node", i),
+		}
+	}
+	if n.nodes[0], err = node.Open(ctx, cfg(0, nil)); err != nil {
+		return nil, fmt.Errorf("start node 0: %w", err)
+	}
+	boot := n.Bootstrap()
+	var wg sync.WaitGroup
+	errs := make([]error, s.Nodes)
+	for i := 1; i < s.Nodes; i++ {
+		wg.Go(func() {
+			if n.nodes[i], errs[i] = node.Open(ctx, cfg(i, boot)); errs[i] != nil {
+				errs[i] = fmt.Errorf("start node %d: %w", i, errs[i])
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if err := n.wait(ctx); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// wait polls until routing tables are full enough and all workers are findable from every
+// node. Announcements made while a routing table was still nearly empty may have landed on
+// peers that are not the closest to the key; those workers announce again.
+func (n *Net) wait(ctx context.Context) error {
+	bucket := n.setup.BucketSize
+	if bucket <= 0 {
+		bucket = 20
+	}
+	want := min(len(n.nodes)-1, bucket/2)
+	for i, nd := range n.nodes {
+		if err := nd.DHT().WaitReady(ctx, want); err != nil {
+			return fmt.Errorf("node %d: %w", i, err)
+		}
+	}
+	if len(n.nodes) == 1 {
+		return nil // a lone node has nobody to announce to
+	}
+	for i, nd := range n.nodes {
+		if err := nd.WaitAnnounced(ctx); err != nil {
+			return fmt.Errorf("node %d: %w", i, err)
+		}
+	}
+	ns := dht.WorkerNamespace()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		missing := map[peer.ID]bool{}
+		for _, nd := range n.nodes {
+			fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			ws, err := nd.FindWorkers(fctx)
+			cancel()
+			if err != nil && ctx.Err() != nil {
+				return err
+			}
+			found := map[peer.ID]bool{}
+			for _, w := range ws {
+				found[w.ID] = true
+			}
+			for _, o := range n.nodes {
+				if o != nd && !found[o.ID()] {
+					missing[o.ID()] = true
+				}
+			}
+		}
+		if len(missing) == 0 {
+			return nil
+		}
+		for _, nd := range n.nodes {
+			if missing[nd.ID()] {
+				if err := nd.DHT().Announce(ctx, ns); err != nil && ctx.Err() != nil {
+					return err
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for %d workers to be findable: %w", len(missing), ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// Nodes returns the worker nodes; the first is the bootstrap peer.
+func (n *Net) Nodes() []*node.Node { return n.nodes }
+
+// Bootstrap returns the bootstrap peer's full multiaddrs.
+func (n *Net) Bootstrap() []string {
+	var out []string
+	for _, a := range n.nodes[0].Addrs() {
+		out = append(out, a.String())
+	}
+	return out
+}
+
+// NewClient starts an ephemeral peer that submits jobs but runs none, joined to the net. The
+// net closes it too.
+func (n *Net) NewClient(ctx context.Context) (*node.Node, error) {
+	c, err := node.Open(ctx, node.Config{
+		Ephemeral: true,
+		Loopback:  true,
+		Bootstrap: n.Bootstrap(),
+		Logger:    n.setup.Logger.With("node", "client"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start client: %w", err)
+	}
+	if err := c.DHT().WaitReady(ctx, 1); err != nil {
+		c.Close()
+		return nil, err
+	}
+	n.mu.Lock()
+	n.extra = append(n.extra, c)
+	n.mu.Unlock()
+	return c, nil
+}
+
+// Close stops all nodes and clients.
+func (n *Net) Close() error {
+	n.mu.Lock()
+	all := append(n.extra, n.nodes...)
+	n.extra = nil
+	n.mu.Unlock()
+	var wg sync.WaitGroup
+	errs := make([]error, len(all))
+	for i, nd := range all {
+		if nd != nil {
+			wg.Go(func() { errs[i] = nd.Close() })
+		}
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
