@@ -22,6 +22,7 @@ type command struct {
 // commands lists the subcommands in the order `gridnode --help` shows them.
 var commands = []command{
 	{"cid", "print the CID of a file", (&CIDCommand{}).Run},
+	{"build", "compile a C job (or a bundled example) with the job SDK", (&BuildCommand{}).Run},
 	{"sandbox", "run a job in the local sandbox", (&SandboxCommand{}).Run},
 	{"run", "run a grid node that donates idle CPU", (&RunCommand{}).Run},
 	{"submit", "run a job on the grid and print the verified output", (&SubmitCommand{}).Run},
