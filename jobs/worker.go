@@ -304,6 +304,10 @@ func (w *Worker) handleJob(s network.Stream) {
 			s.Reset()
 			return
 		}
+		// The host is about to close and would drop a reply still in flight: wait (up to
+		// the deadline) until the submitter has read it and closed its side.
+		s.CloseWrite()
+		<-watched
 	case ctx.Err() != nil:
 		log.Info("job cancelled: submitter gone", "job", sp.jobCID)
 		s.Reset()

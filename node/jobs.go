@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -28,7 +27,7 @@ type jobsPart struct {
 
 func openJobs(n *Node) (*jobsPart, error) {
 	cfg := n.cfg
-	st, err := jobs.OpenStore(filepath.Join(n.dir, "blobs"))
+	st, err := jobs.OpenStore(n.dir) // the store keeps its blobs in n.dir/blobs
 	if err != nil {
 		return nil, err
 	}

@@ -27,10 +27,6 @@ import (
 	"github.com/gridnode/gridnode/sandbox"
 )
 
-// closeGrace is how long Close waits, after cancelling running jobs, before closing the
-// connections that carry their "cancelled" replies.
-const closeGrace = 500 * time.Millisecond
-
 // DefaultPort is the TCP and UDP (QUIC) port a daemon listens on unless told otherwise.
 const DefaultPort = 4011
 
@@ -274,14 +270,8 @@ func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		var errs []error
 		if n.jobs != nil {
-			busy := n.Running() > 0
+			// The worker waits until its submitters have read their "cancelled" replies.
 			errs = append(errs, n.jobs.close())
-			if busy {
-				// The worker has written "cancelled" to its submitters, but closing the
-				// host now would drop what QUIC or yamux has not sent yet. Nothing tells
-				// us when the submitters have read it, so give them a moment.
-				time.Sleep(closeGrace)
-			}
 		}
 		if n.d != nil {
 			errs = append(errs, n.d.Close())
