@@ -170,3 +170,27 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 }
+
+// TestBuild runs `gridnode build` on an example and on a broken source.
+func TestBuild(t *testing.T) {
+	bin := gridnodeBinary(t)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "echo")
+	got, err := exec.Command(bin, "build", "--example", "echo", "-o", out).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	job, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := cids.Sum(job).String() + "  " + out + "\n"; string(got) != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	bad := filepath.Join(dir, "bad.c")
+	os.WriteFile(bad, []byte("int main(void) { return undeclared; }\n"), 0o644)
+	msg, err := exec.Command(bin, "build", "-o", filepath.Join(dir, "bad"), bad).CombinedOutput()
+	if err == nil || !strings.Contains(string(msg), "undeclared") {
+		t.Errorf("broken source: got %v, %s; want a failure quoting the compiler", err, msg)
+	}
+}
