@@ -23,7 +23,7 @@ var gridnodeBin struct {
 }
 
 // gridnodeBinary builds this command once per test run and returns its path.
-func gridnodeBinary(t *testing.T) string {
+func gridnodeBinary(t testing.TB) string {
 	t.Helper()
 	gridnodeBin.once.Do(func() {
 		dir, err := os.MkdirTemp("", "gridnode-bin-")

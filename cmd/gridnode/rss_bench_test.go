@@ -1,0 +1,130 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// BenchmarkIdleRSS starts `gridnode testnet -n 3` (three `gridnode run` daemons meshed on
+// loopback, DHT and announcements included), lets them idle and reports the median resident
+// memory of a daemon (target: at most 40 MB), against the RSS of `gridnode sandbox` waiting
+// on stdin: the same binary doing nothing networked, measured in the same run.
+func BenchmarkIdleRSS(b *testing.B) {
+	bin := gridnodeBinary(b)
+	var nodeRSS, baseRSS []float64
+	for b.Loop() {
+		nodeRSS = append(nodeRSS, idleTestnetRSS(b, bin)...)
+		baseRSS = append(baseRSS, idleSandboxRSS(b, bin))
+	}
+	slices.Sort(nodeRSS)
+	slices.Sort(baseRSS)
+	n, base := nodeRSS[len(nodeRSS)/2], baseRSS[len(baseRSS)/2]
+	b.ReportMetric(n, "node-MB")
+	b.ReportMetric(base, "baseline-MB")
+	b.ReportMetric(n/base, "ratio")
+}
+
+// idleTestnetRSS returns each daemon's RSS in MB two seconds after the testnet is up.
+func idleTestnetRSS(b *testing.B, bin string) []float64 {
+	tn := exec.Command(bin, "testnet", "-n", "3", "--dir", b.TempDir())
+	out, err := tn.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := tn.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		tn.Process.Signal(os.Interrupt)
+		tn.Wait()
+	}()
+	sc := bufio.NewScanner(out)
+	for sc.Scan() && !strings.HasPrefix(sc.Text(), "bootstrap: ") {
+	}
+	go func() {
+		for sc.Scan() {
+		}
+	}()
+	time.Sleep(2 * time.Second) // idle is what is measured: nothing to poll for
+	var mb []float64
+	for _, pid := range childrenOf(tn.Process.Pid) {
+		mb = append(mb, rssMB(b, pid))
+	}
+	if len(mb) != 3 {
+		b.Fatalf("found %d daemons, want 3", len(mb))
+	}
+	return mb
+}
+
+// idleSandboxRSS returns the RSS in MB of `gridnode sandbox` blocked on its stdin.
+func idleSandboxRSS(b *testing.B, bin string) float64 {
+	job := filepath.Join(b.TempDir(), "echo")
+	if out, err := exec.Command(bin, "build", "--example", "echo", "-o", job).CombinedOutput(); err != nil {
+		b.Fatalf("%v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "sandbox", job)
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		in.Close()
+		cmd.Wait()
+	}()
+	// The job (a child of gridnode) exists once gridnode has started it.
+	deadline := time.Now().Add(10 * time.Second)
+	for len(childrenOf(cmd.Process.Pid)) == 0 {
+		if time.Now().After(deadline) {
+			b.Fatal("gridnode sandbox did not start its job")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return rssMB(b, cmd.Process.Pid)
+}
+
+func childrenOf(ppid int) []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// Fields after the ")" that ends the command name: state, ppid, ...
+		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		if len(f) > 1 && f[1] == strconv.Itoa(ppid) {
+			pid, _ := strconv.Atoi(e.Name())
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+func rssMB(b *testing.B, pid int) float64 {
+	status, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for line := range strings.Lines(string(status)) {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			return float64(kb) / 1024
+		}
+	}
+	b.Fatalf("no VmRSS for pid %d", pid)
+	return 0
+}
