@@ -170,9 +170,7 @@ func startProc(self string, args []string, logPath string) (*testnetProc, error)
 	if err != nil {
 		return nil, err
 	}
-	// Its own process group, so a terminal's Ctrl-C reaches only us and we stop the nodes in
-	// order; Pdeathsig kills them if we die without doing so.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = childProcAttr()
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
