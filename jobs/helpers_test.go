@@ -16,20 +16,9 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 )
 
-// fakeRunner is a Runner with a function field.
-type fakeRunner struct {
-	run func(ctx context.Context, job sandbox.Job, lim sandbox.Limits) (sandbox.Result, error)
-}
-
-func (f fakeRunner) Run(ctx context.Context, job sandbox.Job, lim sandbox.Limits) (sandbox.Result, error) {
-	return f.run(ctx, job, lim)
-}
-
-var _ Runner = fakeRunner{}
-
 // transform returns a runner that exits 0 with f(stdin) as output.
-func transform(f func([]byte) []byte) fakeRunner {
-	return fakeRunner{func(ctx context.Context, job sandbox.Job, lim sandbox.Limits) (sandbox.Result, error) {
+func transform(f func([]byte) []byte) RunnerFunc {
+	return RunnerFunc(func(ctx context.Context, job sandbox.Job, lim sandbox.Limits) (sandbox.Result, error) {
 		in, err := io.ReadAll(job.Stdin)
 		if err != nil {
 			return sandbox.Result{}, err
@@ -37,7 +26,7 @@ func transform(f func([]byte) []byte) fakeRunner {
 		out := f(in)
 		return sandbox.Result{Status: sandbox.StatusExited, Output: out, OutputCID: cids.Sum(out),
 			CPUTime: time.Millisecond, WallTime: 2 * time.Millisecond}, nil
-	}}
+	})
 }
 
 var (

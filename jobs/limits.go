@@ -8,29 +8,6 @@ import (
 	"github.com/gridnode/gridnode/sandbox"
 )
 
-// fillLimits returns l with its zero fields taken from d.
-func fillLimits(l, d sandbox.Limits) sandbox.Limits {
-	if l.CPU <= 0 {
-		l.CPU = d.CPU
-	}
-	if l.Wall <= 0 {
-		l.Wall = d.Wall
-	}
-	if l.Memory <= 0 {
-		l.Memory = d.Memory
-	}
-	if l.Stack <= 0 {
-		l.Stack = min(d.Stack, l.Memory/4) // as the sandbox does, so small memory limits work
-	}
-	if l.MaxOutput <= 0 {
-		l.MaxOutput = d.MaxOutput
-	}
-	if l.MaxBinary <= 0 {
-		l.MaxBinary = d.MaxBinary
-	}
-	return l
-}
-
 // minLimits returns the smaller of a and b field by field.
 func minLimits(a, b sandbox.Limits) sandbox.Limits {
 	return sandbox.Limits{

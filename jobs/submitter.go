@@ -143,7 +143,7 @@ func (s *Submitter) prepare(ctx context.Context, req Request) (*job, error) {
 	if req.Limits.MaxBinary <= 0 {
 		req.Limits.MaxBinary = int64(len(req.Binary)) // asks no more of workers than needed
 	}
-	req.Limits = fillLimits(req.Limits, sandbox.DefaultLimits())
+	req.Limits = req.Limits.Or(sandbox.DefaultLimits())
 	switch {
 	case len(req.Binary) == 0:
 		return nil, errors.New("submit: empty binary")

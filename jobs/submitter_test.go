@@ -191,10 +191,10 @@ func TestSubmitBigBinary(t *testing.T) {
 	rand.Read(bin)
 	copy(bin, "\x7fELF")
 	got := make(chan cid.Cid, 1)
-	check := fakeRunner{func(ctx context.Context, job sandbox.Job, lim sandbox.Limits) (sandbox.Result, error) {
+	check := RunnerFunc(func(ctx context.Context, job sandbox.Job, lim sandbox.Limits) (sandbox.Result, error) {
 		got <- cids.Sum(job.Binary)
 		return sandbox.Result{Status: sandbox.StatusExited}, nil
-	}}
+	})
 	g := newGrid(t, WorkerConfig{Runner: check})
 	rep, err := g.sub.Submit(context.Background(), Request{Binary: bin, Replicas: 1})
 	if err != nil {

@@ -27,6 +27,16 @@ type Runner interface {
 	Run(ctx context.Context, job sandbox.Job, lim sandbox.Limits) (sandbox.Result, error)
 }
 
+// RunnerFunc adapts a function to a Runner, for tests and for wrapping another Runner.
+type RunnerFunc func(ctx context.Context, job sandbox.Job, lim sandbox.Limits) (sandbox.Result, error)
+
+// Run calls f.
+func (f RunnerFunc) Run(ctx context.Context, job sandbox.Job, lim sandbox.Limits) (sandbox.Result, error) {
+	return f(ctx, job, lim)
+}
+
+var _ Runner = (*sandbox.Runner)(nil)
+
 // DefaultMaxInput is the largest input a worker accepts unless configured otherwise.
 const DefaultMaxInput = 16 << 20
 
@@ -85,7 +95,7 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	if cfg.MaxInput <= 0 {
 		cfg.MaxInput = DefaultMaxInput
 	}
-	policy := fillLimits(cfg.Limits, sandbox.DefaultLimits())
+	policy := cfg.Limits.Or(sandbox.DefaultLimits())
 	policy.MaxOutput = min(policy.MaxOutput, protocol.MaxOutput)
 	policy.MaxBinary = min(policy.MaxBinary, MaxBlobSize)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -214,7 +224,7 @@ func (w *Worker) admit(req *protocol.JobRequest, from peer.ID) (*spec, error) {
 	if req.Arch != "" && req.Arch != protocol.LocalArch() {
 		return nil, protocol.Errorf(protocol.Code_ARCH, "job for %s, worker runs %s", req.Arch, protocol.LocalArch())
 	}
-	lim := fillLimits(limitsFromProto(req.Limits), minLimits(sandbox.DefaultLimits(), w.policy))
+	lim := limitsFromProto(req.Limits).Or(minLimits(sandbox.DefaultLimits(), w.policy))
 	if err := exceeds(lim, w.policy); err != nil {
 		return nil, err
 	}

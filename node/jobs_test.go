@@ -15,23 +15,14 @@ import (
 	"github.com/gridnode/gridnode/sandbox"
 )
 
-// fakeRunner runs jobs through a function.
-type fakeRunner struct {
-	run func(ctx context.Context, job sandbox.Job, lim sandbox.Limits) (sandbox.Result, error)
-}
-
-func (f fakeRunner) Run(ctx context.Context, job sandbox.Job, lim sandbox.Limits) (sandbox.Result, error) {
-	return f.run(ctx, job, lim)
-}
-
 // echoRunner answers every job with its input.
-var echoRunner = fakeRunner{func(ctx context.Context, job sandbox.Job, lim sandbox.Limits) (sandbox.Result, error) {
+var echoRunner = jobs.RunnerFunc(func(ctx context.Context, job sandbox.Job, lim sandbox.Limits) (sandbox.Result, error) {
 	var in []byte
 	if job.Stdin != nil {
 		in, _ = io.ReadAll(job.Stdin)
 	}
 	return sandbox.Result{Status: sandbox.StatusExited, Output: in, OutputCID: cids.Sum(in)}, nil
-}}
+})
 
 // fakeELF is enough of an ELF header for the submitter; fake runners never parse it.
 var fakeELF = append([]byte("\x7fELF\x02\x01\x01"), make([]byte, 57)...)
@@ -93,11 +84,11 @@ func TestCloseCancelsJobs(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	started := make(chan struct{}, 4)
-	block := fakeRunner{func(ctx context.Context, job sandbox.Job, lim sandbox.Limits) (sandbox.Result, error) {
+	block := jobs.RunnerFunc(func(ctx context.Context, job sandbox.Job, lim sandbox.Limits) (sandbox.Result, error) {
 		started <- struct{}{}
 		<-ctx.Done()
 		return sandbox.Result{Status: sandbox.StatusCrashed, Signal: "SIGKILL", Reason: "killed"}, ctx.Err()
-	}}
+	})
 	ws, c := openGrid(t, ctx, 2, block)
 	type result struct {
 		rep *jobs.Report

@@ -42,9 +42,9 @@ func DefaultLimits() Limits {
 	}
 }
 
-// withDefaults fills zero fields from DefaultLimits.
-func (l Limits) withDefaults() Limits {
-	d := DefaultLimits()
+// Or returns l with its zero fields taken from d. A zero Stack becomes the smaller of
+// d.Stack and a quarter of the memory limit, so that small memory limits still work.
+func (l Limits) Or(d Limits) Limits {
 	if l.CPU <= 0 {
 		l.CPU = d.CPU
 	}
@@ -65,6 +65,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	return l
 }
+
+// withDefaults fills zero fields from DefaultLimits.
+func (l Limits) withDefaults() Limits { return l.Or(DefaultLimits()) }
 
 // Job is one run's input.
 type Job struct {
