@@ -22,8 +22,10 @@ const (
 )
 
 // newResourceManager returns libp2p's scaled default limits plus explicit limits for the
-// grid's protocols: one peer cannot hold more than a few streams of each, so a flood of
-// streams is refused by the resource manager (the peer sees resets) before a handler runs.
+// grid's protocols: one peer cannot hold more than a few streams of each; streams past the
+// limit are reset before a handler runs. A larger flood (about 128 streams opened at once)
+// exhausts the connection's memory budget for yamux receive windows, and yamux then drops
+// the flooding peer's whole connection; other peers are not affected (TestAbuse).
 func newResourceManager() (network.ResourceManager, error) {
 	cfg := rcmgr.DefaultLimits
 	libp2p.SetDefaultServiceLimits(&cfg)
