@@ -35,7 +35,7 @@ func BenchmarkSubmit(b *testing.B) {
 	b.ReportMetric(float64(perGrid)/float64(max(perLocal, 1)), "grid/local")
 }
 
-// BenchmarkFetchBlob measures pulling a 64 MiB blob over loopback, hash check and fsync
+// BenchmarkFetchBlob measures pulling a 64 MiB blob over loopback, hash checks on both ends
 // included, against storing the same bytes from memory.
 func BenchmarkFetchBlob(b *testing.B) {
 	ctx := context.Background()
