@@ -3,11 +3,8 @@ package sandbox
 import (
 	"bytes"
 	"encoding/binary"
-	"fmt"
 	"math"
 )
-
-var sprintf = fmt.Sprintf
 
 // ELF constants, from the kernel's include/uapi/linux/elf.h.
 const (

@@ -1,6 +1,9 @@
 package sandbox
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // ErrUnsupported is returned on platforms where jobs cannot be sandboxed (anything but
 // linux/amd64 for now).
@@ -16,5 +19,5 @@ func (e *RejectError) Error() string        { return "rejected: " + e.Reason }
 func (e *RejectError) Is(target error) bool { return target == ErrRejected }
 
 func reject(format string, args ...any) error {
-	return &RejectError{Reason: sprintf(format, args...)}
+	return &RejectError{Reason: fmt.Sprintf(format, args...)}
 }
