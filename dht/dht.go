@@ -3,6 +3,7 @@
 package dht
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -58,6 +59,8 @@ type DHT struct {
 	h         host.Host
 	bootstrap []peer.AddrInfo
 	validity  time.Duration
+	bucket    int          // Kademlia's k: how many closest peers hold a record
+	provide   chan cid.Cid // blobs to provide in the background (ProvideLater)
 	log       *slog.Logger
 
 	ctx    context.Context
@@ -107,19 +110,22 @@ func New(ctx context.Context, h host.Host, cfg Config) (*DHT, error) {
 		return nil, fmt.Errorf("start dht: %w", err)
 	}
 	dctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	return &DHT{
+	d := &DHT{
 		kad:       kad,
 		h:         h,
 		bootstrap: cfg.Bootstrap,
 		validity:  cfg.ProvideValidity,
+		bucket:    cmp.Or(cfg.BucketSize, 20),
+		provide:   make(chan cid.Cid, provideQueue),
 		log:       cfg.Logger,
 		ctx:       dctx,
 		cancel:    cancel,
-	}, nil
+	}
+	if mode != kaddht.ModeClient {
+		d.wg.Go(d.provideLoop)
+	}
+	return d, nil
 }
-
-// Kad returns the underlying kad-dht instance.
-func (d *DHT) Kad() *kaddht.IpfsDHT { return d.kad }
 
 // Size is the number of peers in the routing table.
 func (d *DHT) Size() int { return d.kad.RoutingTable().Size() }
@@ -208,31 +214,47 @@ func (d *DHT) Announce(ctx context.Context, ns string) error {
 	return nil
 }
 
-// AnnounceLoop announces ns now and then every third of the provide validity until Close,
-// retrying failures (for example an empty routing table) with a backoff capped at 10 s.
-// ready, if not nil, is closed after the first successful announcement.
+// AnnounceLoop announces ns now, again while the routing table is still growing towards k
+// peers (an announcement made from a nearly empty table may miss the peers closest to the
+// key), and then every third of the provide validity until Close. Failures (for example an
+// empty routing table) are retried with a backoff capped at 10 s. ready, if not nil, is
+// closed after the first successful announcement.
 func (d *DHT) AnnounceLoop(ns string, ready chan<- struct{}) {
 	d.wg.Go(func() {
+		const poll = time.Second // how often a growing routing table is looked at
 		backoff := 100 * time.Millisecond
+		var retryAt, lastAt time.Time
+		lastSize := -1 // routing table size at the last successful announcement
 		for {
-			ctx, cancel := context.WithTimeout(d.ctx, time.Minute)
-			err := d.Announce(ctx, ns)
-			cancel()
-			wait := d.validity / 3
-			switch {
-			case d.ctx.Err() != nil:
-				return
-			case err != nil || d.Size() == 0:
-				d.log.Debug("announce failed, retrying", "ns", ns, "err", err, "in", backoff)
-				wait = backoff
-				backoff = min(2*backoff, 10*time.Second)
-			default:
-				d.log.Debug("announced", "ns", ns)
-				backoff = 100 * time.Millisecond
-				if ready != nil {
-					close(ready)
-					ready = nil
+			size := d.Size()
+			grew := size > lastSize && lastSize < d.bucket
+			due := !time.Now().Before(retryAt) && (grew || time.Since(lastAt) >= d.validity/3)
+			if due {
+				ctx, cancel := context.WithTimeout(d.ctx, time.Minute)
+				err := d.Announce(ctx, ns)
+				cancel()
+				switch {
+				case d.ctx.Err() != nil:
+					return
+				case err != nil || size == 0:
+					d.log.Debug("announce failed, retrying", "ns", ns, "err", err, "in", backoff)
+					retryAt = time.Now().Add(backoff)
+					backoff = min(2*backoff, 10*time.Second)
+				default:
+					d.log.Debug("announced", "ns", ns, "peers", size)
+					lastSize, lastAt, backoff = size, time.Now(), 100*time.Millisecond
+					if ready != nil {
+						close(ready)
+						ready = nil
+					}
 				}
+			}
+			wait := poll
+			if lastSize >= d.bucket {
+				wait = time.Until(lastAt.Add(d.validity / 3))
+			}
+			if !retryAt.IsZero() {
+				wait = min(wait, max(time.Until(retryAt), 0))
 			}
 			t := time.NewTimer(wait)
 			select {
@@ -243,6 +265,34 @@ func (d *DHT) AnnounceLoop(ns string, ready chan<- struct{}) {
 			}
 		}
 	})
+}
+
+// provideQueue bounds the blobs waiting to be provided; more are dropped, which only means
+// that workers fetch them from the submitter, as they try first anyway.
+const provideQueue = 64
+
+// ProvideLater queues c to be provided on the DHT in the background, without blocking.
+func (d *DHT) ProvideLater(c cid.Cid) {
+	select {
+	case d.provide <- c:
+	default:
+		d.log.Debug("provide queue full, dropping", "cid", c)
+	}
+}
+
+func (d *DHT) provideLoop() {
+	for {
+		select {
+		case <-d.ctx.Done():
+			return
+		case c := <-d.provide:
+			ctx, cancel := context.WithTimeout(d.ctx, time.Minute)
+			if err := d.Provide(ctx, c); err != nil {
+				d.log.Debug("provide failed", "cid", c, "err", err)
+			}
+			cancel()
+		}
+	}
 }
 
 // FindProviders lists the providers of c other than this node, resolving addresses of

@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -44,7 +45,8 @@ func serveBlob(ctx context.Context, s network.Stream, st *Store, log *slog.Logge
 	}
 	if err != nil {
 		log.Debug("blob refused", "peer", s.Conn().RemotePeer(), "err", err)
-		if protocol.WriteMsg(s, &protocol.BlobResponse{Code: protocol.CodeOf(err), Message: protocol.Clean(err.Error(), protocol.MaxReason)}) != nil {
+		code, msg := protocol.Refusal(err)
+		if protocol.WriteMsg(s, &protocol.BlobResponse{Code: code, Message: msg}) != nil {
 			s.Reset()
 			return
 		}
@@ -69,29 +71,47 @@ func serveBlob(ctx context.Context, s network.Stream, st *Store, log *slog.Logge
 // FetchBlob pulls blob c from peer p into st, hashing while it receives; a blob larger than
 // maxSize or whose bytes do not hash to c is discarded and nothing is stored.
 func FetchBlob(ctx context.Context, h host.Host, p peer.ID, c cid.Cid, st *Store, maxSize int64) error {
+	_, err := fetchBlob(ctx, h, p, c, st, maxSize, false)
+	return err
+}
+
+// fetchBlob is FetchBlob that, with keep, also returns the verified bytes it stored, so a
+// caller that needs them does not read and hash the file again.
+func fetchBlob(ctx context.Context, h host.Host, p peer.ID, c cid.Cid, st *Store, maxSize int64, keep bool) ([]byte, error) {
 	if err := cids.Check(c); err != nil {
-		return fmt.Errorf("fetch %s: %w", c, err)
+		return nil, fmt.Errorf("fetch %s: %w", c, err)
 	}
 	if maxSize <= 0 || maxSize > MaxBlobSize {
 		maxSize = MaxBlobSize
 	}
 	s, err := h.NewStream(ctx, p, protocol.BlobID)
 	if err != nil {
-		return fmt.Errorf("fetch %s from %s: %w", c, p, err)
+		return nil, fmt.Errorf("fetch %s from %s: %w", c, p, err)
 	}
 	stop := context.AfterFunc(ctx, func() { s.Reset() })
 	defer stop()
-	if err := fetch(ctx, s, c, st, maxSize); err != nil {
+	var buf *bytes.Buffer
+	if keep {
+		buf = new(bytes.Buffer)
+	}
+	if err := fetch(ctx, s, c, st, maxSize, buf); err != nil {
 		s.Reset()
 		if ctx.Err() != nil {
 			err = errors.Join(ctx.Err(), err)
 		}
-		return fmt.Errorf("fetch %s from %s: %w", c, p, err)
+		return nil, fmt.Errorf("fetch %s from %s: %w", c, p, err)
 	}
-	return s.Close()
+	if err := s.Close(); err != nil {
+		return nil, err
+	}
+	if buf == nil {
+		return nil, nil
+	}
+	return buf.Bytes(), nil
 }
 
-func fetch(ctx context.Context, s network.Stream, c cid.Cid, st *Store, maxSize int64) error {
+// fetch pulls c over s into st, copying the bytes into keep as well unless keep is nil.
+func fetch(ctx context.Context, s network.Stream, c cid.Cid, st *Store, maxSize int64, keep *bytes.Buffer) error {
 	protocol.SetDeadline(s, protocol.InfoTimeout)
 	if err := protocol.WriteMsg(s, &protocol.BlobRequest{Cid: c.Bytes()}); err != nil {
 		return err
@@ -102,7 +122,12 @@ func fetch(ctx context.Context, s network.Stream, c cid.Cid, st *Store, maxSize 
 		return err
 	}
 	protocol.SetDeadline(s, protocol.BlobTimeout(size))
-	return st.PutReader(ctx, c, &exactReader{r: s, left: size}, size)
+	var r io.Reader = &exactReader{r: s, left: size}
+	if keep != nil {
+		r = io.TeeReader(r, keep) // no Grow(size): size is the peer's word until the bytes come
+
+	}
+	return st.PutReader(ctx, c, r, size)
 }
 
 // exactReader reads exactly left bytes from r: an early EOF is io.ErrUnexpectedEOF.

@@ -152,15 +152,15 @@ func (s *Submitter) prepare(ctx context.Context, req Request) (*job, error) {
 	case req.Limits.MaxOutput > protocol.MaxOutput:
 		return nil, fmt.Errorf("submit: %w: output limit %d above the protocol's %d", ErrTooLarge, req.Limits.MaxOutput, protocol.MaxOutput)
 	}
-	j := &job{Request: req, inputCID: cids.Sum(req.Input), inline: len(req.Input) <= protocol.MaxInline, arch: archOf(req.Binary)}
+	j := &job{Request: req, inline: len(req.Input) <= protocol.MaxInline, arch: archOf(req.Binary)}
 	var err error
 	if j.jobCID, err = s.cfg.Store.Put(ctx, req.Binary); err != nil {
 		return nil, fmt.Errorf("submit: store binary: %w", err)
 	}
-	if !j.inline {
-		if _, err := s.cfg.Store.Put(ctx, req.Input); err != nil {
-			return nil, fmt.Errorf("submit: store input: %w", err)
-		}
+	if j.inline {
+		j.inputCID = cids.Sum(req.Input)
+	} else if j.inputCID, err = s.cfg.Store.Put(ctx, req.Input); err != nil {
+		return nil, fmt.Errorf("submit: store input: %w", err)
 	}
 	return j, nil
 }

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/gridnode/gridnode/cids"
@@ -67,13 +66,13 @@ type Worker struct {
 	cfg    WorkerConfig
 	log    *slog.Logger
 	key    crypto.PrivKey
-	policy sandbox.Limits
+	policy sandbox.Limits // the most a job may ask for
+	deflt  sandbox.Limits // what a job that names no limit gets: the defaults, capped by policy
 	slots  chan struct{}
 
-	ctx     context.Context // cancelled by Close
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	running atomic.Int32
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 
 	mu        sync.Mutex
 	closed    bool
@@ -104,6 +103,7 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 		log:       orDiscard(cfg.Logger),
 		key:       key,
 		policy:    policy,
+		deflt:     minLimits(sandbox.DefaultLimits(), policy),
 		slots:     make(chan struct{}, cfg.Slots),
 		ctx:       ctx,
 		cancel:    cancel,
@@ -142,7 +142,7 @@ func (w *Worker) Close() error {
 }
 
 // Running returns how many jobs are admitted and not yet answered.
-func (w *Worker) Running() int { return int(w.running.Load()) }
+func (w *Worker) Running() int { return len(w.slots) }
 
 // handler wraps f so that Close waits for it and no handler starts after Close.
 func (w *Worker) handler(f func(network.Stream)) network.StreamHandler {
@@ -224,7 +224,7 @@ func (w *Worker) admit(req *protocol.JobRequest, from peer.ID) (*spec, error) {
 	if req.Arch != "" && req.Arch != protocol.LocalArch() {
 		return nil, protocol.Errorf(protocol.Code_ARCH, "job for %s, worker runs %s", req.Arch, protocol.LocalArch())
 	}
-	lim := limitsFromProto(req.Limits).Or(minLimits(sandbox.DefaultLimits(), w.policy))
+	lim := limitsFromProto(req.Limits).Or(w.deflt)
 	if err := exceeds(lim, w.policy); err != nil {
 		return nil, err
 	}
@@ -285,8 +285,6 @@ func (w *Worker) handleJob(s network.Stream) {
 	if !stop() {
 		return // Close already reset the stream
 	}
-	w.running.Add(1)
-	defer w.running.Add(-1)
 	defer w.protect(from)()
 
 	protocol.SetDeadline(s, protocol.FetchTimeout+sp.lim.Wall+protocol.ReplyTimeout)
@@ -309,7 +307,7 @@ func (w *Worker) handleJob(s network.Stream) {
 	res, err := w.execute(ctx, sp)
 	switch {
 	case w.ctx.Err() != nil:
-		s.SetDeadline(time.Now().Add(5 * time.Second))
+		protocol.SetDeadline(s, 5*time.Second)
 		if protocol.WriteMsg(s, &protocol.JobResult{Code: protocol.Code_CANCELLED, Message: "worker shutting down"}) != nil {
 			s.Reset()
 			return
@@ -325,11 +323,12 @@ func (w *Worker) handleJob(s network.Stream) {
 	default:
 		if err != nil {
 			log.Info("job failed", "job", sp.jobCID, "err", err)
-			res = &protocol.JobResult{Code: protocol.CodeOf(err), Message: protocol.Clean(err.Error(), protocol.MaxReason)}
+			code, msg := protocol.Refusal(err)
+			res = &protocol.JobResult{Code: code, Message: msg}
 		} else {
 			log.Info("job done", "job", sp.jobCID, "status", res.Status, "exit", res.ExitCode)
 		}
-		s.SetDeadline(time.Now().Add(protocol.ReplyTimeout))
+		protocol.SetDeadline(s, protocol.ReplyTimeout)
 		stop := context.AfterFunc(w.ctx, func() { s.Reset() })
 		err = protocol.WriteMsg(s, res)
 		if !stop() || err != nil {
@@ -342,12 +341,22 @@ func (w *Worker) handleJob(s network.Stream) {
 
 // refuse answers a request with a coded refusal.
 func (w *Worker) refuse(s network.Stream, err error) {
-	s.SetDeadline(time.Now().Add(5 * time.Second))
-	if protocol.WriteMsg(s, &protocol.JobAdmit{Code: protocol.CodeOf(err), Message: protocol.Clean(err.Error(), protocol.MaxReason)}) != nil {
+	protocol.SetDeadline(s, 5*time.Second)
+	code, msg := protocol.Refusal(err)
+	if protocol.WriteMsg(s, &protocol.JobAdmit{Code: code, Message: msg}) != nil {
 		s.Reset()
 		return
 	}
 	s.Close()
+}
+
+// outputCID is the CID of the output bytes sent. The sandbox computes it already; a Runner
+// that leaves it unset gets it computed here. (A wrong one fails the submitter's check.)
+func outputCID(r sandbox.Result) cid.Cid {
+	if r.OutputCID.Defined() {
+		return r.OutputCID
+	}
+	return cids.Sum(r.Output)
 }
 
 // execute fetches what the job needs, runs it and seals the receipt.
@@ -381,7 +390,7 @@ func (w *Worker) execute(ctx context.Context, sp *spec) (*protocol.JobResult, er
 	receipt, err := protocol.SealReceipt(&protocol.Receipt{
 		JobCID:    sp.jobCID,
 		InputCID:  sp.inputCID,
-		OutputCID: cids.Sum(r.Output), // of the bytes sent, whatever the runner said
+		OutputCID: outputCID(r),
 		Status:    status,
 		ExitCode:  r.ExitCode,
 		Signal:    signal,
@@ -408,19 +417,18 @@ func (w *Worker) execute(ctx context.Context, sp *spec) (*protocol.JobResult, er
 // blob returns blob c from the store, fetching it first from the submitter, then from
 // providers, when the store does not hold it (or holds a corrupted copy).
 func (w *Worker) blob(ctx context.Context, from peer.ID, c cid.Cid, maxSize int64) ([]byte, error) {
-	b, err := w.cfg.Store.Get(ctx, c)
-	if err == nil {
-		if int64(len(b)) > maxSize {
-			return nil, protocol.Errorf(protocol.Code_TOO_LARGE, "%s: %d bytes, limit %d", c, len(b), maxSize)
-		}
+	b, err := w.cfg.Store.get(ctx, c, maxSize)
+	switch {
+	case err == nil:
 		return b, nil
-	}
-	if !errors.Is(err, ErrNotFound) && !errors.Is(err, cids.ErrMismatch) {
+	case errors.Is(err, ErrTooLarge):
+		return nil, protocol.Errorf(protocol.Code_TOO_LARGE, "%v", err)
+	case !errors.Is(err, ErrNotFound) && !errors.Is(err, cids.ErrMismatch):
 		return nil, protocol.Errorf(protocol.Code_INTERNAL, "%v", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, protocol.FetchTimeout)
 	defer cancel()
-	err = FetchBlob(ctx, w.cfg.Host, from, c, w.cfg.Store, maxSize)
+	b, err = fetchBlob(ctx, w.cfg.Host, from, c, w.cfg.Store, maxSize, true)
 	if err != nil && !errors.Is(err, protocol.ErrTooLarge) && w.cfg.Providers != nil {
 		for _, ai := range w.cfg.Providers(ctx, c) {
 			if ai.ID == from || ai.ID == w.cfg.Host.ID() || ctx.Err() != nil {
@@ -431,8 +439,8 @@ func (w *Worker) blob(ctx context.Context, from peer.ID, c cid.Cid, maxSize int6
 					continue
 				}
 			}
-			if perr := FetchBlob(ctx, w.cfg.Host, ai.ID, c, w.cfg.Store, maxSize); perr == nil {
-				err = nil
+			if pb, perr := fetchBlob(ctx, w.cfg.Host, ai.ID, c, w.cfg.Store, maxSize, true); perr == nil {
+				b, err = pb, nil
 				break
 			}
 		}
@@ -446,7 +454,7 @@ func (w *Worker) blob(ctx context.Context, from peer.ID, c cid.Cid, maxSize int6
 		}
 		return nil, protocol.Errorf(protocol.Code_FETCH_FAILED, "%v", err)
 	}
-	return w.cfg.Store.Get(ctx, c)
+	return b, nil
 }
 
 // protect keeps the connection manager from pruning p until the returned func is called;

@@ -96,3 +96,8 @@ func CodeOf(err error) Code {
 	}
 	return Code_INTERNAL
 }
+
+// Refusal returns the code and the cleaned message to send for a non-nil err.
+func Refusal(err error) (Code, string) {
+	return CodeOf(err), Clean(err.Error(), MaxReason)
+}

@@ -56,7 +56,7 @@ func validate(b []byte, lim Limits, patched bool) (*elfInfo, error) {
 		maxBin += 2*pageSize + int64(stubSize)
 	}
 	if int64(len(b)) > maxBin {
-		return nil, reject("binary is %d bytes, over the %d-byte limit", len(b), lim.MaxBinary)
+		return nil, reject("binary is %d bytes, over the %d-byte limit", len(b), maxBin)
 	}
 	if bytes.HasPrefix(b, []byte("#!")) {
 		return nil, reject("a #! script, not an ELF executable: build a static ELF job")

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -161,7 +162,14 @@ func TestStubMatchesSource(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(b) != stubSize || !bytes.Equal(b[stubDataSize:], stubCode[:]) {
-		t.Fatalf("stub_x86_64.go is out of date with testdata/stub_amd64.S (%d bytes assembled, %d in Go)", len(b), stubSize)
+		var lit strings.Builder
+		for i, c := range b[min(stubDataSize, len(b)):] {
+			if i%16 == 0 {
+				lit.WriteString("\n\t")
+			}
+			fmt.Fprintf(&lit, "0x%02x, ", c)
+		}
+		t.Fatalf("stub_x86_64.go is out of date with testdata/stub_amd64.S (%d bytes assembled, %d in Go); its stubCode should be:%s", len(b), stubSize, lit.String())
 	}
 }
 

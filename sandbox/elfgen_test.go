@@ -52,7 +52,7 @@ func asmExit(code uint32) []byte {
 	return b
 }
 
-// asmWrite writes msg to fd 1; msg is placed after the rest of the program by genWriteExit.
+// genWriteExit writes msg to fd 1 and exits with code; msg follows the code.
 func genWriteExit(msg string, code uint32) []byte {
 	// mov $1,%eax; mov $1,%edi; lea msg(%rip),%rsi; mov $len,%edx; syscall
 	w := []byte{0xb8, 1, 0, 0, 0, 0xbf, 1, 0, 0, 0, 0x48, 0x8d, 0x35, 0, 0, 0, 0, 0xba, 0, 0, 0, 0, 0x0f, 0x05}
@@ -62,14 +62,17 @@ func genWriteExit(msg string, code uint32) []byte {
 	return genELF(append(append(w, exit...), msg...), 0)
 }
 
-// genLoop spins n times (dec/jnz) and exits 0.
-func genLoop(n uint64) []byte {
+// asmSpin spins n times.
+func asmSpin(n uint64) []byte {
 	b := []byte{0x48, 0xb9, 0, 0, 0, 0, 0, 0, 0, 0, 0x48, 0xff, 0xc9, 0x75, 0xfb} // movabs $n,%rcx; 1: dec %rcx; jnz 1b
 	binary.LittleEndian.PutUint64(b[2:], n)
-	return genELF(append(b, asmExit(0)...), 0)
+	return b
 }
 
-// asmSyscall makes system call nr with no arguments, then writes "ESCAPED" and exits 0.
+// genLoop spins n times and exits 0.
+func genLoop(n uint64) []byte { return genELF(append(asmSpin(n), asmExit(0)...), 0) }
+
+// genSyscall makes system call nr with no arguments, then writes "ESCAPED" and exits 0.
 func genSyscall(nr uint32) []byte {
 	b := []byte{0xb8, 0, 0, 0, 0, 0x0f, 0x05} // mov $nr,%eax; syscall
 	binary.LittleEndian.PutUint32(b[1:], nr)
@@ -79,8 +82,6 @@ func genSyscall(nr uint32) []byte {
 
 // genLoopWrite spins n times, then writes "x" and exits 0 (a compute-bound job with output).
 func genLoopWrite(n uint64) []byte {
-	b := []byte{0x48, 0xb9, 0, 0, 0, 0, 0, 0, 0, 0, 0x48, 0xff, 0xc9, 0x75, 0xfb}
-	binary.LittleEndian.PutUint64(b[2:], n)
 	w := genWriteExit("x", 0)
-	return genELF(append(b, w[pageSize:]...), 0)
+	return genELF(append(asmSpin(n), w[pageSize:]...), 0)
 }

@@ -1,6 +1,8 @@
 package sandbox
 
 import (
+	"bytes"
+	"io"
 	"math"
 	"time"
 )
@@ -14,7 +16,47 @@ const asSlack = 1 << 20
 // the end of the PT_LOADs in the header table (the kernel sizes an ET_DYN mapping from the
 // first and last PT_LOAD); e_entry points at the stub. The job's CID stays that of bin.
 func Patch(bin []byte, lim Limits) ([]byte, error) {
-	lim = lim.withDefaults()
+	e, err := plan(bin, lim.withDefaults())
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, e.stubOff+uint64(len(e.stub)))
+	copy(out, bin)
+	e.apply(sliceAt(out))
+	return out, nil
+}
+
+// edits are the only bytes patching changes: e_entry, the program header table, and the
+// stub appended at a page boundary past the end of the file. The launcher writes the
+// original binary and then these, instead of building a patched copy.
+type edits struct {
+	entry   [8]byte
+	phoff   uint64
+	phdrs   []byte
+	stubOff uint64
+	stub    []byte
+}
+
+// apply writes the edits over a copy of the original binary.
+func (e *edits) apply(w io.WriterAt) error {
+	for _, part := range []struct {
+		b   []byte
+		off uint64
+	}{{e.entry[:], 24}, {e.phdrs, e.phoff}, {e.stub, e.stubOff}} {
+		if _, err := w.WriteAt(part.b, int64(part.off)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sliceAt writes into a byte slice. Preconditions: writes fit.
+type sliceAt []byte
+
+func (s sliceAt) WriteAt(p []byte, off int64) (int, error) { return copy(s[off:], p), nil }
+
+// plan validates bin and computes its edits. Preconditions: lim has its defaults.
+func plan(bin []byte, lim Limits) (*edits, error) {
 	in, err := validate(bin, lim, false)
 	if err != nil {
 		return nil, err
@@ -23,27 +65,29 @@ func Patch(bin []byte, lim Limits) ([]byte, error) {
 	if stubVaddr > userTop-pageSize {
 		return nil, reject("no room for the sandbox stub above the segments ending at %#x", in.end)
 	}
-	fileOff := pageUp(uint64(len(bin)))
-	out := make([]byte, fileOff+uint64(stubSize))
-	copy(out, bin)
+	e := &edits{
+		phoff:   in.phoff,
+		phdrs:   bytes.Clone(bin[in.phoff : in.phoff+uint64(in.phnum*phdrSize)]),
+		stubOff: pageUp(uint64(len(bin))),
+		stub:    make([]byte, stubSize),
+	}
+	le.PutUint64(e.entry[:], stubVaddr+stubDataSize)
 
-	stub := out[fileOff:]
-	cpu := uint64(math.Ceil(lim.CPU.Seconds()))
-	cpu = max(cpu, 1)
-	putRlimit(stub[offCPU:], cpu, cpu+1)
-	putRlimit(stub[offStack:], uint64(lim.Stack), uint64(lim.Stack))
-	putRlimit(stub[offCore:], 0, 0)
-	putRlimit(stub[offFSize:], 0, 0)
-	putRlimit(stub[offAS:], uint64(lim.Memory)+asSlack, uint64(lim.Memory)+asSlack)
-	le.PutUint64(stub[offDelta:], in.entry-stubVaddr) // two's complement: entry is below
-	copy(stub[stubDataSize:], stubCode[:])
+	cpu := uint64(cpuLimit(lim) / time.Second)
+	putRlimit(e.stub[offCPU:], cpu, cpu+1)
+	putRlimit(e.stub[offStack:], uint64(lim.Stack), uint64(lim.Stack))
+	putRlimit(e.stub[offCore:], 0, 0)
+	putRlimit(e.stub[offFSize:], 0, 0)
+	putRlimit(e.stub[offAS:], uint64(lim.Memory)+asSlack, uint64(lim.Memory)+asSlack)
+	le.PutUint64(e.stub[offDelta:], in.entry-stubVaddr) // two's complement: entry is below
+	copy(e.stub[stubDataSize:], stubCode[:])
 
 	// Rewrite the note's header as the stub's PT_LOAD and move it after the last PT_LOAD.
-	ph := out[in.phoff : in.phoff+uint64(in.phnum*phdrSize)]
+	ph := e.phdrs
 	var load [phdrSize]byte
 	le.PutUint32(load[0:], ptLoad)
 	le.PutUint32(load[4:], pfR|pfX)
-	le.PutUint64(load[8:], fileOff)
+	le.PutUint64(load[8:], e.stubOff)
 	le.PutUint64(load[16:], stubVaddr)
 	le.PutUint64(load[24:], stubVaddr)
 	le.PutUint64(load[32:], uint64(stubSize))
@@ -60,8 +104,7 @@ func Patch(bin []byte, lim Limits) ([]byte, error) {
 		copy(ph[d+phdrSize:n+phdrSize], ph[d:n])
 	}
 	copy(ph[d:], load[:])
-	le.PutUint64(out[24:], stubVaddr+stubDataSize)
-	return out, nil
+	return e, nil
 }
 
 func putRlimit(b []byte, cur, max uint64) {

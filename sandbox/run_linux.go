@@ -33,7 +33,7 @@ func (r *Runner) Run(ctx context.Context, job Job, lim Limits) (Result, error) {
 		return Result{}, err
 	}
 	lim = lim.withDefaults()
-	img, err := Patch(job.Binary, lim)
+	e, err := plan(job.Binary, lim)
 	var rej *RejectError
 	if errors.As(err, &rej) {
 		return Result{Status: StatusRejected, Reason: rej.Reason, OutputCID: cids.Sum(nil)}, nil
@@ -41,7 +41,7 @@ func (r *Runner) Run(ctx context.Context, job Job, lim Limits) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	f, err := sealedMemfd(img)
+	f, err := sealedMemfd(job.Binary, e)
 	if err != nil {
 		return Result{}, err
 	}
@@ -54,8 +54,9 @@ func (r *Runner) Run(ctx context.Context, job Job, lim Limits) (Result, error) {
 	return res, err
 }
 
-// sealedMemfd returns an executable memfd holding img, sealed against any change.
-func sealedMemfd(img []byte) (*os.File, error) {
+// sealedMemfd returns an executable memfd holding bin with e applied (if not nil), sealed
+// against any change. Writing the edits in place spares a patched copy of the binary.
+func sealedMemfd(bin []byte, e *edits) (*os.File, error) {
 	const flags = unix.MFD_CLOEXEC | unix.MFD_ALLOW_SEALING
 	fd, err := unix.MemfdCreate("gridnode-job", flags|unix.MFD_EXEC)
 	if err == unix.EINVAL { // before Linux 6.3 MFD_EXEC does not exist
@@ -65,9 +66,15 @@ func sealedMemfd(img []byte) (*os.File, error) {
 		return nil, fmt.Errorf("memfd_create: %w", err)
 	}
 	f := os.NewFile(uintptr(fd), "gridnode-job")
-	if _, err := f.Write(img); err != nil {
+	if _, err := f.Write(bin); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("write memfd: %w", err)
+	}
+	if e != nil {
+		if err := e.apply(f); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("patch memfd: %w", err)
+		}
 	}
 	seals := unix.F_SEAL_SEAL | unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_WRITE
 	if _, err := unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, seals); err != nil {
@@ -183,7 +190,9 @@ func (r *Runner) launch(ctx context.Context, img *os.File, stdin io.Reader, lim 
 	waitErr := cmd.Wait()
 	wall := time.Since(start)
 	<-stderrDone
-	inW.Close() // unblocks the stdin copier's next write; a blocked stdin Read is the caller's
+	// The stdin copier may still be blocked in the caller's Read; release the pipe now
+	// rather than when that Read returns.
+	inW.Close()
 
 	var exitErr *exec.ExitError
 	if waitErr != nil && !errors.As(waitErr, &exitErr) {

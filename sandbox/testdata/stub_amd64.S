@@ -10,7 +10,6 @@ sparam:   .quad 0         # 80: struct sched_param {0}
 delta:    .quad 0         # 88: original entry - stub vaddr
 code:
 	pushfq
-	mov $0, %edi
 	mov $0, %esi
 	lea rl_cpu(%rip), %rdx
 	call setrl
