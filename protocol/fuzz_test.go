@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/binary"
 	"io"
+	reflect "reflect"
 	"testing"
 
 	"github.com/gridnode/gridnode/cids"
+	"github.com/libp2p/go-libp2p/core/record"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -65,11 +67,13 @@ func FuzzJobRequest(f *testing.F) {
 		if err := m.Check(); err != nil {
 			return
 		}
-		if _, err := cids.Cast(m.JobCid); err != nil {
-			t.Fatalf("Check passed a bad job cid: %v", err)
+		// What was accepted survives a round trip unchanged and is accepted again.
+		var again JobRequest
+		if err := ReadMsg(bytes.NewReader(frame(t, &m)), &again, MaxJobRequest); err != nil {
+			t.Fatalf("re-read an accepted request: %v", err)
 		}
-		if err := CheckNonce(m.Nonce); err != nil {
-			t.Fatalf("Check passed a bad nonce: %v", err)
+		if !proto.Equal(&m, &again) || again.Check() != nil {
+			t.Fatalf("round trip changed an accepted request: %v -> %v", &m, &again)
 		}
 	})
 }
@@ -89,9 +93,8 @@ func FuzzJobResult(f *testing.F) {
 		if err := m.Err(); err != nil {
 			return
 		}
-		r, signer, err := OpenReceipt(m.Receipt)
-		if err == nil && signer != r.Worker {
-			t.Fatalf("signer %s, worker %s", signer, r.Worker)
+		if r, _, err := OpenReceipt(m.Receipt); err == nil {
+			recordRoundTrip(t, r)
 		}
 	})
 }
@@ -108,9 +111,7 @@ func FuzzOpenReceipt(f *testing.F) {
 		if signer != r.Worker {
 			t.Fatalf("signer %s, worker %s", signer, r.Worker)
 		}
-		if CheckNonce(r.Nonce) != nil || cids.Check(r.OutputCID) != nil {
-			t.Fatalf("accepted a malformed receipt %+v", r)
-		}
+		recordRoundTrip(t, r)
 	})
 }
 
@@ -119,14 +120,31 @@ func FuzzOpenOffer(f *testing.F) {
 	f.Add(offer)
 	f.Add(receipt)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		o, signer, err := OpenOffer(data)
+		o, _, err := OpenOffer(data)
 		if err != nil {
 			return
 		}
-		if signer != o.Peer || o.SlotsFree > o.SlotsTotal {
-			t.Fatalf("accepted a malformed offer %+v", o)
-		}
+		recordRoundTrip(t, o)
 	})
+}
+
+// recordRoundTrip checks that an accepted record marshals and unmarshals to itself.
+func recordRoundTrip[T any, P interface {
+	*T
+	record.Record
+}](t *testing.T, v P) {
+	t.Helper()
+	b, err := v.MarshalRecord()
+	if err != nil {
+		t.Fatalf("marshal an accepted %T: %v", v, err)
+	}
+	var w T
+	if err := P(&w).UnmarshalRecord(b); err != nil {
+		t.Fatalf("unmarshal a re-marshalled %T: %v", v, err)
+	}
+	if !reflect.DeepEqual(*v, w) {
+		t.Fatalf("round trip changed an accepted %T:\n%+v\n%+v", v, *v, w)
+	}
 }
 
 func FuzzBlobResponse(f *testing.F) {
