@@ -12,14 +12,17 @@ import (
 	"strings"
 
 	"github.com/gridnode/gridnode/jobs"
+	"github.com/gridnode/gridnode/protocol"
+	"github.com/gridnode/gridnode/sandbox"
 )
 
 // The local submit API lets `gridnode submit --api` go through a running daemon: POST
 // /v1/submit with a JSON jobs.Request, answered with a JSON jobs.Report, or a non-2xx status
 // and the error as text.
 
-// apiMaxBody bounds a request: a 64 MiB binary plus 16 MiB of input, base64-encoded.
-const apiMaxBody = 112 << 20
+// apiMaxBody bounds a request: the largest binary and inline input, base64-encoded in the
+// JSON (4 bytes for every 3), plus 1 MiB for the rest of it.
+var apiMaxBody = (sandbox.DefaultLimits().MaxBinary+protocol.MaxInline)*4/3 + 1<<20
 
 // ErrAPIAddr is returned for an API address that is not on the loopback interface.
 var ErrAPIAddr = errors.New("the submit API listens on loopback only (127.0.0.1:PORT or [::1]:PORT)")

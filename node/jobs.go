@@ -2,8 +2,6 @@ package node
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -16,11 +14,8 @@ import (
 // Runner runs one job in a sandbox; *sandbox.Runner implements it.
 type Runner = jobs.Runner
 
-var _ Runner = (*sandbox.Runner)(nil)
-
-// jobsPart is the node's content store, its worker (nil on a client) and its submitter.
+// jobsPart is the node's worker (nil on a client) and its submitter.
 type jobsPart struct {
-	store  *jobs.Store
 	worker *jobs.Worker
 	sub    *jobs.Submitter
 }
@@ -31,7 +26,10 @@ func openJobs(n *Node) (*jobsPart, error) {
 	if err != nil {
 		return nil, err
 	}
-	j := &jobsPart{store: st}
+	// Binaries and inputs this node stores (submitted or fetched) are provided under their
+	// CIDs, so a worker that cannot reach the submitter finds another source.
+	st.Added = n.d.ProvideLater
+	j := &jobsPart{}
 	log := n.log.With("component", "jobs")
 	// The submitter serves the store's blobs (binaries it submits); a worker then replaces
 	// that handler with one that stops with the worker.
@@ -69,28 +67,12 @@ func openJobs(n *Node) (*jobsPart, error) {
 	return j, nil
 }
 
-// findWorkers asks the DHT for workers, polling for a few seconds when it knows none yet: a
+// findWorkers asks the DHT for workers, waiting a few seconds when it knows none yet: a
 // grid that just started may still be announcing.
 func (n *Node) findWorkers(ctx context.Context) ([]peer.AddrInfo, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	for {
-		ws, err := n.FindWorkers(ctx)
-		if len(ws) > 0 {
-			return ws, nil
-		}
-		if err == nil {
-			err = ctx.Err()
-		}
-		select {
-		case <-ctx.Done():
-			if err == nil {
-				err = ctx.Err()
-			}
-			return nil, fmt.Errorf("no workers found: %w", err)
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
+	return n.WaitWorkers(ctx, 1)
 }
 
 func (j *jobsPart) close() error {
@@ -102,18 +84,12 @@ func (j *jobsPart) close() error {
 
 // Submit runs a job on the grid and returns the verified report.
 func (n *Node) Submit(ctx context.Context, req jobs.Request) (*jobs.Report, error) {
-	if n.jobs == nil {
-		return nil, errors.New("submit: node not open")
-	}
 	return n.jobs.sub.Submit(ctx, req)
 }
 
-// Store is the node's content store.
-func (n *Node) Store() *jobs.Store { return n.jobs.store }
-
 // Running is the number of jobs this worker has admitted and not yet answered.
 func (n *Node) Running() int {
-	if n.jobs == nil || n.jobs.worker == nil {
+	if n.jobs.worker == nil {
 		return 0
 	}
 	return n.jobs.worker.Running()

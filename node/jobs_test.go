@@ -38,9 +38,7 @@ func openGrid(t *testing.T, ctx context.Context, workers int, r Runner) (ws []*N
 		}
 		t.Cleanup(func() { w.Close() })
 		if i == 0 {
-			for _, a := range w.Addrs() {
-				boot = append(boot, a.String())
-			}
+			boot = w.AddrStrings()
 		}
 		ws = append(ws, w)
 	}

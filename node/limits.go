@@ -3,15 +3,10 @@ package node
 import (
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/network"
-	"github.com/libp2p/go-libp2p/core/protocol"
+	p2pproto "github.com/libp2p/go-libp2p/core/protocol"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
-)
 
-// The grid's stream protocols; the jobs package registers their handlers.
-const (
-	protoInfo protocol.ID = "/gridnode/info/1.0.0"
-	protoBlob protocol.ID = "/gridnode/blob/1.0.0"
-	protoJob  protocol.ID = "/gridnode/job/1.0.0"
+	"github.com/gridnode/gridnode/protocol"
 )
 
 // Connection manager water marks: trimmed back to low when above high; peers with jobs in
@@ -36,14 +31,14 @@ func newResourceManager() (network.ResourceManager, error) {
 	cfg.PeerLimitIncrease = rcmgr.BaseLimitIncrease{}
 
 	type lim struct {
-		id            protocol.ID
+		id            p2pproto.ID
 		total, byPeer int
 		mem           int64
 	}
 	for _, l := range []lim{
-		{protoInfo, 256, 16, 4 << 20},
-		{protoBlob, 64, 8, 128 << 20},
-		{protoJob, 256, 32, 64 << 20},
+		{protocol.InfoID, 256, 16, 4 << 20},
+		{protocol.BlobID, 64, 8, 128 << 20},
+		{protocol.JobID, 256, 32, 64 << 20},
 	} {
 		cfg.AddProtocolLimit(l.id,
 			rcmgr.BaseLimit{StreamsInbound: l.total, StreamsOutbound: l.total, Streams: 2 * l.total, Memory: l.mem},

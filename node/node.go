@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"time"
 
@@ -71,21 +70,13 @@ func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.Slots <= 0 {
-		cfg.Slots = runtime.NumCPU()
+	boot, err := ParseAddrs(cfg.Bootstrap)
+	if err != nil {
+		return nil, fmt.Errorf("bootstrap: %w", err)
 	}
-	implied := cfg.Listen
-	if len(implied) == 0 {
-		implied = cfg.Bootstrap // a node joining a loopback grid stays on loopback
-	}
-	if len(implied) > 0 && !cfg.Loopback {
-		cfg.Loopback = true
-		for _, s := range implied {
-			a, err := multiaddr.NewMultiaddr(s)
-			if err != nil {
-				return nil, fmt.Errorf("address %q: %w", s, err)
-			}
-			cfg.Loopback = cfg.Loopback && manet.IsIPLoopback(a)
+	if !cfg.Loopback {
+		if cfg.Loopback, err = allLoopback(cfg.Listen, boot); err != nil {
+			return nil, err
 		}
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, announced: make(chan struct{})}
@@ -117,10 +108,6 @@ func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 	}
 
-	boot, err := ParseAddrs(cfg.Bootstrap)
-	if err != nil {
-		return nil, fmt.Errorf("bootstrap: %w", err)
-	}
 	if n.h, err = newHost(key, cfg); err != nil {
 		return nil, err
 	}
@@ -159,13 +146,13 @@ func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 func newHost(key crypto.PrivKey, cfg Config) (host.Host, error) {
 	listen := cfg.Listen
 	if len(listen) == 0 {
-		p := DefaultPort
-		if cfg.Ephemeral || cfg.Loopback {
-			p = 0
-		}
 		if cfg.Loopback {
 			listen = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
 		} else {
+			p := DefaultPort
+			if cfg.Ephemeral {
+				p = 0
+			}
 			listen = []string{
 				fmt.Sprintf("/ip4/0.0.0.0/tcp/%d", p), fmt.Sprintf("/ip4/0.0.0.0/udp/%d/quic-v1", p),
 				fmt.Sprintf("/ip6/::/tcp/%d", p), fmt.Sprintf("/ip6/::/udp/%d/quic-v1", p),
@@ -211,6 +198,30 @@ func newHost(key crypto.PrivKey, cfg Config) (host.Host, error) {
 	return h, nil
 }
 
+// allLoopback reports whether every listen address is on loopback or, without listen
+// addresses, every bootstrap address: a node joining a loopback grid stays on loopback.
+func allLoopback(listen []string, boot []peer.AddrInfo) (bool, error) {
+	var addrs []multiaddr.Multiaddr
+	for _, s := range listen {
+		a, err := multiaddr.NewMultiaddr(s)
+		if err != nil {
+			return false, fmt.Errorf("address %q: %w", s, err)
+		}
+		addrs = append(addrs, a)
+	}
+	if len(listen) == 0 {
+		for _, b := range boot {
+			addrs = append(addrs, b.Addrs...)
+		}
+	}
+	for _, a := range addrs {
+		if !manet.IsIPLoopback(a) {
+			return false, nil
+		}
+	}
+	return len(addrs) > 0, nil
+}
+
 // ParseAddrs parses full /p2p/ multiaddrs, merging addresses of the same peer.
 func ParseAddrs(ss []string) ([]peer.AddrInfo, error) {
 	var mas []multiaddr.Multiaddr
@@ -246,6 +257,15 @@ func (n *Node) Addrs() []multiaddr.Multiaddr {
 	return mas
 }
 
+// AddrStrings are Addrs as strings, the form Config.Bootstrap takes.
+func (n *Node) AddrStrings() []string {
+	var out []string
+	for _, a := range n.Addrs() {
+		out = append(out, a.String())
+	}
+	return out
+}
+
 // WaitAnnounced waits until a worker's first capacity announcement reached the DHT.
 func (n *Node) WaitAnnounced(ctx context.Context) error {
 	if !n.cfg.Worker {
@@ -262,6 +282,26 @@ func (n *Node) WaitAnnounced(ctx context.Context) error {
 // FindWorkers lists the workers of this machine's class other than this node.
 func (n *Node) FindWorkers(ctx context.Context) ([]peer.AddrInfo, error) {
 	return n.d.FindWorkers(ctx, dht.WorkerNamespace())
+}
+
+// WaitWorkers polls FindWorkers until it lists at least min workers, and returns them; it
+// fails when ctx ends first. A grid that just started may still be announcing.
+func (n *Node) WaitWorkers(ctx context.Context, min int) ([]peer.AddrInfo, error) {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	found := 0
+	for {
+		ws, err := n.FindWorkers(ctx)
+		if err == nil && len(ws) >= min {
+			return ws, nil
+		}
+		found = max(found, len(ws))
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("wait for %d workers (found %d): %w", min, found, ctx.Err())
+		case <-tick.C:
+		}
+	}
 }
 
 // Close stops the worker (cancelling running jobs), the DHT and then the host. It is safe to

@@ -99,10 +99,7 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var bs []string
-	for _, a := range boot.Addrs() {
-		bs = append(bs, a.String())
-	}
+	bs := boot.AddrStrings()
 	w, err := Open(ctx, Config{Ephemeral: true, Loopback: true, Worker: true, Bootstrap: bs})
 	if err != nil {
 		t.Fatal(err)
@@ -111,10 +108,7 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := w.WaitAnnounced(ctx); err != nil {
-		t.Fatal(err)
-	}
-	ws, err := c.FindWorkers(ctx)
+	ws, err := c.WaitWorkers(ctx, 2)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -76,6 +76,30 @@ func TestJobOnFiveNodes(t *testing.T) {
 	if len(agreeing) < 2 {
 		t.Errorf("got %d distinct workers with valid receipts for the output, want 2: %+v", len(agreeing), rep.Replicas)
 	}
+
+	// The workers that fetched the binary now provide it on the DHT: every node finds them.
+	for _, nd := range n.Nodes() {
+		for {
+			found := map[peer.ID]bool{}
+			for _, p := range nd.DHT().FindProviders(ctx, rep.JobCID) {
+				found[p.ID] = true
+			}
+			missing := 0
+			for w := range agreeing {
+				if w != nd.ID() && !found[w] {
+					missing++
+				}
+			}
+			if missing == 0 {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatalf("node %s: %d of the workers that ran the job are not providers of %s", nd.ID(), missing, rep.JobCID)
+			case <-time.After(20 * time.Millisecond): // a polling interval
+			}
+		}
+	}
 }
 
 // BenchmarkSubmit measures a verified trivial job (R=2, binary cached after the first run) on

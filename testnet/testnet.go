@@ -12,7 +12,6 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/gridnode/gridnode/dht"
 	"github.com/gridnode/gridnode/node"
 	"github.com/gridnode/gridnode/sandbox"
 )
@@ -91,7 +90,8 @@ func Start(ctx context.Context, s Setup) (_ *Net, err error) {
 
 // wait polls until routing tables are full enough and all workers are findable from every
 // node. Announcements made while a routing table was still nearly empty may have landed on
-// peers that are not the closest to the key; those workers announce again.
+// peers that are not the closest to the key; dht.AnnounceLoop announces again as the table
+// grows.
 func (n *Net) wait(ctx context.Context) error {
 	bucket := n.setup.BucketSize
 	if bucket <= 0 {
@@ -111,7 +111,6 @@ func (n *Net) wait(ctx context.Context) error {
 			return fmt.Errorf("node %d: %w", i, err)
 		}
 	}
-	ns := dht.WorkerNamespace()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -136,13 +135,6 @@ func (n *Net) wait(ctx context.Context) error {
 		if len(missing) == 0 {
 			return nil
 		}
-		for _, nd := range n.nodes {
-			if missing[nd.ID()] {
-				if err := nd.DHT().Announce(ctx, ns); err != nil && ctx.Err() != nil {
-					return err
-				}
-			}
-		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("wait for %d workers to be findable: %w", len(missing), ctx.Err())
@@ -155,13 +147,7 @@ func (n *Net) wait(ctx context.Context) error {
 func (n *Net) Nodes() []*node.Node { return n.nodes }
 
 // Bootstrap returns the bootstrap peer's full multiaddrs.
-func (n *Net) Bootstrap() []string {
-	var out []string
-	for _, a := range n.nodes[0].Addrs() {
-		out = append(out, a.String())
-	}
-	return out
-}
+func (n *Net) Bootstrap() []string { return n.nodes[0].AddrStrings() }
 
 // NewClient starts an ephemeral peer that submits jobs but runs none, joined to the net. The
 // net closes it too.
@@ -174,10 +160,6 @@ func (n *Net) NewClient(ctx context.Context) (*node.Node, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start client: %w", err)
-	}
-	if err := c.DHT().WaitReady(ctx, 1); err != nil {
-		c.Close()
-		return nil, err
 	}
 	n.mu.Lock()
 	n.extra = append(n.extra, c)

@@ -60,11 +60,9 @@ Flags:
 	if out == nil {
 		out = os.Stdout
 	}
-	in, ok := demoInputs[*job]
+	in := demoInputs[*job]
 	if *input != "" {
 		in = *input
-	} else if !ok {
-		in = ""
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()

@@ -4,12 +4,16 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/gridnode/gridnode/sandbox"
 )
 
 // command is one subcommand; each lives in its own file as an XCommand type.
@@ -37,6 +41,37 @@ var errUsage = errors.New("usage")
 type exitError struct{ code int }
 
 func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+// jobExit maps a job's outcome to the command's result: nil when the job exited 0, its own
+// code when it exited non-zero, and exit status 1 when it did not exit or runErr is set.
+// Without --json it names the failure on stderr (runErr through main); with --json the
+// report already holds it.
+func jobExit(status string, exitCode int, reason string, runErr error, asJSON bool) error {
+	switch {
+	case runErr != nil && asJSON:
+		return exitError{1}
+	case runErr != nil:
+		return runErr
+	case status == string(sandbox.StatusExited) && exitCode == 0:
+		return nil
+	case status == string(sandbox.StatusExited):
+		return exitError{exitCode}
+	}
+	if !asJSON {
+		if reason != "" {
+			status += ": " + reason
+		}
+		fmt.Fprintf(os.Stderr, "gridnode: job %s\n", status)
+	}
+	return exitError{1}
+}
+
+// printJSON writes v to w as indented JSON, the form of every --json report.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gridnode/gridnode/internal/proctest"
 )
 
 // BenchmarkIdleRSS starts `gridnode testnet -n 3` (three `gridnode run` daemons meshed on
@@ -19,10 +20,14 @@ import (
 // on stdin: the same binary doing nothing networked, measured in the same run.
 func BenchmarkIdleRSS(b *testing.B) {
 	bin := gridnodeBinary(b)
+	job := filepath.Join(b.TempDir(), "echo")
+	if out, err := exec.Command(bin, "build", "--example", "echo", "-o", job).CombinedOutput(); err != nil {
+		b.Fatalf("%v\n%s", err, out)
+	}
 	var nodeRSS, baseRSS []float64
 	for b.Loop() {
 		nodeRSS = append(nodeRSS, idleTestnetRSS(b, bin)...)
-		baseRSS = append(baseRSS, idleSandboxRSS(b, bin))
+		baseRSS = append(baseRSS, idleSandboxRSS(b, bin, job))
 	}
 	slices.Sort(nodeRSS)
 	slices.Sort(baseRSS)
@@ -55,7 +60,7 @@ func idleTestnetRSS(b *testing.B, bin string) []float64 {
 	}()
 	time.Sleep(2 * time.Second) // idle is what is measured: nothing to poll for
 	var mb []float64
-	for _, pid := range childrenOf(tn.Process.Pid) {
+	for _, pid := range proctest.ChildrenOf(tn.Process.Pid) {
 		mb = append(mb, rssMB(b, pid))
 	}
 	if len(mb) != 3 {
@@ -64,12 +69,9 @@ func idleTestnetRSS(b *testing.B, bin string) []float64 {
 	return mb
 }
 
-// idleSandboxRSS returns the RSS in MB of `gridnode sandbox` blocked on its stdin.
-func idleSandboxRSS(b *testing.B, bin string) float64 {
-	job := filepath.Join(b.TempDir(), "echo")
-	if out, err := exec.Command(bin, "build", "--example", "echo", "-o", job).CombinedOutput(); err != nil {
-		b.Fatalf("%v\n%s", err, out)
-	}
+// idleSandboxRSS returns the RSS in MB of `gridnode sandbox` running job, an echo job
+// blocked on its stdin.
+func idleSandboxRSS(b *testing.B, bin, job string) float64 {
 	cmd := exec.Command(bin, "sandbox", job)
 	in, err := cmd.StdinPipe()
 	if err != nil {
@@ -83,48 +85,18 @@ func idleSandboxRSS(b *testing.B, bin string) float64 {
 		cmd.Wait()
 	}()
 	// The job (a child of gridnode) exists once gridnode has started it.
-	deadline := time.Now().Add(10 * time.Second)
-	for len(childrenOf(cmd.Process.Pid)) == 0 {
-		if time.Now().After(deadline) {
-			b.Fatal("gridnode sandbox did not start its job")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	proctest.Poll(b, 10*time.Second, "gridnode sandbox to start its job", func() bool {
+		return len(proctest.ChildrenOf(cmd.Process.Pid)) > 0
+	})
 	return rssMB(b, cmd.Process.Pid)
 }
 
-func childrenOf(ppid int) []int {
-	var pids []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// Fields after the ")" that ends the command name: state, ppid, ...
-		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
-		if len(f) > 1 && f[1] == strconv.Itoa(ppid) {
-			pid, _ := strconv.Atoi(e.Name())
-			pids = append(pids, pid)
-		}
-	}
-	return pids
-}
-
+// rssMB returns pid's resident memory in MB.
 func rssMB(b *testing.B, pid int) float64 {
-	status, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+	v := proctest.StatusField(pid, "VmRSS")
+	kb, err := strconv.Atoi(strings.TrimSuffix(v, " kB"))
 	if err != nil {
-		b.Fatal(err)
+		b.Fatalf("VmRSS of pid %d: %q", pid, v)
 	}
-	for line := range strings.Lines(string(status)) {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
-			if err != nil {
-				b.Fatal(err)
-			}
-			return float64(kb) / 1024
-		}
-	}
-	b.Fatalf("no VmRSS for pid %d", pid)
-	return 0
+	return float64(kb) / 1024
 }

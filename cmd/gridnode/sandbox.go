@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -85,12 +84,10 @@ Flags:
 			Signal:     res.Signal,
 			CPUMs:      res.CPUTime.Milliseconds(),
 			WallMs:     res.WallTime.Milliseconds(),
+			OutputCID:  cidString(res.OutputCID),
 			OutputSize: len(res.Output),
 			Output:     res.Output,
 			Stderr:     string(res.Stderr),
-		}
-		if res.OutputCID.Defined() {
-			rep.OutputCID = res.OutputCID.String()
 		}
 		if res.Status != sandbox.StatusExited {
 			rep.Error = res.Reason
@@ -98,31 +95,14 @@ Flags:
 		if runErr != nil {
 			rep.Error = runErr.Error()
 		}
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rep); err != nil {
+		if err := printJSON(os.Stdout, rep); err != nil {
 			return err
 		}
 	} else {
 		os.Stdout.Write(res.Output)
 		os.Stderr.Write(res.Stderr)
 	}
-	switch {
-	case runErr != nil:
-		if *asJSON {
-			return exitError{1}
-		}
-		return runErr
-	case res.Status == sandbox.StatusExited && res.ExitCode == 0:
-		return nil
-	case res.Status == sandbox.StatusExited:
-		return exitError{res.ExitCode}
-	default:
-		if !*asJSON {
-			fmt.Fprintf(os.Stderr, "gridnode: job %s: %s\n", res.Status, res.Reason)
-		}
-		return exitError{1}
-	}
+	return jobExit(string(res.Status), res.ExitCode, res.Reason, runErr, *asJSON)
 }
 
 // addLimitFlags registers --cpu, --wall, --mem and --max-output on fs, defaulting to lim.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -129,21 +128,10 @@ Flags:
 	} else if err == nil {
 		os.Stdout.Write(rep.Output)
 	}
-	switch {
-	case err != nil && *asJSON:
-		return exitError{1}
-	case err != nil:
-		return err
-	case rep.Status == string(sandbox.StatusExited) && rep.ExitCode == 0:
-		return nil
-	case rep.Status == string(sandbox.StatusExited):
-		return exitError{rep.ExitCode}
-	default:
-		if !*asJSON {
-			fmt.Fprintf(os.Stderr, "gridnode: job %s\n", rep.Status)
-		}
-		return exitError{1}
+	if err != nil {
+		return jobExit("", 0, "", err, *asJSON)
 	}
+	return jobExit(rep.Status, rep.ExitCode, "", nil, *asJSON)
 }
 
 // readInput reads the job's input from name, or from stdin unless stdin is a terminal.
@@ -186,9 +174,7 @@ func printSubmitJSON(w io.Writer, rep *jobs.Report, err error) error {
 	if err != nil {
 		out.Error = err.Error()
 	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(out)
+	return printJSON(w, out)
 }
 
 func cidString(c cid.Cid) string {

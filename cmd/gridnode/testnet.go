@@ -133,19 +133,8 @@ func waitWorkers(ctx context.Context, boot string, n int) error {
 		return err
 	}
 	defer c.Close()
-	found := 0
-	for {
-		ws, err := c.FindWorkers(ctx)
-		if err == nil && len(ws) >= n {
-			return nil
-		}
-		found = max(found, len(ws))
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("only %d of %d workers findable: %w", found, n, ctx.Err())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	_, err = c.WaitWorkers(ctx, n)
+	return err
 }
 
 // testnetProc is one `gridnode run` child.

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	examplejobs "github.com/gridnode/gridnode/examples/jobs"
+	"github.com/gridnode/gridnode/internal/proctest"
 )
 
 // procsMentioning lists the processes whose command line contains s.
@@ -138,13 +139,9 @@ func TestTestnetAndSubmit(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("testnet did not exit within 20s of SIGINT")
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for len(procsMentioning(netDir)) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("nodes still running after the testnet exited: %v", procsMentioning(netDir))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	proctest.Poll(t, 10*time.Second, "the nodes to exit with the testnet", func() bool {
+		return len(procsMentioning(netDir)) == 0
+	})
 	if !strings.Contains(printed.String(), "gridnode submit --bootstrap "+boot+" --replicas 2 JOB") {
 		t.Errorf("testnet did not print the submit line:\n%s", printed.String())
 	}
