@@ -221,42 +221,26 @@ func (d *DHT) Announce(ctx context.Context, ns string) error {
 // closed after the first successful announcement.
 func (d *DHT) AnnounceLoop(ns string, ready chan<- struct{}) {
 	d.wg.Go(func() {
-		const poll = time.Second // how often a growing routing table is looked at
-		backoff := 100 * time.Millisecond
-		var retryAt, lastAt time.Time
-		lastSize := -1 // routing table size at the last successful announcement
+		s := announceSchedule{bucket: d.bucket, every: d.validity / 3}
+		s.reset()
 		for {
 			size := d.Size()
-			grew := size > lastSize && lastSize < d.bucket
-			due := !time.Now().Before(retryAt) && (grew || time.Since(lastAt) >= d.validity/3)
-			if due {
+			if s.due(time.Now(), size) {
 				ctx, cancel := context.WithTimeout(d.ctx, time.Minute)
 				err := d.Announce(ctx, ns)
 				cancel()
-				switch {
-				case d.ctx.Err() != nil:
+				if d.ctx.Err() != nil {
 					return
-				case err != nil || size == 0:
-					d.log.Debug("announce failed, retrying", "ns", ns, "err", err, "in", backoff)
-					retryAt = time.Now().Add(backoff)
-					backoff = min(2*backoff, 10*time.Second)
-				default:
-					d.log.Debug("announced", "ns", ns, "peers", size)
-					lastSize, lastAt, backoff = size, time.Now(), 100*time.Millisecond
-					if ready != nil {
-						close(ready)
-						ready = nil
-					}
+				}
+				ok := err == nil && size > 0
+				s.done(time.Now(), size, ok)
+				d.log.Debug("announce", "ns", ns, "peers", size, "ok", ok, "err", err)
+				if ok && ready != nil {
+					close(ready)
+					ready = nil
 				}
 			}
-			wait := poll
-			if lastSize >= d.bucket {
-				wait = time.Until(lastAt.Add(d.validity / 3))
-			}
-			if !retryAt.IsZero() {
-				wait = min(wait, max(time.Until(retryAt), 0))
-			}
-			t := time.NewTimer(wait)
+			t := time.NewTimer(s.wait(time.Now()))
 			select {
 			case <-d.ctx.Done():
 				t.Stop()
@@ -265,6 +249,54 @@ func (d *DHT) AnnounceLoop(ns string, ready chan<- struct{}) {
 			}
 		}
 	})
+}
+
+// announceSchedule decides when AnnounceLoop announces; it is pure, for testing.
+type announceSchedule struct {
+	bucket int           // k: a table this full needs no more growth-driven announcements
+	every  time.Duration // the re-announce period
+
+	lastSize int       // routing table size at the last success, -1 before any
+	lastAt   time.Time // time of the last success
+	retryAt  time.Time // after a failure, when to try again; zero otherwise
+	backoff  time.Duration
+}
+
+// announcePoll is how often a routing table that is still growing is looked at.
+const announcePoll = time.Second
+
+func (s *announceSchedule) reset() { s.lastSize, s.backoff = -1, 100*time.Millisecond }
+
+// due reports whether to announce now, with size peers in the routing table.
+func (s *announceSchedule) due(now time.Time, size int) bool {
+	if now.Before(s.retryAt) {
+		return false
+	}
+	grew := size > s.lastSize && s.lastSize < s.bucket
+	return grew || now.Sub(s.lastAt) >= s.every
+}
+
+// done records an announcement's outcome.
+func (s *announceSchedule) done(now time.Time, size int, ok bool) {
+	if !ok {
+		s.retryAt = now.Add(s.backoff)
+		s.backoff = min(2*s.backoff, 10*time.Second)
+		return
+	}
+	s.lastSize, s.lastAt, s.retryAt = size, now, time.Time{}
+	s.backoff = 100 * time.Millisecond
+}
+
+// wait is how long to sleep before looking again.
+func (s *announceSchedule) wait(now time.Time) time.Duration {
+	w := announcePoll
+	if s.lastSize >= s.bucket {
+		w = s.lastAt.Add(s.every).Sub(now)
+	}
+	if !s.retryAt.IsZero() {
+		w = min(w, s.retryAt.Sub(now))
+	}
+	return max(w, 0)
 }
 
 // provideQueue bounds the blobs waiting to be provided; more are dropped, which only means

@@ -202,3 +202,34 @@ func TestBootstrapUnreachable(t *testing.T) {
 		t.Fatal("WaitReady on an empty table: got nil error")
 	}
 }
+
+// TestAnnounceSchedule walks the announce loop's schedule through a failure, growth of the
+// routing table and the periodic re-announcement, checking it never spins.
+func TestAnnounceSchedule(t *testing.T) {
+	now := time.Unix(1000, 0)
+	s := announceSchedule{bucket: 20, every: 10 * time.Minute}
+	s.reset()
+	step := func(name string, size int, wantDue bool, ok bool, minWait time.Duration) {
+		t.Helper()
+		if got := s.due(now, size); got != wantDue {
+			t.Fatalf("%s: due %v, want %v", name, got, wantDue)
+		}
+		if wantDue {
+			s.done(now, size, ok)
+		}
+		if w := s.wait(now); w < minWait {
+			t.Fatalf("%s: wait %s, want at least %s (no busy loop)", name, w, minWait)
+		}
+	}
+	step("empty table fails", 0, true, false, 100*time.Millisecond)
+	now = now.Add(50 * time.Millisecond)
+	step("before the retry", 0, false, false, 50*time.Millisecond)
+	now = now.Add(50 * time.Millisecond)
+	step("retry succeeds", 3, true, true, announcePoll)
+	now = now.Add(announcePoll)
+	step("table unchanged", 3, false, false, announcePoll)
+	step("table grew", 5, true, true, announcePoll)
+	step("table full", 20, true, true, 10*time.Minute)
+	now = now.Add(10 * time.Minute)
+	step("period over", 20, true, true, 10*time.Minute)
+}
