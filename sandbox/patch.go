@@ -69,18 +69,9 @@ func plan(bin []byte, lim Limits) (*edits, error) {
 		phoff:   in.phoff,
 		phdrs:   bytes.Clone(bin[in.phoff : in.phoff+uint64(in.phnum*phdrSize)]),
 		stubOff: pageUp(uint64(len(bin))),
-		stub:    make([]byte, stubSize),
+		stub:    buildStub(lim, in.entry, stubVaddr),
 	}
-	le.PutUint64(e.entry[:], stubVaddr+stubDataSize)
-
-	cpu := uint64(cpuLimit(lim) / time.Second)
-	putRlimit(e.stub[offCPU:], cpu, cpu+1)
-	putRlimit(e.stub[offStack:], uint64(lim.Stack), uint64(lim.Stack))
-	putRlimit(e.stub[offCore:], 0, 0)
-	putRlimit(e.stub[offFSize:], 0, 0)
-	putRlimit(e.stub[offAS:], uint64(lim.Memory)+asSlack, uint64(lim.Memory)+asSlack)
-	le.PutUint64(e.stub[offDelta:], in.entry-stubVaddr) // two's complement: entry is below
-	copy(e.stub[stubDataSize:], stubCode[:])
+	le.PutUint64(e.entry[:], stubVaddr+stubEntryOffset)
 
 	// Rewrite the note's header as the stub's PT_LOAD and move it after the last PT_LOAD.
 	ph := e.phdrs
@@ -105,11 +96,6 @@ func plan(bin []byte, lim Limits) (*edits, error) {
 	}
 	copy(ph[d:], load[:])
 	return e, nil
-}
-
-func putRlimit(b []byte, cur, max uint64) {
-	le.PutUint64(b, cur)
-	le.PutUint64(b[8:], max)
 }
 
 // cpuLimit is the CPU time after which the kernel sends SIGXCPU, as the stub sets it.

@@ -1,5 +1,7 @@
 package sandbox
 
+import "time"
+
 // The entry stub, as x86-64 machine code for x86-64 jobs. It is data to the host, so this
 // file builds on every GOARCH. Source: testdata/stub_amd64.S (TestStubMatchesSource
 // reassembles it). Layout: a 96-byte data block, then code:
@@ -22,7 +24,29 @@ const (
 	offAS        = 64
 	offDelta     = 88
 	stubSize     = stubDataSize + len(stubCode)
+	// stubEntryOffset is where, from the start of the stub's segment, execution begins.
+	stubEntryOffset = stubDataSize
 )
+
+// buildStub returns the stub's bytes (data block, then code) for a job with the given
+// original entry point, its segment placed at stubVaddr. Preconditions: lim has defaults.
+func buildStub(lim Limits, entry, stubVaddr uint64) []byte {
+	stub := make([]byte, stubSize)
+	cpu := uint64(cpuLimit(lim) / time.Second)
+	putRlimit(stub[offCPU:], cpu, cpu+1)
+	putRlimit(stub[offStack:], uint64(lim.Stack), uint64(lim.Stack))
+	putRlimit(stub[offCore:], 0, 0)
+	putRlimit(stub[offFSize:], 0, 0)
+	putRlimit(stub[offAS:], uint64(lim.Memory)+asSlack, uint64(lim.Memory)+asSlack)
+	le.PutUint64(stub[offDelta:], entry-stubVaddr) // two's complement: entry is below
+	copy(stub[stubDataSize:], stubCode[:])
+	return stub
+}
+
+func putRlimit(b []byte, cur, max uint64) {
+	le.PutUint64(b, cur)
+	le.PutUint64(b[8:], max)
+}
 
 // StubExitCode is the exit status of a job whose stub could not set up the sandbox.
 const StubExitCode = 125
