@@ -101,6 +101,12 @@ func validate(b []byte, lim Limits, patched bool) (*elfInfo, error) {
 	if in.phoff > uint64(len(b)) || tableEnd < in.phoff || tableEnd > uint64(len(b)) {
 		return nil, reject("program headers at %d+%d run past the end of the %d-byte file", in.phoff, in.phnum*phdrSize, len(b))
 	}
+	// The patcher rewrites e_entry and the table: a table that shares bytes with the header
+	// would make those edits overwrite each other (and its entries would be header fields the
+	// kernel reads), so the kernel could run the job without the stub.
+	if in.phoff < ehdrSize {
+		return nil, reject("program header table at offset %d overlaps the %d-byte ELF header", in.phoff, ehdrSize)
+	}
 	for i := 0; i < in.phnum; i++ {
 		p := b[in.phoff+uint64(i*phdrSize):]
 		typ := le.Uint32(p)

@@ -20,9 +20,12 @@ func Patch(bin []byte, lim Limits) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make([]byte, e.stubOff+uint64(len(e.stub)))
+	out := make([]byte, e.fileSize)
 	copy(out, bin)
 	e.apply(sliceAt(out))
+	if err := checkImage(bytes.NewReader(out), int64(len(out)), e); err != nil {
+		return nil, err
+	}
 	return out, nil
 }
 
@@ -30,19 +33,45 @@ func Patch(bin []byte, lim Limits) ([]byte, error) {
 // stub appended at a page boundary past the end of the file. The launcher writes the
 // original binary and then these, instead of building a patched copy.
 type edits struct {
-	entry   [8]byte
-	phoff   uint64
-	phdrs   []byte
-	stubOff uint64
-	stub    []byte
+	entry     [8]byte
+	phoff     uint64
+	phdrs     []byte
+	stubOff   uint64
+	stub      []byte
+	stubVaddr uint64 // where the stub's PT_LOAD maps (before any ET_DYN load bias)
+	typ       uint16 // e_type, unchanged
+	fileSize  uint64 // of the patched image
+}
+
+// parts lists the edits as (bytes, file offset) in the order apply writes them.
+func (e *edits) parts() []struct {
+	b   []byte
+	off uint64
+} {
+	return []struct {
+		b   []byte
+		off uint64
+	}{{e.entry[:], 24}, {e.phdrs, e.phoff}, {e.stub, e.stubOff}}
+}
+
+// disjoint reports whether no two edits share a byte. apply's result then does not depend
+// on the order of its writes; validate's header rule makes it hold, and plan checks it.
+func (e *edits) disjoint() bool {
+	ps := e.parts()
+	for i := range ps {
+		for j := i + 1; j < len(ps); j++ {
+			a, b := ps[i], ps[j]
+			if a.off < b.off+uint64(len(b.b)) && b.off < a.off+uint64(len(a.b)) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // apply writes the edits over a copy of the original binary.
 func (e *edits) apply(w io.WriterAt) error {
-	for _, part := range []struct {
-		b   []byte
-		off uint64
-	}{{e.entry[:], 24}, {e.phdrs, e.phoff}, {e.stub, e.stubOff}} {
+	for _, part := range e.parts() {
 		if _, err := w.WriteAt(part.b, int64(part.off)); err != nil {
 			return err
 		}
@@ -70,7 +99,11 @@ func plan(bin []byte, lim Limits) (*edits, error) {
 		phdrs:   bytes.Clone(bin[in.phoff : in.phoff+uint64(in.phnum*phdrSize)]),
 		stubOff: pageUp(uint64(len(bin))),
 		stub:    buildStub(lim, in.entry, stubVaddr),
+
+		stubVaddr: stubVaddr,
+		typ:       in.typ,
 	}
+	e.fileSize = e.stubOff + uint64(len(e.stub))
 	le.PutUint64(e.entry[:], stubVaddr+stubEntryOffset)
 
 	// Rewrite the note's header as the stub's PT_LOAD and move it after the last PT_LOAD.
@@ -95,6 +128,9 @@ func plan(bin []byte, lim Limits) (*edits, error) {
 		copy(ph[d+phdrSize:n+phdrSize], ph[d:n])
 	}
 	copy(ph[d:], load[:])
+	if !e.disjoint() {
+		return nil, reject("the patcher's edits would overlap (program headers at %d+%d, stub at %d)", e.phoff, len(e.phdrs), e.stubOff)
+	}
 	return e, nil
 }
 

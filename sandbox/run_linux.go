@@ -42,6 +42,14 @@ func (r *Runner) Run(ctx context.Context, job Job, lim Limits) (Result, error) {
 		return Result{}, err
 	}
 	f, err := sealedMemfd(job.Binary, e)
+	if errors.As(err, &rej) {
+		// The validator passed a binary whose patched image the kernel would not enter at the
+		// stub: a validator gap, and so possibly an attack. Loud, and never run.
+		if r.Logger != nil {
+			r.Logger.Warn("refused a job whose patched image failed the check", "reason", rej.Reason)
+		}
+		return Result{Status: StatusRejected, Reason: rej.Reason, OutputCID: cids.Sum(nil)}, nil
+	}
 	if err != nil {
 		return Result{}, err
 	}
@@ -80,6 +88,17 @@ func sealedMemfd(bin []byte, e *edits) (*os.File, error) {
 	if _, err := unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, seals); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("seal memfd: %w", err)
+	}
+	if e != nil {
+		// Check the artefact, not the plan: read the sealed bytes back as the kernel will.
+		fi, err := f.Stat()
+		if err == nil {
+			err = checkImage(f, fi.Size(), e)
+		}
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
 	}
 	return f, nil
 }
