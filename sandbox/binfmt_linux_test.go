@@ -1,0 +1,89 @@
+//go:build linux && amd64
+
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// TestBinfmtTakesOver shows the threat on the real kernel and that the check sees it. A
+// child process in its own user and mount namespaces mounts its own binfmt_misc instance
+// (Linux 6.7+), so the handler it registers affects nothing outside it. There, a patched
+// job whose free header bytes match the handler is run by the handler's interpreter, not by
+// the kernel's ELF loader, so the stub never runs: that is what the launcher did before the
+// check. CheckBinfmt must name the handler, and Runner.Run must refuse jobs. With the check
+// switched off, Run exited 0 with the handler's "TAKEN-OVER" as the job's output.
+func TestBinfmtTakesOver(t *testing.T) {
+	dir := t.TempDir()
+	interp := filepath.Join(dir, "interp")
+	if err := os.WriteFile(interp, []byte("#!/bin/sh\necho TAKEN-OVER\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestBinfmtChild$", "-test.v")
+	cmd.Env = append(os.Environ(), "GRIDNODE_BINFMT_CHILD="+dir)
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS,
+		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}},
+		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}},
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child in a user namespace with its own binfmt_misc (needs Linux 6.7+ and user namespaces): %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "--- PASS: TestBinfmtChild") {
+		t.Fatalf("child did not pass:\n%s", out)
+	}
+}
+
+// TestBinfmtChild is TestBinfmtTakesOver's child; it does nothing unless started by it.
+func TestBinfmtChild(t *testing.T) {
+	dir := os.Getenv("GRIDNODE_BINFMT_CHILD")
+	if dir == "" {
+		return
+	}
+	if err := syscall.Mount("none", "/", "", syscall.MS_REC|syscall.MS_PRIVATE, ""); err != nil {
+		t.Fatalf("make mounts private: %v", err)
+	}
+	if err := syscall.Mount("binfmt_misc", BinfmtDir, "binfmt_misc", 0, ""); err != nil {
+		t.Fatalf("mount binfmt_misc in a user namespace: %v", err)
+	}
+	if err := CheckBinfmt(); err != nil {
+		t.Fatalf("fresh binfmt_misc: got %v, want nil", err)
+	}
+	// A magic at e_shoff, which validation leaves to the job's author.
+	reg := ":gridnode-test:M:40:GRIDNODE::" + filepath.Join(dir, "interp") + ":"
+	if err := os.WriteFile(filepath.Join(BinfmtDir, "register"), []byte(reg), 0); err != nil {
+		t.Fatalf("register handler: %v", err)
+	}
+	bin := genWriteExit("the stub ran the job\n", 0)
+	copy(bin[40:], "GRIDNODE")
+	img, err := Patch(bin, DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "job")
+	if err := os.WriteFile(path, img, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(path).CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "TAKEN-OVER" {
+		t.Fatalf("patched image under a matching handler: got %q, %v; want the handler's TAKEN-OVER", out, err)
+	}
+
+	err = CheckBinfmt()
+	if !errors.Is(err, ErrBinfmt) || !strings.Contains(err.Error(), "gridnode-test") {
+		t.Fatalf("CheckBinfmt: got %v, want ErrBinfmt naming gridnode-test", err)
+	}
+	jobBinfmt = binfmtCache{}
+	res, err := (&Runner{}).Run(context.Background(), Job{Binary: bin}, Limits{})
+	if !errors.Is(err, ErrBinfmt) {
+		t.Fatalf("Run: got %v (%s %q %q), want ErrBinfmt", err, res.Status, res.Reason, res.Output)
+	}
+}
