@@ -18,6 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/gridnode/gridnode/cids"
 )
@@ -50,8 +51,16 @@ type Config struct {
 	Mode            Mode
 	ProvideValidity time.Duration // default DefaultProvideValidity
 	BucketSize      int           // default the Kademlia default (20)
-	Logger          *slog.Logger
+	// Dialable, if set, says which addresses from DHT messages (provider records, closer
+	// peers) to keep; the others never reach the peerstore. At most maxPeerAddrs are kept
+	// per peer.
+	Dialable func(ma.Multiaddr) bool
+	Logger   *slog.Logger
 }
+
+// maxPeerAddrs bounds the addresses kept for one peer from one DHT message: an honest node
+// has a few per interface and transport, a hostile one could list thousands to be dialled.
+const maxPeerAddrs = 16
 
 // DHT wraps a kad-dht instance with the grid's namespaces and its re-announce loop.
 type DHT struct {
@@ -104,6 +113,17 @@ func New(ctx context.Context, h host.Host, cfg Config) (*DHT, error) {
 	}
 	if cfg.BucketSize > 0 {
 		opts = append(opts, kaddht.BucketSize(cfg.BucketSize))
+	}
+	if ok := cfg.Dialable; ok != nil {
+		opts = append(opts, kaddht.AddressFilter(func(as []ma.Multiaddr) []ma.Multiaddr {
+			var out []ma.Multiaddr
+			for _, a := range as {
+				if len(out) < maxPeerAddrs && ok(a) {
+					out = append(out, a)
+				}
+			}
+			return out
+		}))
 	}
 	kad, err := kaddht.New(h, opts...)
 	if err != nil {

@@ -16,11 +16,20 @@ const (
 	connHigh = 128
 )
 
+// perPeerStreams is how many inbound streams of each grid protocol one peer may have open.
+// rcmgr allows 8 connections per IPv4 address (one identity each), so one machine holds at
+// most 32 of a protocol's total (256 info, 64 blob, 256 job).
+const perPeerStreams = 4
+
 // newResourceManager returns libp2p's scaled default limits plus explicit limits for the
-// grid's protocols: one peer cannot hold more than a few streams of each; streams past the
-// limit are reset before a handler runs. A larger flood (about 128 streams opened at once)
-// exhausts the connection's memory budget for yamux receive windows, and yamux then drops
-// the flooding peer's whole connection; other peers are not affected (TestAbuse).
+// grid's protocols: one peer cannot hold more than a few streams of each (an honest
+// submitter needs one info stream per query and one job stream per replica), far below the
+// totals, so that it takes many identities, not one, to fill a protocol's slots: with 32 job
+// streams per peer, 9 identities holding 29 idle streams each took all 256 for a minute.
+// Streams past a limit are reset before a handler runs. A larger flood (about 128 streams
+// opened at once) exhausts the connection's memory budget for yamux receive windows, and
+// yamux then drops the flooding peer's whole connection; other peers are not affected
+// (TestAbuse, TestHostileStreams).
 func newResourceManager() (network.ResourceManager, error) {
 	cfg := rcmgr.DefaultLimits
 	libp2p.SetDefaultServiceLimits(&cfg)
@@ -36,9 +45,9 @@ func newResourceManager() (network.ResourceManager, error) {
 		mem           int64
 	}
 	for _, l := range []lim{
-		{protocol.InfoID, 256, 16, 4 << 20},
-		{protocol.BlobID, 64, 8, 128 << 20},
-		{protocol.JobID, 256, 32, 64 << 20},
+		{protocol.InfoID, 256, perPeerStreams, 4 << 20},
+		{protocol.BlobID, 64, perPeerStreams, 128 << 20},
+		{protocol.JobID, 256, perPeerStreams, 64 << 20},
 	} {
 		cfg.AddProtocolLimit(l.id,
 			rcmgr.BaseLimit{StreamsInbound: l.total, StreamsOutbound: l.total, Streams: 2 * l.total, Memory: l.mem},

@@ -39,6 +39,10 @@ type Config struct {
 	Slots     int      // concurrent jobs; default runtime.NumCPU()
 	Limits    sandbox.Limits
 	Loopback  bool // listen on 127.0.0.1 and skip NAT traversal; implied when every Listen address is loopback
+	// Reach bounds the addresses the node dials (see Reach); the default derives it from
+	// Listen and Bootstrap, so a node on a loopback testnet dials loopback and a node on the
+	// internet only public addresses.
+	Reach     Reach
 	Worker    bool // run jobs for others and announce capacity
 	Ephemeral bool // random identity and a temporary store, removed on Close
 	Logger    *slog.Logger
@@ -79,6 +83,11 @@ func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 			return nil, err
 		}
 	}
+	if cfg.Reach == ReachAuto {
+		if cfg.Reach, err = autoReach(cfg, boot); err != nil {
+			return nil, err
+		}
+	}
 	n := &Node{cfg: cfg, log: cfg.Logger, announced: make(chan struct{})}
 	defer func() {
 		if err != nil {
@@ -115,7 +124,8 @@ func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if !cfg.Worker && cfg.Ephemeral {
 		mode = dht.ModeClient // a short-lived submitter should not enter routing tables
 	}
-	if n.d, err = dht.New(ctx, n.h, dht.Config{Bootstrap: boot, Mode: mode, BucketSize: cfg.DHTBucketSize, Logger: n.log.With("component", "dht")}); err != nil {
+	dialable := func(a multiaddr.Multiaddr) bool { return within(cfg.Reach, a) }
+	if n.d, err = dht.New(ctx, n.h, dht.Config{Bootstrap: boot, Mode: mode, BucketSize: cfg.DHTBucketSize, Dialable: dialable, Logger: n.log.With("component", "dht")}); err != nil {
 		return nil, err
 	}
 	if n.jobs, err = openJobs(n); err != nil {
@@ -139,7 +149,7 @@ func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if cfg.Worker {
 		n.d.AnnounceLoop(dht.WorkerNamespace(), n.announced)
 	}
-	n.log.Info("node started", "peer", n.h.ID(), "worker", cfg.Worker, "addrs", n.h.Addrs())
+	n.log.Info("node started", "peer", n.h.ID(), "worker", cfg.Worker, "addrs", n.h.Addrs(), "reach", cfg.Reach)
 	return n, nil
 }
 
@@ -174,6 +184,7 @@ func newHost(key crypto.PrivKey, cfg Config) (host.Host, error) {
 		libp2p.Transport(quic.NewTransport),
 		libp2p.ResourceManager(rm),
 		libp2p.ConnectionManager(cm),
+		libp2p.ConnectionGater(dialGater{cfg.Reach}),
 		libp2p.UserAgent("gridnode"),
 		libp2p.DisableMetrics(),
 	}
@@ -220,6 +231,26 @@ func allLoopback(listen []string, boot []peer.AddrInfo) (bool, error) {
 		}
 	}
 	return len(addrs) > 0, nil
+}
+
+// autoReach is the reach of ReachAuto: ReachLoopback with cfg.Loopback, else the widest
+// class among the listen and bootstrap addresses.
+func autoReach(cfg Config, boot []peer.AddrInfo) (Reach, error) {
+	if cfg.Loopback {
+		return ReachLoopback, nil
+	}
+	var addrs []multiaddr.Multiaddr
+	for _, s := range cfg.Listen {
+		a, err := multiaddr.NewMultiaddr(s)
+		if err != nil {
+			return 0, fmt.Errorf("address %q: %w", s, err)
+		}
+		addrs = append(addrs, a)
+	}
+	for _, b := range boot {
+		addrs = append(addrs, b.Addrs...)
+	}
+	return deriveReach(addrs), nil
 }
 
 // ParseAddrs parses full /p2p/ multiaddrs, merging addresses of the same peer.
