@@ -204,7 +204,7 @@ func TestHostileJobs(t *testing.T) {
 		violation("x32_getpid"),
 		violation("x32_write"),
 		violation("int80"),
-		// The stub is entered again through AT_ENTRY; its first prlimit64 is now
+		// The stub is entered again through e_entry; its first prlimit64 is now
 		// forbidden. reenter prints "started" only once it knows it is sandboxed.
 		violation("reenter"),
 		{name: "violation/hello_glibc", job: "hello_glibc", status: sandbox.StatusViolation, signal: "SIGKILL"},

@@ -1,4 +1,8 @@
 # gridnode entry stub (x86-64). Data block first (96 bytes), code at offset 96.
+	.set USER_TOP, 0x7ffffffff000	# TASK_SIZE with 4-level paging; the new stack ends here
+	.set SP0, USER_TOP - 0x110	# the job's rsp at entry: the stack image, then zeros to the top
+	.set VVAR_BELOW, 0x100000	# unmapped below the vDSO image: its vvar pages (6 on Linux 6.18)
+	.set OLD_STACK, 0x4000000	# unmapped below the kernel's stack top: its whole stack
 	.text
 data:
 rl_cpu:   .quad 0, 0      # 0
@@ -10,6 +14,7 @@ sparam:   .quad 0         # 80: struct sched_param {0}
 delta:    .quad 0         # 88: original entry - stub vaddr
 code:
 	pushfq
+	pop %r15                # the kernel's flags, restored at the end
 	mov $0, %esi
 	lea rl_cpu(%rip), %rdx
 	call setrl
@@ -48,6 +53,98 @@ code:
 	syscall
 	test %rax, %rax
 	jnz fail
+
+	# The kernel's stack: argc, argv, 0, envp, 0, then auxv (type, value) pairs to AT_NULL.
+	mov (%rsp), %rsi
+	lea 16(%rsp,%rsi,8), %rsi
+1:	add $8, %rsi
+	cmpq $0, -8(%rsi)
+	jne 1b
+	xor %ebx, %ebx          # AT_EXECFN: its string is the last thing below the stack top
+	xor %ebp, %ebp          # AT_SYSINFO_EHDR: the vDSO
+	xor %r12d, %r12d        # AT_PHDR, AT_PHENT, AT_PHNUM: copied to the new auxv
+	xor %r13d, %r13d
+	xor %r14d, %r14d
+2:	lodsq
+	mov %rax, %rcx
+	lodsq
+	cmp $3, %rcx
+	cmove %rax, %r12
+	cmp $4, %rcx
+	cmove %rax, %r13
+	cmp $5, %rcx
+	cmove %rax, %r14
+	cmp $31, %rcx
+	cmove %rax, %rbx
+	cmp $33, %rcx
+	cmove %rax, %rbp
+	test %rcx, %rcx
+	jnz 2b
+
+	# munmap the vDSO image, page_up(e_shoff + e_shnum*e_shentsize) bytes (its section
+	# headers come last), and the vvar pages below it, but never the job's own pages
+	# below: a static PIE's image ends with the stub's page.
+	test %rbp, %rbp
+	jz 3f
+	movzwl 0x3c(%rbp), %eax
+	movzwl 0x3a(%rbp), %ecx
+	imul %ecx, %eax
+	add 0x28(%rbp), %rax
+	lea 4095(%rbp,%rax), %rsi
+	and $-4096, %rsi
+	lea -VVAR_BELOW(%rbp), %rdi
+	lea data+4096(%rip), %rax
+	cmp %rbp, %rax
+	ja 4f
+	cmp %rax, %rdi
+	cmovb %rax, %rdi
+4:	sub %rdi, %rsi
+	mov $11, %eax
+	syscall
+	test %rax, %rax
+	jnz fail
+3:
+	# munmap the kernel's stack, [top - OLD_STACK, top) where top = page_up(AT_EXECFN + 1).
+	# No push or call from here until rsp is switched.
+	test %rbx, %rbx
+	jz fail
+	lea 4096(%rbx), %rdi
+	and $-4096, %rdi
+	sub $OLD_STACK, %rdi
+	mov $OLD_STACK, %esi
+	mov $11, %eax
+	syscall
+	test %rax, %rax
+	jnz fail
+	# mmap(USER_TOP - page_up(RLIMIT_STACK), ..., PROT_READ|PROT_WRITE,
+	#      MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED_NOREPLACE|MAP_STACK, -1, 0)
+	mov $USER_TOP, %rsi
+	mov %rsi, %rdi
+	sub rl_stack(%rip), %rdi
+	and $-4096, %rdi
+	sub %rdi, %rsi
+	mov $3, %edx
+	mov $0x120022, %r10d
+	mov $-1, %r8
+	xor %r9d, %r9d
+	mov $9, %eax
+	syscall
+	cmp %rdi, %rax
+	jne fail
+	# The canonical stack: copy the image, then fill in the entries that are not constant.
+	mov $SP0, %rsp
+	mov %rsp, %rdi
+	lea image(%rip), %rsi
+	mov $image_end - image, %ecx
+	rep movsb
+	mov %r12, at_phdr - image(%rsp)
+	mov %r13, at_phent - image(%rsp)
+	mov %r14, at_phnum - image(%rsp)
+	# original entry, PC-relative so a load bias cancels out
+	lea data(%rip), %rax
+	add delta(%rip), %rax
+	mov %rax, at_entry - image(%rsp)
+
 	# prctl(PR_SET_SECCOMP, SECCOMP_MODE_STRICT)
 	mov $157, %eax
 	mov $22, %edi
@@ -55,11 +152,9 @@ code:
 	syscall
 	test %rax, %rax
 	jnz fail
-	# original entry, PC-relative so a load bias cancels out
-	lea data(%rip), %rax
-	add delta(%rip), %rax
+	push %r15
 	popfq
-	mov %rax, -8(%rsp)
+	movq $0, -8(%rsp)       # mov leaves the flags alone
 	mov $0, %eax
 	mov $0, %ebx
 	mov $0, %ecx
@@ -75,7 +170,7 @@ code:
 	mov $0, %r13d
 	mov $0, %r14d
 	mov $0, %r15d
-	jmp *-8(%rsp)
+	jmp *at_entry - image(%rsp)
 # setrl: prlimit64(0, %esi, %rdx, NULL); %edi = 0
 setrl:
 	mov $302, %eax
@@ -90,3 +185,29 @@ fail:
 	mov $125, %edi
 	syscall
 	hlt
+
+# The job's initial stack from SP0: argc 1, argv {"gridnode-job"}, no environment, and an
+# auxv of values that are the same on every run and worker.
+	.balign 8
+image:
+	.quad 1, SP0 + s_job - image, 0
+	.quad 0
+	.quad 3
+at_phdr:  .quad 0
+	.quad 4
+at_phent: .quad 0
+	.quad 5
+at_phnum: .quad 0
+	.quad 6, 4096           # AT_PAGESZ
+	.quad 17, 100           # AT_CLKTCK
+	.quad 9                 # AT_ENTRY
+at_entry: .quad 0
+	.quad 23, 0             # AT_SECURE
+	.quad 25, SP0 + random - image
+	.quad 31, SP0 + s_job - image      # AT_EXECFN
+	.quad 15, SP0 + s_platform - image # AT_PLATFORM
+	.quad 0, 0
+random:	.quad 0, 0              # AT_RANDOM: 16 zero bytes
+s_job:	.asciz "gridnode-job"
+s_platform: .asciz "x86_64"
+image_end:
