@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -165,8 +166,18 @@ func (s *Submitter) prepare(ctx context.Context, req Request) (*job, error) {
 	return j, nil
 }
 
-// maxOfferQueries bounds the offer queries in flight at once.
-const maxOfferQueries = 16
+// Offer queries. Peer IDs are free and a candidate may accept the stream and never answer,
+// so the submitter asks a few candidates at a time, in random order, gives each little
+// time, and goes ahead once enough offers fit: 48 silent fakes once held a submit for 30 s
+// (16 at a time, 10 s each, waiting for every answer).
+const (
+	offerQueries      = 8               // candidates asked at once
+	offerTimeout      = 2 * time.Second // a whole query, connecting included
+	offerReplyTimeout = time.Second     // from opening the stream: a worker answers at once
+	// offerGrace is how long the submitter still collects offers once it has enough to
+	// start (max(R, Q)) but fewer than it wants (MaxReplicas + R, a margin for refusals).
+	offerGrace = time.Second
+)
 
 // workers returns the candidates whose live offers fit j, best first.
 func (s *Submitter) workers(ctx context.Context, j *job) ([]peer.ID, error) {
@@ -186,35 +197,15 @@ func (s *Submitter) workers(ctx context.Context, j *job) ([]peer.ID, error) {
 	if len(cands) == 0 {
 		return nil, fmt.Errorf("submit: %w: no candidates found", ErrNoWorkers)
 	}
+	// A random order, so that where a candidate sits in the DHT's answer buys it nothing.
+	mrand.Shuffle(len(cands), func(a, b int) { cands[a], cands[b] = cands[b], cands[a] })
 	s.progress("asking %s for offers", plural(len(cands), "candidate"))
-	offers := make([]*protocol.Offer, len(cands))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, maxOfferQueries)
-	for i, ai := range cands {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			o, err := s.queryOffer(ctx, ai)
-			if err != nil {
-				s.progress("%s: no offer: %v", short(ai.ID), err)
-				return
-			}
-			if why := s.unfit(o, j); why != "" {
-				s.progress("%s: skipped: %s", short(ai.ID), why)
-				return
-			}
-			offers[i] = o
-		})
-	}
-	wg.Wait()
-	var fit []*protocol.Offer
-	for _, o := range offers {
-		if o != nil {
-			fit = append(fit, o)
-		}
-	}
+	fit, asked := s.offers(ctx, j, cands)
 	if len(fit) == 0 {
-		return nil, fmt.Errorf("submit: %w: none of %s can take the job", ErrNoWorkers, plural(len(cands), "candidate"))
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("submit: %w", ctx.Err())
+		}
+		return nil, fmt.Errorf("submit: %w: none of %s can take the job", ErrNoWorkers, plural(asked, "candidate"))
 	}
 	mrand.Shuffle(len(fit), func(a, b int) { fit[a], fit[b] = fit[b], fit[a] })
 	s.mu.Lock()
@@ -234,9 +225,65 @@ func (s *Submitter) workers(ctx context.Context, j *job) ([]peer.ID, error) {
 	return ids, nil
 }
 
-// queryOffer asks ai for its signed offer, bound to a fresh nonce.
+// offers asks cands, in order and offerQueries at a time, for offers that fit j. It returns
+// them once it has MaxReplicas + Replicas, once it has max(Replicas, Quorum) and offerGrace
+// has passed since, or once every candidate was asked; asked is how many were.
+func (s *Submitter) offers(ctx context.Context, j *job, cands []peer.AddrInfo) (fit []*protocol.Offer, asked int) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // queries still in flight are not needed
+	need, want := max(j.Replicas, j.Quorum), j.MaxReplicas+j.Replicas
+	type answer struct {
+		ai  peer.AddrInfo
+		o   *protocol.Offer
+		err error
+	}
+	answers := make(chan answer, len(cands)) // late answers after a return do not block
+	var grace <-chan time.Time
+	inflight, silent := 0, 0
+collect:
+	for {
+		for inflight < offerQueries && asked < len(cands) && len(fit) < want {
+			ai := cands[asked]
+			asked, inflight = asked+1, inflight+1
+			go func() {
+				o, err := s.queryOffer(ctx, ai)
+				answers <- answer{ai, o, err}
+			}()
+		}
+		if inflight == 0 || len(fit) >= want {
+			break
+		}
+		select {
+		case <-grace:
+			break collect
+		case <-ctx.Done():
+			break collect
+		case a := <-answers:
+			inflight--
+			switch {
+			case errors.Is(a.err, context.DeadlineExceeded):
+				silent++
+				s.log.Debug("no offer in time", "peer", a.ai.ID, "err", a.err)
+			case a.err != nil:
+				s.progress("%s: no offer: %v", short(a.ai.ID), a.err)
+			default:
+				if why := s.unfit(a.o, j); why != "" {
+					s.progress("%s: skipped: %s", short(a.ai.ID), why)
+				} else if fit = append(fit, a.o); len(fit) == need {
+					grace = time.After(offerGrace)
+				}
+			}
+		}
+	}
+	if silent > 0 {
+		s.progress("%s gave no offer within %v", plural(silent, "candidate"), offerTimeout)
+	}
+	return fit, asked
+}
+
+// queryOffer asks ai for its signed offer, bound to a fresh nonce, within offerTimeout.
 func (s *Submitter) queryOffer(ctx context.Context, ai peer.AddrInfo) (*protocol.Offer, error) {
-	ctx, cancel := context.WithTimeout(ctx, protocol.InfoTimeout)
+	ctx, cancel := context.WithTimeout(ctx, offerTimeout)
 	defer cancel()
 	h := s.cfg.Host
 	if len(ai.Addrs) > 0 {
@@ -250,7 +297,7 @@ func (s *Submitter) queryOffer(ctx context.Context, ai peer.AddrInfo) (*protocol
 	}
 	stop := context.AfterFunc(ctx, func() { st.Reset() })
 	defer stop()
-	protocol.SetDeadline(st, protocol.InfoTimeout)
+	protocol.SetDeadline(st, offerReplyTimeout)
 	nonce := newNonce()
 	var resp protocol.InfoResponse
 	err = protocol.WriteMsg(st, &protocol.InfoRequest{Nonce: nonce})
@@ -263,6 +310,9 @@ func (s *Submitter) queryOffer(ctx context.Context, ai peer.AddrInfo) (*protocol
 	}
 	if err != nil {
 		st.Reset()
+		if os.IsTimeout(err) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			err = fmt.Errorf("%w: %v", context.DeadlineExceeded, err)
+		}
 		return nil, err
 	}
 	st.Close()

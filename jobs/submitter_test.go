@@ -14,6 +14,7 @@ import (
 	"github.com/gridnode/gridnode/sandbox"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -291,4 +292,47 @@ func testKey(t *testing.T) (crypto.PrivKey, peer.ID) {
 		t.Fatal(err)
 	}
 	return k, id
+}
+
+// TestSubmitSilentWorkers mixes 48 fake workers, real hosts that accept offer streams and
+// never answer, with 3 honest workers: the submit must not wait for the fakes.
+//
+// Before bounded offer queries (16 at a time, 10 s each, waiting for every answer) the same
+// submit took 30.0 s.
+func TestSubmitSilentWorkers(t *testing.T) {
+	g := newGrid(t, WorkerConfig{Runner: upper}, WorkerConfig{Runner: upper}, WorkerConfig{Runner: upper})
+	stop := make(chan struct{})
+	var cands []peer.AddrInfo
+	for range 48 {
+		h := newHost(t)
+		h.SetStreamHandler(protocol.InfoID, func(s network.Stream) {
+			<-stop
+			s.Reset()
+		})
+		cands = append(cands, addrInfo(h))
+	}
+	t.Cleanup(func() { close(stop) }) // before the hosts close
+	for _, h := range g.hosts {
+		cands = append(cands, addrInfo(h))
+	}
+	sub, err := NewSubmitter(SubmitterConfig{Host: newHost(t), Store: newStore(t),
+		FindWorkers: func(context.Context) ([]peer.AddrInfo, error) { return cands, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	rep, err := sub.Submit(context.Background(), Request{Binary: testBinary, Input: []byte("x"), Replicas: 2})
+	took := time.Since(start)
+	if err != nil {
+		t.Fatalf("after %v: %v", took, err)
+	}
+	if string(rep.Output) != "X" {
+		t.Fatalf("got output %q, want X", rep.Output)
+	}
+	// At worst both honest workers come last: 48/8 rounds of a 1 s reply deadline, 1 s of
+	// grace, and the job itself.
+	t.Logf("submit took %v", took)
+	if took > 9*time.Second {
+		t.Fatalf("submit took %v, want under 9s", took)
+	}
 }
