@@ -1,12 +1,12 @@
 package jobs
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 
 	"github.com/gridnode/gridnode/cids"
 	"github.com/gridnode/gridnode/protocol"
@@ -71,63 +71,85 @@ func serveBlob(ctx context.Context, s network.Stream, st *Store, log *slog.Logge
 // FetchBlob pulls blob c from peer p into st, hashing while it receives; a blob larger than
 // maxSize or whose bytes do not hash to c is discarded and nothing is stored.
 func FetchBlob(ctx context.Context, h host.Host, p peer.ID, c cid.Cid, st *Store, maxSize int64) error {
-	_, err := fetchBlob(ctx, h, p, c, st, maxSize, false)
-	return err
+	return withBlob(ctx, h, p, c, maxSize, func(r io.Reader, size int64) error {
+		return st.PutReader(ctx, c, r, size)
+	})
 }
 
-// fetchBlob is FetchBlob that, with keep, also returns the verified bytes it stored, so a
-// caller that needs them does not read and hash the file again.
-func fetchBlob(ctx context.Context, h host.Host, p peer.ID, c cid.Cid, st *Store, maxSize int64, keep bool) ([]byte, error) {
+// fetchBytes pulls blob c from peer p into memory, hashing while it receives, and returns
+// the verified bytes; nothing is stored. Memory grows with the bytes that arrive, not with
+// the size the peer claims.
+func fetchBytes(ctx context.Context, h host.Host, p peer.ID, c cid.Cid, maxSize int64) ([]byte, error) {
+	var b []byte
+	err := withBlob(ctx, h, p, c, maxSize, func(r io.Reader, size int64) error {
+		v := cids.NewVerifier(c)
+		var err error
+		if b, err = readGrowing(ctxReader{ctx, io.TeeReader(r, v)}, size); err != nil {
+			return err
+		}
+		return v.Verify()
+	})
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// readGrowing reads exactly n bytes from r into a buffer that grows only as they arrive.
+func readGrowing(r io.Reader, n int64) ([]byte, error) {
+	buf := make([]byte, 0, min(n, copyBuffer))
+	for int64(len(buf)) < n {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, int(min(n-int64(len(buf)), int64(cap(buf)))))
+		}
+		m, err := io.ReadFull(r, buf[len(buf):min(int(n), cap(buf))])
+		buf = buf[:len(buf)+m]
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+	return buf, nil
+}
+
+// withBlob asks p for blob c and calls recv with the body (exactly size bytes, at most
+// maxSize; 0 means MaxBlobSize) and its size.
+func withBlob(ctx context.Context, h host.Host, p peer.ID, c cid.Cid, maxSize int64, recv func(r io.Reader, size int64) error) error {
 	if err := cids.Check(c); err != nil {
-		return nil, fmt.Errorf("fetch %s: %w", c, err)
+		return fmt.Errorf("fetch %s: %w", c, err)
 	}
 	if maxSize <= 0 || maxSize > MaxBlobSize {
 		maxSize = MaxBlobSize
 	}
 	s, err := h.NewStream(ctx, p, protocol.BlobID)
 	if err != nil {
-		return nil, fmt.Errorf("fetch %s from %s: %w", c, p, err)
+		return fmt.Errorf("fetch %s from %s: %w", c, p, err)
 	}
 	stop := context.AfterFunc(ctx, func() { s.Reset() })
 	defer stop()
-	var buf *bytes.Buffer
-	if keep {
-		buf = new(bytes.Buffer)
-	}
-	if err := fetch(ctx, s, c, st, maxSize, buf); err != nil {
+	err = func() error {
+		protocol.SetDeadline(s, protocol.InfoTimeout)
+		if err := protocol.WriteMsg(s, &protocol.BlobRequest{Cid: c.Bytes()}); err != nil {
+			return err
+		}
+		s.CloseWrite()
+		size, err := protocol.ReadBlobHeader(s, maxSize)
+		if err != nil {
+			return err
+		}
+		protocol.SetDeadline(s, protocol.BlobTimeout(size))
+		return recv(&exactReader{r: s, left: size}, size)
+	}()
+	if err != nil {
 		s.Reset()
 		if ctx.Err() != nil {
 			err = errors.Join(ctx.Err(), err)
 		}
-		return nil, fmt.Errorf("fetch %s from %s: %w", c, p, err)
+		return fmt.Errorf("fetch %s from %s: %w", c, p, err)
 	}
-	if err := s.Close(); err != nil {
-		return nil, err
-	}
-	if buf == nil {
-		return nil, nil
-	}
-	return buf.Bytes(), nil
-}
-
-// fetch pulls c over s into st, copying the bytes into keep as well unless keep is nil.
-func fetch(ctx context.Context, s network.Stream, c cid.Cid, st *Store, maxSize int64, keep *bytes.Buffer) error {
-	protocol.SetDeadline(s, protocol.InfoTimeout)
-	if err := protocol.WriteMsg(s, &protocol.BlobRequest{Cid: c.Bytes()}); err != nil {
-		return err
-	}
-	s.CloseWrite()
-	size, err := protocol.ReadBlobHeader(s, maxSize)
-	if err != nil {
-		return err
-	}
-	protocol.SetDeadline(s, protocol.BlobTimeout(size))
-	var r io.Reader = &exactReader{r: s, left: size}
-	if keep != nil {
-		r = io.TeeReader(r, keep) // no Grow(size): size is the peer's word until the bytes come
-
-	}
-	return st.PutReader(ctx, c, r, size)
+	return s.Close()
 }
 
 // exactReader reads exactly left bytes from r: an early EOF is io.ErrUnexpectedEOF.

@@ -14,6 +14,10 @@ var (
 	// ErrTooLarge is returned for a blob above its size cap.
 	ErrTooLarge = protocol.ErrTooLarge
 
+	// ErrFull is returned for a blob that does not fit in the store's quota beside the
+	// blobs that jobs are using.
+	ErrFull = errors.New("store full")
+
 	// ErrNoWorkers is returned when no candidate worker offers to run the job.
 	ErrNoWorkers = errors.New("no workers available")
 

@@ -9,6 +9,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
+	"time"
 
 	"github.com/gridnode/gridnode/cids"
 	"github.com/ipfs/go-cid"
@@ -21,39 +24,207 @@ const copyBuffer = 256 << 10
 // MaxBlobSize bounds every blob the store accepts or returns.
 const MaxBlobSize = 256 << 20
 
+// DefaultQuota is the most a store keeps on disk unless configured otherwise.
+const DefaultQuota = 2 << 30
+
+// tmpPrefix starts the names of partial writes; OpenStore removes those a crash left.
+const tmpPrefix = ".tmp-"
+
 // Store holds content-addressed blobs on disk, one file per blob under dir/blobs, named by
 // CID. Every read re-checks the hash: a file that no longer matches is deleted and reported
-// as cids.ErrMismatch. It is safe for concurrent use, also by several processes.
+// as cids.ErrMismatch. The blobs' total size stays under a quota: writing a new blob first
+// evicts the least recently used blobs no job is using. It is safe for concurrent use by one
+// process (the quota is kept in memory: a data dir belongs to one node).
 type Store struct {
 	dir string
 
-	// Added, if set before the store is used, is called with the CID of every blob that
-	// Put or PutReader stores, new or already there (the node provides them on the DHT).
-	Added func(c cid.Cid)
+	// Quota bounds the bytes of blobs kept; 0 means DefaultQuota. Set it before use.
+	Quota int64
+
+	// Provide, if set before the store is used, is called with the CID of every blob that
+	// PutBinary stores, new or already there: job binaries that passed validation (the node
+	// provides them on the DHT). Put and PutReader do not call it.
+	Provide func(c cid.Cid)
+
+	mu       sync.Mutex
+	blobs    map[cid.Cid]*entry
+	used     int64 // bytes of the blobs in blobs
+	reserved int64 // bytes of writes in progress
+	pins     map[cid.Cid]int
 }
 
-// OpenStore opens (creating it if needed) the store in dir.
+// entry is what the store knows of one blob for its quota.
+type entry struct {
+	size int64
+	last time.Time // last use, for LRU eviction; the file's mtime across restarts
+}
+
+// OpenStore opens (creating it if needed) the store in dir. It removes partial writes left
+// by a crash and evicts blobs down to DefaultQuota; a store with another Quota applies it
+// on its next write.
 func OpenStore(dir string) (*Store, error) {
 	d := filepath.Join(dir, "blobs")
 	if err := os.MkdirAll(d, 0o700); err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	return &Store{dir: d}, nil
+	s := &Store{dir: d, blobs: make(map[cid.Cid]*entry), pins: make(map[cid.Cid]int)}
+	ents, err := os.ReadDir(d)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	for _, e := range ents {
+		name := e.Name()
+		if strings.HasPrefix(name, tmpPrefix) {
+			os.Remove(filepath.Join(d, name))
+			continue
+		}
+		c, err := cid.Decode(name)
+		if err != nil || cids.Check(c) != nil || c.String() != name || !e.Type().IsRegular() {
+			continue // not a blob: never served, not counted
+		}
+		fi, err := e.Info()
+		if err != nil {
+			continue
+		}
+		s.blobs[c] = &entry{size: fi.Size(), last: fi.ModTime()}
+		s.used += fi.Size()
+	}
+	s.mu.Lock()
+	s.evict(0)
+	s.mu.Unlock()
+	return s, nil
 }
 
 func (s *Store) path(c cid.Cid) string { return filepath.Join(s.dir, c.String()) }
 
+func (s *Store) quota() int64 {
+	if s.Quota > 0 {
+		return s.Quota
+	}
+	return DefaultQuota
+}
+
+// Used returns the bytes of blobs the store holds.
+func (s *Store) Used() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.used
+}
+
+// pin keeps blob c (held now or stored later) from eviction until the returned func is
+// called; counted, since several jobs may use one blob.
+func (s *Store) pin(c cid.Cid) (unpin func()) {
+	s.mu.Lock()
+	s.pins[c]++
+	s.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if s.pins[c]--; s.pins[c] <= 0 {
+				delete(s.pins, c)
+			}
+		})
+	}
+}
+
+// evict removes least recently used unpinned blobs until need more bytes fit under the
+// quota, and reports whether they do. Preconditions: s.mu is held.
+func (s *Store) evict(need int64) bool {
+	q := s.quota()
+	for s.used+s.reserved+need > q {
+		var victim cid.Cid
+		var oldest *entry
+		for c, e := range s.blobs {
+			if s.pins[c] == 0 && (oldest == nil || e.last.Before(oldest.last)) {
+				victim, oldest = c, e
+			}
+		}
+		if oldest == nil {
+			return false
+		}
+		os.Remove(s.path(victim))
+		s.forget(victim)
+	}
+	return true
+}
+
+// forget drops c from the accounting. Preconditions: s.mu is held.
+func (s *Store) forget(c cid.Cid) {
+	if e, ok := s.blobs[c]; ok {
+		s.used -= e.size
+		delete(s.blobs, c)
+	}
+}
+
+// remove deletes blob c's file (found corrupted).
+func (s *Store) remove(c cid.Cid) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	os.Remove(s.path(c))
+	s.forget(c)
+}
+
+// touch marks c as just used.
+func (s *Store) touch(c cid.Cid) {
+	now := time.Now()
+	s.mu.Lock()
+	e, ok := s.blobs[c]
+	if ok {
+		e.last = now
+	}
+	s.mu.Unlock()
+	if ok {
+		os.Chtimes(s.path(c), now, now) // LRU order across restarts; best effort
+	}
+}
+
+// reserve makes room for a write of up to n bytes, evicting as needed; release returns
+// the reservation.
+func (s *Store) reserve(c cid.Cid, n int64) (release func(), err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n > s.quota() {
+		return nil, fmt.Errorf("put %s: %w: %d bytes, store quota %d", c, ErrTooLarge, n, s.quota())
+	}
+	if !s.evict(n) {
+		return nil, fmt.Errorf("put %s: %w: %d bytes do not fit beside the blobs in use", c, ErrFull, n)
+	}
+	s.reserved += n
+	return func() {
+		s.mu.Lock()
+		s.reserved -= n
+		s.mu.Unlock()
+	}, nil
+}
+
 // Put stores b and returns its CID.
 func (s *Store) Put(ctx context.Context, b []byte) (cid.Cid, error) {
 	c := cids.Sum(b)
-	if !s.holds(c, b) {
-		// c was just computed from b: writing needs no second hash.
-		if err := s.write(ctx, c, bytes.NewReader(b), int64(len(b)), nil); err != nil {
-			return cid.Undef, err
-		}
+	return c, s.putSum(ctx, c, b)
+}
+
+// PutBinary stores b, a job binary that passed validation and hashes to c, and calls
+// Provide. Preconditions: c is cids.Sum(b).
+func (s *Store) PutBinary(ctx context.Context, c cid.Cid, b []byte) error {
+	if err := s.putSum(ctx, c, b); err != nil {
+		return err
 	}
-	s.added(c)
-	return c, nil
+	if s.Provide != nil {
+		s.Provide(c)
+	}
+	return nil
+}
+
+// putSum stores b as blob c. Preconditions: c is cids.Sum(b).
+func (s *Store) putSum(ctx context.Context, c cid.Cid, b []byte) error {
+	if s.holds(c, b) {
+		s.touch(c)
+		return nil
+	}
+	// c was computed from b: writing needs no second hash.
+	return s.write(ctx, c, bytes.NewReader(b), int64(len(b)), nil)
 }
 
 // holds reports whether the store's file for c exists and holds exactly b.
@@ -86,21 +257,23 @@ func (s *Store) PutReader(ctx context.Context, want cid.Cid, r io.Reader, maxSiz
 	if maxSize <= 0 || maxSize > MaxBlobSize {
 		maxSize = MaxBlobSize
 	}
-	if err := s.write(ctx, want, r, maxSize, cids.NewVerifier(want)); err != nil {
-		return err
-	}
-	s.added(want)
-	return nil
+	return s.write(ctx, want, r, maxSize, cids.NewVerifier(want))
 }
 
 // write stores at most maxSize bytes from r as blob c, checking them with v unless v is nil.
+// Room for maxSize bytes is made first, under the quota.
 //
 // It writes a temporary file and renames it into place, without fsync: the store is a cache
 // of content-addressed blobs whose every read re-checks the hash, so a file torn by a crash
 // is found on its next read, deleted and fetched again. Measured on a 64 MiB fetch over
 // loopback, fsync cost about a third of the transfer time.
 func (s *Store) write(ctx context.Context, c cid.Cid, r io.Reader, maxSize int64, v *cids.Verifier) (err error) {
-	tmp, err := os.CreateTemp(s.dir, ".tmp-*")
+	release, err := s.reserve(c, maxSize)
+	if err != nil {
+		return err
+	}
+	defer release()
+	tmp, err := os.CreateTemp(s.dir, tmpPrefix+"*")
 	if err != nil {
 		return fmt.Errorf("put %s: %w", c, err)
 	}
@@ -129,16 +302,15 @@ func (s *Store) write(ctx context.Context, c cid.Cid, r io.Reader, maxSize int64
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("put %s: %w", c, err)
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if err := os.Rename(tmp.Name(), s.path(c)); err != nil {
 		return fmt.Errorf("put %s: %w", c, err)
 	}
+	s.forget(c) // a copy it replaced
+	s.blobs[c] = &entry{size: n, last: time.Now()}
+	s.used += n
 	return nil
-}
-
-func (s *Store) added(c cid.Cid) {
-	if s.Added != nil {
-		s.Added(c)
-	}
 }
 
 // Get returns the blob c, checking its hash.
@@ -204,17 +376,19 @@ func (s *Store) Open(ctx context.Context, c cid.Cid) (io.ReadCloser, int64, erro
 	}
 	if fi.Size() > MaxBlobSize {
 		f.Close()
-		os.Remove(p)
+		s.remove(c)
 		return nil, 0, fmt.Errorf("open %s: %w: %d bytes on disk", c, cids.ErrMismatch, fi.Size())
 	}
-	return &checkedFile{f: f, path: p, v: cids.NewVerifier(c)}, fi.Size(), nil
+	s.touch(c)
+	return &checkedFile{f: f, c: c, st: s, v: cids.NewVerifier(c)}, fi.Size(), nil
 }
 
 // checkedFile hashes what is read and checks the hash at EOF.
 type checkedFile struct {
-	f    *os.File
-	path string
-	v    *cids.Verifier
+	f  *os.File
+	c  cid.Cid
+	st *Store
+	v  *cids.Verifier
 }
 
 func (r *checkedFile) Read(p []byte) (int, error) {
@@ -222,7 +396,7 @@ func (r *checkedFile) Read(p []byte) (int, error) {
 	r.v.Write(p[:n])
 	if err == io.EOF {
 		if verr := r.v.Verify(); verr != nil {
-			os.Remove(r.path)
+			r.st.remove(r.c)
 			return n, verr
 		}
 	}

@@ -452,17 +452,17 @@ func maxVotes(votes map[verdict]int) int {
 func (s *Submitter) runOne(ctx context.Context, p peer.ID, j *job) (a attempt) {
 	a.Worker = p
 	nonce := newNonce()
+	// The request is a header: the input follows on the stream once the worker asks for it,
+	// or the worker fetches it by CID.
 	req := &protocol.JobRequest{
-		JobCid:     j.jobCID.Bytes(),
-		Limits:     limitsToProto(j.Limits),
-		Nonce:      nonce,
-		BinarySize: uint64(len(j.Binary)),
-		Arch:       j.arch,
-	}
-	if j.inline {
-		req.Input = j.Input
-	} else {
-		req.InputCid, req.InputSize = j.inputCID.Bytes(), uint64(len(j.Input))
+		JobCid:      j.jobCID.Bytes(),
+		InputCid:    j.inputCID.Bytes(),
+		InputSize:   uint64(len(j.Input)),
+		InputInline: j.inline,
+		Limits:      limitsToProto(j.Limits),
+		Nonce:       nonce,
+		BinarySize:  uint64(len(j.Binary)),
+		Arch:        j.arch,
 	}
 	st, err := s.cfg.Host.NewStream(ctx, p, protocol.JobID)
 	if err != nil {
@@ -486,11 +486,25 @@ func (s *Submitter) runOne(ctx context.Context, p peer.ID, j *job) (a attempt) {
 		a.refused, a.Err = true, fmt.Sprintf("refused: %v", err)
 		return a
 	}
-	protocol.SetDeadline(st, protocol.FetchTimeout+j.Limits.Wall+protocol.ReplyTimeout)
+	protocol.SetDeadline(st, protocol.FetchTimeout+protocol.BlobTimeout(int64(len(j.Input)))+j.Limits.Wall+protocol.ReplyTimeout)
 	var res protocol.JobResult
-	err = protocol.ReadMsg(st, &res, protocol.MaxJobResult)
-	if err == nil {
-		err = res.Check()
+	sent := false
+	for {
+		err = protocol.ReadMsg(st, &res, protocol.MaxJobResult)
+		if err == nil {
+			err = res.Check()
+		}
+		if err != nil || !res.SendInput {
+			break
+		}
+		if !j.inline || sent {
+			err = fmt.Errorf("%w: asked for input it has or already got", protocol.ErrBadRequest)
+			break
+		}
+		if err = protocol.WriteMsg(st, &protocol.JobInput{Data: j.Input}); err != nil {
+			break
+		}
+		sent = true
 	}
 	if err == nil {
 		err = res.Err()

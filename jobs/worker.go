@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"runtime"
 	"sync"
@@ -42,6 +43,31 @@ const DefaultMaxInput = 16 << 20
 // protectTag marks connections of peers with jobs in flight in the connection manager.
 const protectTag = "gridnode-job"
 
+// Limits on what a peer can make a worker hold or do before (and besides) its jobs' own
+// limits. Memory: before a job is admitted the worker holds at most its header, so what
+// unadmitted job streams can pin is
+//
+//	maxPending x protocol.MaxJobRequest = 256 x 4 KiB = 1 MiB
+//
+// (plus a handler goroutine each), however many identities send them; at most
+// maxPendingPerPeer of them per peer, each for at most protocol.HeaderTimeout. An admitted
+// job holds at most its binary, its input and its output, so the whole bound is
+//
+//	1 MiB + Slots x (MaxBinary + MaxInput + MaxOutput) = 1 MiB + Slots x 96 MiB by default.
+const (
+	maxPending        = 256 // job streams whose header is not yet judged, over all peers
+	maxPendingPerPeer = 4   // of those, per peer: well below the 32 job streams rcmgr allows a peer
+
+	// Provider lookups (when the submitter does not serve the binary): at most one lookup
+	// and maxProvidersTried providers per request, and per requesting peer lookupBurst
+	// lookups at once, then one per lookupPeriod.
+	maxProvidersTried = 3
+	lookupBurst       = 4
+	lookupPeriod      = 15 * time.Second
+	lookupPeers       = 1024 // requesting peers whose lookup budget is tracked
+	lookupTimeout     = 20 * time.Second
+)
+
 // WorkerConfig configures a Worker. Zero fields take defaults.
 type WorkerConfig struct {
 	Host   host.Host
@@ -50,12 +76,21 @@ type WorkerConfig struct {
 	// Slots is how many jobs run at once; 0 means runtime.NumCPU(). A job that finds no
 	// free slot is refused with BUSY.
 	Slots int
+	// SlotsPerPeer is how many slots one peer may hold; 0 means half the slots, rounded
+	// up, so that one peer never holds every slot of a worker with two or more.
+	SlotsPerPeer int
 	// Limits is the most a job may ask for; zero fields take sandbox.DefaultLimits.
 	Limits sandbox.Limits
 	// MaxInput is the largest input accepted, inline or by CID; 0 means DefaultMaxInput.
 	MaxInput int64
+	// Validate checks a job binary before it is stored and before its input is fetched;
+	// nil means sandbox.Validate. A binary it rejects under the worker's policy is not
+	// kept; one it rejects under the job's limits gets a "rejected" result.
+	Validate func(bin []byte, lim sandbox.Limits) error
 	// Providers optionally lists other peers that may hold a blob (from the DHT).
 	Providers func(ctx context.Context, c cid.Cid) []peer.AddrInfo
+	// Isolation describes the sandbox's isolation layers, for the offer; may be empty.
+	Isolation string
 	Logger    *slog.Logger
 }
 
@@ -63,12 +98,12 @@ type WorkerConfig struct {
 // refuses job requests, fetches binaries, runs jobs through a Runner and returns results
 // with signed receipts.
 type Worker struct {
-	cfg    WorkerConfig
-	log    *slog.Logger
-	key    crypto.PrivKey
-	policy sandbox.Limits // the most a job may ask for
-	deflt  sandbox.Limits // what a job that names no limit gets: the defaults, capped by policy
-	slots  chan struct{}
+	cfg     WorkerConfig
+	log     *slog.Logger
+	key     crypto.PrivKey
+	policy  sandbox.Limits // the most a job may ask for
+	deflt   sandbox.Limits // what a job that names no limit gets: the defaults, capped by policy
+	lookups *budget        // provider lookups per requesting peer
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -77,6 +112,10 @@ type Worker struct {
 	mu        sync.Mutex
 	closed    bool
 	protected map[peer.ID]int
+	pending   map[peer.ID]int // job streams whose header is not yet judged
+	npending  int
+	running   map[peer.ID]int // slots held
+	nrunning  int
 }
 
 // NewWorker checks cfg and returns a Worker; Start makes it serve.
@@ -91,8 +130,15 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	if cfg.Slots <= 0 {
 		cfg.Slots = runtime.NumCPU()
 	}
+	if cfg.SlotsPerPeer <= 0 {
+		cfg.SlotsPerPeer = (cfg.Slots + 1) / 2
+	}
+	cfg.SlotsPerPeer = min(cfg.SlotsPerPeer, cfg.Slots)
 	if cfg.MaxInput <= 0 {
 		cfg.MaxInput = DefaultMaxInput
+	}
+	if cfg.Validate == nil {
+		cfg.Validate = sandbox.Validate
 	}
 	policy := cfg.Limits.Or(sandbox.DefaultLimits())
 	policy.MaxOutput = min(policy.MaxOutput, protocol.MaxOutput)
@@ -104,10 +150,12 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 		key:       key,
 		policy:    policy,
 		deflt:     minLimits(sandbox.DefaultLimits(), policy),
-		slots:     make(chan struct{}, cfg.Slots),
+		lookups:   newBudget(lookupBurst, lookupPeriod, lookupPeers),
 		ctx:       ctx,
 		cancel:    cancel,
 		protected: make(map[peer.ID]int),
+		pending:   make(map[peer.ID]int),
+		running:   make(map[peer.ID]int),
 	}, nil
 }
 
@@ -142,7 +190,66 @@ func (w *Worker) Close() error {
 }
 
 // Running returns how many jobs are admitted and not yet answered.
-func (w *Worker) Running() int { return len(w.slots) }
+func (w *Worker) Running() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.nrunning
+}
+
+// enter counts a new job stream of p whose header is not yet read, and reports false
+// (counting nothing) when p or all peers already have too many.
+func (w *Worker) enter(p peer.ID) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.npending >= maxPending || w.pending[p] >= maxPendingPerPeer {
+		return false
+	}
+	w.npending++
+	w.pending[p]++
+	return true
+}
+
+// leave undoes enter once the header is judged.
+func (w *Worker) leave(p peer.ID) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.npending--
+	if w.pending[p]--; w.pending[p] <= 0 {
+		delete(w.pending, p)
+	}
+}
+
+// take gives p a slot, unless none is free or p holds its share.
+func (w *Worker) take(p peer.ID) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case w.nrunning >= w.cfg.Slots:
+		return protocol.Errorf(protocol.Code_BUSY, "all %s busy", plural(w.cfg.Slots, "slot"))
+	case w.running[p] >= w.cfg.SlotsPerPeer:
+		return protocol.Errorf(protocol.Code_BUSY, "you hold %s, the most one peer may", plural(w.running[p], "slot"))
+	}
+	w.nrunning++
+	w.running[p]++
+	return nil
+}
+
+// give returns a slot taken by p.
+func (w *Worker) give(p peer.ID) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.nrunning--
+	if w.running[p]--; w.running[p] <= 0 {
+		delete(w.running, p)
+	}
+}
+
+// free returns how many slots p could take now.
+func (w *Worker) free(p peer.ID) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return max(0, min(w.cfg.Slots-w.nrunning, w.cfg.SlotsPerPeer-w.running[p]))
+}
 
 // handler wraps f so that Close waits for it and no handler starts after Close.
 func (w *Worker) handler(f func(network.Stream)) network.StreamHandler {
@@ -173,7 +280,7 @@ func (w *Worker) handleInfo(s network.Stream) {
 	if len(req.Nonce) > protocol.MaxNonce {
 		resp.Code, resp.Message = protocol.Code_BAD_REQUEST, "nonce too long"
 	} else {
-		sealed, err := protocol.SealOffer(w.offer(req.Nonce), w.key)
+		sealed, err := protocol.SealOffer(w.offer(s.Conn().RemotePeer(), req.Nonce), w.key)
 		if err != nil {
 			resp.Code, resp.Message = protocol.Code_INTERNAL, err.Error()
 		}
@@ -186,13 +293,14 @@ func (w *Worker) handleInfo(s network.Stream) {
 	s.Close()
 }
 
-func (w *Worker) offer(nonce []byte) *protocol.Offer {
+// offer is the worker's offer to peer asker: the slots free are those it could take.
+func (w *Worker) offer(asker peer.ID, nonce []byte) *protocol.Offer {
 	p := w.policy
 	return &protocol.Offer{
 		Peer:       w.cfg.Host.ID(),
 		Arch:       protocol.LocalArch(),
-		SlotsFree:  cap(w.slots) - len(w.slots),
-		SlotsTotal: cap(w.slots),
+		SlotsFree:  w.free(asker),
+		SlotsTotal: w.cfg.Slots,
 		MaxCPU:     p.CPU,
 		MaxWall:    p.Wall,
 		MaxMemory:  p.Memory,
@@ -202,18 +310,19 @@ func (w *Worker) offer(nonce []byte) *protocol.Offer {
 		MaxInput:   w.cfg.MaxInput,
 		Time:       time.Now(),
 		Nonce:      nonce,
+		Isolation:  protocol.Clean(w.cfg.Isolation, protocol.MaxIsolation),
 	}
 }
 
 // spec is an admitted request.
 type spec struct {
-	from     peer.ID
-	jobCID   cid.Cid
-	input    []byte  // inline input
-	inputCID cid.Cid // always set
-	inline   bool
-	lim      sandbox.Limits
-	nonce    []byte
+	from      peer.ID
+	jobCID    cid.Cid
+	inputCID  cid.Cid // always set
+	inputSize int64
+	inline    bool // the input comes on the job stream, when asked for
+	lim       sandbox.Limits
+	nonce     []byte
 }
 
 // admit checks a request against the protocol and the worker's policy.
@@ -231,33 +340,40 @@ func (w *Worker) admit(req *protocol.JobRequest, from peer.ID) (*spec, error) {
 	if req.BinarySize > uint64(lim.MaxBinary) {
 		return nil, protocol.Errorf(protocol.Code_TOO_LARGE, "binary of %d bytes, limit %d", req.BinarySize, lim.MaxBinary)
 	}
-	sp := &spec{from: from, lim: lim, nonce: req.Nonce}
+	if req.InputSize > uint64(w.cfg.MaxInput) {
+		return nil, protocol.Errorf(protocol.Code_TOO_LARGE, "input of %d bytes, limit %d", req.InputSize, w.cfg.MaxInput)
+	}
+	sp := &spec{from: from, lim: lim, nonce: req.Nonce, inputSize: int64(req.InputSize), inline: req.InputInline}
 	sp.jobCID, _ = cids.Cast(req.JobCid) // checked by req.Check
+	sp.inputCID = cids.Sum(nil)
 	if len(req.InputCid) > 0 {
-		if req.InputSize > uint64(w.cfg.MaxInput) {
-			return nil, protocol.Errorf(protocol.Code_TOO_LARGE, "input of %d bytes, limit %d", req.InputSize, w.cfg.MaxInput)
-		}
 		sp.inputCID, _ = cids.Cast(req.InputCid)
-	} else {
-		if int64(len(req.Input)) > w.cfg.MaxInput {
-			return nil, protocol.Errorf(protocol.Code_TOO_LARGE, "input of %d bytes, limit %d", len(req.Input), w.cfg.MaxInput)
-		}
-		sp.input, sp.inline, sp.inputCID = req.Input, true, cids.Sum(req.Input)
+	}
+	if sp.inputSize == 0 && !sp.inputCID.Equals(cids.Sum(nil)) {
+		return nil, protocol.Errorf(protocol.Code_BAD_REQUEST, "input %s of 0 bytes", sp.inputCID)
 	}
 	return sp, nil
 }
 
-// handleJob runs the job protocol: request, admission, run, result. The submitter keeps its
-// write side open while it waits; the read side ending in any way before the result is
-// sent (EOF, reset, lost connection) means the submitter is gone and cancels the job.
+// handleJob runs the job protocol: request header, admission, binary, input, run, result.
+// The submitter keeps its write side open while it waits; the read side ending in any way
+// before the result is sent (EOF, reset, lost connection), or bytes the worker did not ask
+// for, mean the submitter is gone and cancel the job.
 func (w *Worker) handleJob(s network.Stream) {
 	from := s.Conn().RemotePeer()
 	log := w.log.With("peer", from)
+	if !w.enter(from) {
+		log.Debug("job stream refused: too many unjudged requests")
+		s.Reset()
+		return
+	}
 	// Until the job is admitted, closing the worker just resets the stream.
 	stop := context.AfterFunc(w.ctx, func() { s.Reset() })
-	protocol.SetDeadline(s, protocol.RequestTimeout)
+	protocol.SetDeadline(s, protocol.HeaderTimeout)
 	var req protocol.JobRequest
-	if err := protocol.ReadMsg(s, &req, protocol.MaxJobRequest); err != nil {
+	err := protocol.ReadMsg(s, &req, protocol.MaxJobRequest)
+	w.leave(from)
+	if err != nil {
 		log.Debug("job request", "err", err)
 		if errors.Is(err, protocol.ErrTooLarge) || errors.Is(err, protocol.ErrBadRequest) {
 			w.refuse(s, err)
@@ -269,11 +385,8 @@ func (w *Worker) handleJob(s network.Stream) {
 	}
 	sp, err := w.admit(&req, from)
 	if err == nil {
-		select {
-		case w.slots <- struct{}{}:
-			defer func() { <-w.slots }()
-		default:
-			err = protocol.Errorf(protocol.Code_BUSY, "all %s busy", plural(cap(w.slots), "slot"))
+		if err = w.take(from); err == nil {
+			defer w.give(from)
 		}
 	}
 	if err != nil {
@@ -287,24 +400,26 @@ func (w *Worker) handleJob(s network.Stream) {
 	}
 	defer w.protect(from)()
 
-	protocol.SetDeadline(s, protocol.FetchTimeout+sp.lim.Wall+protocol.ReplyTimeout)
+	protocol.SetDeadline(s, protocol.FetchTimeout+protocol.BlobTimeout(sp.inputSize)+sp.lim.Wall+protocol.ReplyTimeout)
 	if err := protocol.WriteMsg(s, &protocol.JobAdmit{}); err != nil {
 		s.Reset()
 		return
 	}
 	ctx, cancel := context.WithCancel(w.ctx)
 	defer cancel()
+	in := &streamInput{s: s, sp: sp, asked: make(chan struct{}), got: make(chan []byte, 1)}
 	watched := make(chan struct{})
 	go func() {
 		defer close(watched)
-		var b [1]byte
-		s.Read(b[:])
-		cancel()
+		defer cancel()
+		if err := in.watch(); err != nil {
+			log.Debug("job stream", "err", err)
+		}
 	}()
 	defer func() { <-watched }() // runs after the stream is closed or reset below
 
 	log.Debug("job admitted", "job", sp.jobCID, "input", sp.inputCID)
-	res, err := w.execute(ctx, sp)
+	res, err := w.execute(ctx, sp, in)
 	switch {
 	case w.ctx.Err() != nil:
 		protocol.SetDeadline(s, 5*time.Second)
@@ -339,6 +454,65 @@ func (w *Worker) handleJob(s network.Stream) {
 	s.Close()
 }
 
+// streamInput is the read side of an admitted job's stream: it carries the inline input
+// once the worker asks for it, and then nothing until the submitter leaves.
+type streamInput struct {
+	s     network.Stream
+	sp    *spec
+	asked chan struct{} // closed just before the worker asks for the input
+	got   chan []byte   // the input, once read
+}
+
+// watch reads the stream until it ends, delivering the inline input on in.got if it comes
+// after in.asked. It returns when the submitter is gone or broke the protocol.
+func (in *streamInput) watch() error {
+	var b [1]byte
+	if err := readByte(in.s, b[:]); err != nil {
+		return err
+	}
+	select {
+	case <-in.asked:
+	default:
+		return fmt.Errorf("%w: bytes before the worker asked for any", protocol.ErrBadRequest)
+	}
+	var m protocol.JobInput
+	if err := protocol.ReadMsg(io.MultiReader(bytes.NewReader(b[:]), in.s), &m, int(in.sp.inputSize)+16); err != nil {
+		return fmt.Errorf("read input: %w", err)
+	}
+	in.got <- m.Data
+	if err := readByte(in.s, b[:]); err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: bytes after the input", protocol.ErrBadRequest)
+}
+
+// readByte reads one byte into b, or fails.
+func readByte(r io.Reader, b []byte) error {
+	for {
+		n, err := r.Read(b[:1])
+		if n == 1 || err != nil {
+			return err
+		}
+	}
+}
+
+// input asks the submitter for the inline input and waits for it.
+func (in *streamInput) input(ctx context.Context) ([]byte, error) {
+	close(in.asked)
+	if err := protocol.WriteMsg(in.s, &protocol.JobResult{SendInput: true}); err != nil {
+		return nil, err
+	}
+	select {
+	case b := <-in.got:
+		if int64(len(b)) != in.sp.inputSize || !cids.Sum(b).Equals(in.sp.inputCID) {
+			return nil, protocol.Errorf(protocol.Code_BAD_REQUEST, "inline input of %d bytes is not the %d bytes of %s", len(b), in.sp.inputSize, in.sp.inputCID)
+		}
+		return b, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
 // refuse answers a request with a coded refusal.
 func (w *Worker) refuse(s network.Stream, err error) {
 	protocol.SetDeadline(s, 5*time.Second)
@@ -359,24 +533,39 @@ func outputCID(r sandbox.Result) cid.Cid {
 	return cids.Sum(r.Output)
 }
 
-// execute fetches what the job needs, runs it and seals the receipt.
-func (w *Worker) execute(ctx context.Context, sp *spec) (*protocol.JobResult, error) {
-	bin, err := w.blob(ctx, sp.from, sp.jobCID, sp.lim.MaxBinary)
+// execute gets and validates the binary, then gets the input, runs the job and seals the
+// receipt.
+func (w *Worker) execute(ctx context.Context, sp *spec, in *streamInput) (*protocol.JobResult, error) {
+	defer w.cfg.Store.pin(sp.jobCID)()
+	bin, err := w.binary(ctx, sp)
 	if err != nil {
 		return nil, fmt.Errorf("binary: %w", err)
 	}
-	input := sp.input
-	if !sp.inline {
-		if input, err = w.blob(ctx, sp.from, sp.inputCID, w.cfg.MaxInput); err != nil {
+	var r sandbox.Result
+	if err := w.cfg.Validate(bin, sp.lim); err != nil {
+		// As the sandbox would answer: replicas agree that the job is rejected.
+		r = sandbox.Result{Status: sandbox.StatusRejected, Reason: err.Error(), OutputCID: cids.Sum(nil)}
+	} else {
+		var input []byte
+		switch {
+		case sp.inline && sp.inputSize > 0:
+			input, err = in.input(ctx)
+		case sp.inputSize > 0:
+			input, err = w.fetchInput(ctx, sp)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
 			return nil, fmt.Errorf("input: %w", err)
 		}
-	}
-	r, err := w.cfg.Runner.Run(ctx, sandbox.Job{Binary: bin, Stdin: bytes.NewReader(input)}, sp.lim)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
+		r, err = w.cfg.Runner.Run(ctx, sandbox.Job{Binary: bin, Stdin: bytes.NewReader(input)}, sp.lim)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, protocol.Errorf(protocol.Code_INTERNAL, "run: %v", err)
 		}
-		return nil, protocol.Errorf(protocol.Code_INTERNAL, "run: %v", err)
 	}
 	if int64(len(r.Output)) > sp.lim.MaxOutput {
 		return nil, protocol.Errorf(protocol.Code_INTERNAL, "runner returned %d bytes of output, limit %d", len(r.Output), sp.lim.MaxOutput)
@@ -414,9 +603,12 @@ func (w *Worker) execute(ctx context.Context, sp *spec) (*protocol.JobResult, er
 	}, nil
 }
 
-// blob returns blob c from the store, fetching it first from the submitter, then from
-// providers, when the store does not hold it (or holds a corrupted copy).
-func (w *Worker) blob(ctx context.Context, from peer.ID, c cid.Cid, maxSize int64) ([]byte, error) {
+// binary returns the job's binary from the store or, when the store does not hold it (or
+// holds a corrupted copy), fetched into memory from the submitter, then from a few
+// providers. A fetched binary is stored (and provided) only if it is valid under the
+// worker's policy.
+func (w *Worker) binary(ctx context.Context, sp *spec) ([]byte, error) {
+	c, maxSize := sp.jobCID, sp.lim.MaxBinary
 	b, err := w.cfg.Store.get(ctx, c, maxSize)
 	switch {
 	case err == nil:
@@ -428,21 +620,10 @@ func (w *Worker) blob(ctx context.Context, from peer.ID, c cid.Cid, maxSize int6
 	}
 	ctx, cancel := context.WithTimeout(ctx, protocol.FetchTimeout)
 	defer cancel()
-	b, err = fetchBlob(ctx, w.cfg.Host, from, c, w.cfg.Store, maxSize, true)
-	if err != nil && !errors.Is(err, protocol.ErrTooLarge) && w.cfg.Providers != nil {
-		for _, ai := range w.cfg.Providers(ctx, c) {
-			if ai.ID == from || ai.ID == w.cfg.Host.ID() || ctx.Err() != nil {
-				continue
-			}
-			if len(ai.Addrs) > 0 {
-				if cerr := w.cfg.Host.Connect(ctx, ai); cerr != nil {
-					continue
-				}
-			}
-			if pb, perr := fetchBlob(ctx, w.cfg.Host, ai.ID, c, w.cfg.Store, maxSize, true); perr == nil {
-				b, err = pb, nil
-				break
-			}
+	b, err = fetchBytes(ctx, w.cfg.Host, sp.from, c, maxSize)
+	if err != nil && !errors.Is(err, protocol.ErrTooLarge) && ctx.Err() == nil {
+		if pb, perr := w.fromProviders(ctx, sp.from, c, maxSize); perr == nil {
+			b, err = pb, nil
 		}
 	}
 	if err != nil {
@@ -454,7 +635,63 @@ func (w *Worker) blob(ctx context.Context, from peer.ID, c cid.Cid, maxSize int6
 		}
 		return nil, protocol.Errorf(protocol.Code_FETCH_FAILED, "%v", err)
 	}
+	if verr := w.cfg.Validate(b, w.policy); verr != nil {
+		w.log.Debug("binary not kept", "job", c, "peer", sp.from, "err", verr)
+	} else if serr := w.cfg.Store.PutBinary(ctx, c, b); serr != nil {
+		w.log.Warn("binary not kept", "job", c, "err", serr) // the job still runs
+	}
 	return b, nil
+}
+
+// fromProviders fetches blob c from the DHT's providers of it, within the requesting peer's
+// lookup budget and trying at most maxProvidersTried of them.
+func (w *Worker) fromProviders(ctx context.Context, from peer.ID, c cid.Cid, maxSize int64) ([]byte, error) {
+	if w.cfg.Providers == nil {
+		return nil, ErrNotFound
+	}
+	if !w.lookups.take(from, time.Now()) {
+		return nil, fmt.Errorf("%w: provider lookups of %s: budget spent", ErrNotFound, from)
+	}
+	lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	provs := w.cfg.Providers(lctx, c)
+	cancel()
+	tried := 0
+	for _, ai := range provs {
+		if tried >= maxProvidersTried || ctx.Err() != nil {
+			break
+		}
+		if ai.ID == from || ai.ID == w.cfg.Host.ID() {
+			continue
+		}
+		tried++
+		if len(ai.Addrs) > 0 {
+			if err := w.cfg.Host.Connect(ctx, ai); err != nil {
+				continue
+			}
+		}
+		if b, err := fetchBytes(ctx, w.cfg.Host, ai.ID, c, maxSize); err == nil {
+			return b, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: none of %s tried", ErrNotFound, plural(tried, "provider"))
+}
+
+// fetchInput fetches an input by CID from the submitter into memory; inputs are not stored.
+func (w *Worker) fetchInput(ctx context.Context, sp *spec) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, protocol.FetchTimeout)
+	defer cancel()
+	b, err := fetchBytes(ctx, w.cfg.Host, sp.from, sp.inputCID, sp.inputSize)
+	switch {
+	case err == nil && int64(len(b)) != sp.inputSize:
+		return nil, protocol.Errorf(protocol.Code_BAD_REQUEST, "input of %d bytes, request says %d", len(b), sp.inputSize)
+	case err == nil:
+		return b, nil
+	case ctx.Err() != nil:
+		return nil, err
+	case errors.Is(err, protocol.ErrTooLarge):
+		return nil, protocol.Errorf(protocol.Code_TOO_LARGE, "%v", err)
+	}
+	return nil, protocol.Errorf(protocol.Code_FETCH_FAILED, "%v", err)
 }
 
 // protect keeps the connection manager from pruning p until the returned func is called;

@@ -245,7 +245,7 @@ func TestAbuse(t *testing.T) {
 
 	nonce := bytes.Repeat([]byte{1}, protocol.MinNonce)
 	job := func(c []byte, modify func(*protocol.JobRequest)) []byte {
-		m := &protocol.JobRequest{JobCid: c, Input: []byte("in"), Nonce: nonce}
+		m := &protocol.JobRequest{JobCid: c, Nonce: nonce}
 		if modify != nil {
 			modify(m)
 		}

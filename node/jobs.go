@@ -26,9 +26,10 @@ func openJobs(n *Node) (*jobsPart, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Binaries and inputs this node stores (submitted or fetched) are provided under their
-	// CIDs, so a worker that cannot reach the submitter finds another source.
-	st.Added = n.d.ProvideLater
+	// Job binaries this node's worker fetched and validated are provided under their CIDs,
+	// so a worker that cannot reach the submitter finds another source. Other blobs (what
+	// this node submits, inputs) are not: a provider record should point at a real job.
+	st.Provide = n.d.ProvideLater
 	j := &jobsPart{}
 	log := n.log.With("component", "jobs")
 	// The submitter serves the store's blobs (binaries it submits); a worker then replaces
@@ -48,12 +49,17 @@ func openJobs(n *Node) (*jobsPart, error) {
 		if runner == nil {
 			runner = &sandbox.Runner{Logger: n.log.With("component", "sandbox")}
 		}
+		var validate func([]byte, sandbox.Limits) error // nil: sandbox.Validate
+		if _, ok := runner.(*sandbox.Runner); !ok {
+			validate = acceptAny // a runner of the caller's (tests) judges binaries itself
+		}
 		j.worker, err = jobs.NewWorker(jobs.WorkerConfig{
-			Host:   n.h,
-			Store:  st,
-			Runner: runner,
-			Slots:  cfg.Slots,
-			Limits: cfg.Limits,
+			Host:     n.h,
+			Store:    st,
+			Runner:   runner,
+			Slots:    cfg.Slots,
+			Limits:   cfg.Limits,
+			Validate: validate,
 			Providers: func(ctx context.Context, c cid.Cid) []peer.AddrInfo {
 				return n.d.FindProviders(ctx, c)
 			},
@@ -66,6 +72,8 @@ func openJobs(n *Node) (*jobsPart, error) {
 	}
 	return j, nil
 }
+
+func acceptAny([]byte, sandbox.Limits) error { return nil }
 
 // findWorkers asks the DHT for workers, waiting a few seconds when it knows none yet: a
 // grid that just started may still be announcing.

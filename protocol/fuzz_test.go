@@ -57,7 +57,7 @@ func FuzzReadMsg(f *testing.F) {
 }
 
 func FuzzJobRequest(f *testing.F) {
-	f.Add(frame(f, &JobRequest{JobCid: cids.Sum([]byte("job")).Bytes(), Input: []byte("in"), Nonce: testNonce(), Limits: &Limits{CpuMs: 1000, Memory: 1 << 20}, Arch: ArchLinuxAMD64}))
+	f.Add(frame(f, &JobRequest{JobCid: cids.Sum([]byte("job")).Bytes(), InputCid: cids.Sum([]byte("in")).Bytes(), InputSize: 2, InputInline: true, Nonce: testNonce(), Limits: &Limits{CpuMs: 1000, Memory: 1 << 20}, Arch: ArchLinuxAMD64}))
 	f.Add(frame(f, &JobRequest{JobCid: cids.Sum([]byte("job")).Bytes(), InputCid: cids.Sum(nil).Bytes(), InputSize: 7, Nonce: testNonce()}))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var m JobRequest

@@ -301,6 +301,7 @@ type OfferPayload struct {
 	MaxInput      uint64                 `protobuf:"varint,6,opt,name=max_input,json=maxInput,proto3" json:"max_input,omitempty"`
 	TimeUnixMs    int64                  `protobuf:"varint,7,opt,name=time_unix_ms,json=timeUnixMs,proto3" json:"time_unix_ms,omitempty"`
 	Nonce         []byte                 `protobuf:"bytes,8,opt,name=nonce,proto3" json:"nonce,omitempty"`
+	Isolation     string                 `protobuf:"bytes,9,opt,name=isolation,proto3" json:"isolation,omitempty"` // the sandbox's isolation layers, free text for people to read
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -389,6 +390,13 @@ func (x *OfferPayload) GetNonce() []byte {
 		return x.Nonce
 	}
 	return nil
+}
+
+func (x *OfferPayload) GetIsolation() string {
+	if x != nil {
+		return x.Isolation
+	}
+	return ""
 }
 
 // BlobRequest opens /gridnode/blob/1.0.0. The response is a BlobResponse; when its code is
@@ -497,21 +505,27 @@ func (x *BlobResponse) GetSize() uint64 {
 	return 0
 }
 
-// JobRequest opens /gridnode/job/1.0.0. The worker answers with a JobAdmit and, when
-// admitted, later with a JobResult. Unlike the other protocols, the submitter does not
-// half-close after its request: it keeps its write side open and sends nothing more until
-// the result is in. The worker's read side ending in any way before it has sent the result
-// (EOF, reset, lost connection) means the submitter is gone and cancels the job.
+// JobRequest opens /gridnode/job/1.0.0. It is only a header (at most MaxJobRequest bytes):
+// the worker judges it (slots, policy, per-peer share) before it reads any input or fetches
+// the binary. The worker answers with a JobAdmit and, when admitted, later with a JobResult.
+// Unlike the other protocols, the submitter does not half-close after its request: it keeps
+// its write side open and sends nothing more until the result is in, except the one JobInput
+// of inline input the worker asks for. The worker's read side ending in any way before it
+// has sent the result (EOF, reset, lost connection) means the submitter is gone and cancels
+// the job.
 type JobRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobCid        []byte                 `protobuf:"bytes,1,opt,name=job_cid,json=jobCid,proto3" json:"job_cid,omitempty"`
-	Input         []byte                 `protobuf:"bytes,2,opt,name=input,proto3" json:"input,omitempty"`                           // inline input; used when input_cid is empty
-	InputCid      []byte                 `protobuf:"bytes,3,opt,name=input_cid,json=inputCid,proto3" json:"input_cid,omitempty"`     // input to fetch as a blob instead
-	InputSize     uint64                 `protobuf:"varint,4,opt,name=input_size,json=inputSize,proto3" json:"input_size,omitempty"` // size hint for input_cid
-	Limits        *Limits                `protobuf:"bytes,5,opt,name=limits,proto3" json:"limits,omitempty"`
-	Nonce         []byte                 `protobuf:"bytes,6,opt,name=nonce,proto3" json:"nonce,omitempty"` // 16 to 64 random bytes, echoed in the receipt
-	BinarySize    uint64                 `protobuf:"varint,7,opt,name=binary_size,json=binarySize,proto3" json:"binary_size,omitempty"`
-	Arch          string                 `protobuf:"bytes,8,opt,name=arch,proto3" json:"arch,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	JobCid     []byte                 `protobuf:"bytes,1,opt,name=job_cid,json=jobCid,proto3" json:"job_cid,omitempty"`
+	Input      []byte                 `protobuf:"bytes,2,opt,name=input,proto3" json:"input,omitempty"`                           // retired: input never rides in the header; a request that carries it is refused
+	InputCid   []byte                 `protobuf:"bytes,3,opt,name=input_cid,json=inputCid,proto3" json:"input_cid,omitempty"`     // the input's CID; empty means empty input
+	InputSize  uint64                 `protobuf:"varint,4,opt,name=input_size,json=inputSize,proto3" json:"input_size,omitempty"` // the input's size in bytes
+	Limits     *Limits                `protobuf:"bytes,5,opt,name=limits,proto3" json:"limits,omitempty"`
+	Nonce      []byte                 `protobuf:"bytes,6,opt,name=nonce,proto3" json:"nonce,omitempty"` // 16 to 64 random bytes, echoed in the receipt
+	BinarySize uint64                 `protobuf:"varint,7,opt,name=binary_size,json=binarySize,proto3" json:"binary_size,omitempty"`
+	Arch       string                 `protobuf:"bytes,8,opt,name=arch,proto3" json:"arch,omitempty"`
+	// The submitter sends the input on this stream, in a JobInput once the worker asks for it
+	// (a JobResult with send_input), instead of serving it as a blob. At most MaxInline bytes.
+	InputInline   bool `protobuf:"varint,9,opt,name=input_inline,json=inputInline,proto3" json:"input_inline,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -602,6 +616,59 @@ func (x *JobRequest) GetArch() string {
 	return ""
 }
 
+func (x *JobRequest) GetInputInline() bool {
+	if x != nil {
+		return x.InputInline
+	}
+	return false
+}
+
+// JobInput carries inline input. The submitter sends it only when the worker asks: after the
+// worker has admitted the job and validated its binary.
+type JobInput struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobInput) Reset() {
+	*x = JobInput{}
+	mi := &file_gridnode_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobInput) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobInput) ProtoMessage() {}
+
+func (x *JobInput) ProtoReflect() protoreflect.Message {
+	mi := &file_gridnode_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobInput.ProtoReflect.Descriptor instead.
+func (*JobInput) Descriptor() ([]byte, []int) {
+	return file_gridnode_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *JobInput) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 type JobAdmit struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Code          Code                   `protobuf:"varint,1,opt,name=code,proto3,enum=gridnode.Code" json:"code,omitempty"`
@@ -612,7 +679,7 @@ type JobAdmit struct {
 
 func (x *JobAdmit) Reset() {
 	*x = JobAdmit{}
-	mi := &file_gridnode_proto_msgTypes[7]
+	mi := &file_gridnode_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -624,7 +691,7 @@ func (x *JobAdmit) String() string {
 func (*JobAdmit) ProtoMessage() {}
 
 func (x *JobAdmit) ProtoReflect() protoreflect.Message {
-	mi := &file_gridnode_proto_msgTypes[7]
+	mi := &file_gridnode_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -637,7 +704,7 @@ func (x *JobAdmit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobAdmit.ProtoReflect.Descriptor instead.
 func (*JobAdmit) Descriptor() ([]byte, []int) {
-	return file_gridnode_proto_rawDescGZIP(), []int{7}
+	return file_gridnode_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *JobAdmit) GetCode() Code {
@@ -655,24 +722,27 @@ func (x *JobAdmit) GetMessage() string {
 }
 
 type JobResult struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Code          Code                   `protobuf:"varint,1,opt,name=code,proto3,enum=gridnode.Code" json:"code,omitempty"`
-	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
-	Status        string                 `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
-	ExitCode      int32                  `protobuf:"varint,4,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
-	Signal        string                 `protobuf:"bytes,5,opt,name=signal,proto3" json:"signal,omitempty"`
-	Reason        string                 `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
-	Output        []byte                 `protobuf:"bytes,7,opt,name=output,proto3" json:"output,omitempty"`
-	CpuUs         uint64                 `protobuf:"varint,8,opt,name=cpu_us,json=cpuUs,proto3" json:"cpu_us,omitempty"`
-	WallUs        uint64                 `protobuf:"varint,9,opt,name=wall_us,json=wallUs,proto3" json:"wall_us,omitempty"`
-	Receipt       []byte                 `protobuf:"bytes,10,opt,name=receipt,proto3" json:"receipt,omitempty"` // signed envelope whose payload is a ReceiptPayload
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Code     Code                   `protobuf:"varint,1,opt,name=code,proto3,enum=gridnode.Code" json:"code,omitempty"`
+	Message  string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	Status   string                 `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
+	ExitCode int32                  `protobuf:"varint,4,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	Signal   string                 `protobuf:"bytes,5,opt,name=signal,proto3" json:"signal,omitempty"`
+	Reason   string                 `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	Output   []byte                 `protobuf:"bytes,7,opt,name=output,proto3" json:"output,omitempty"`
+	CpuUs    uint64                 `protobuf:"varint,8,opt,name=cpu_us,json=cpuUs,proto3" json:"cpu_us,omitempty"`
+	WallUs   uint64                 `protobuf:"varint,9,opt,name=wall_us,json=wallUs,proto3" json:"wall_us,omitempty"`
+	Receipt  []byte                 `protobuf:"bytes,10,opt,name=receipt,proto3" json:"receipt,omitempty"` // signed envelope whose payload is a ReceiptPayload
+	// Not a result: the worker's go-ahead for inline input (like HTTP's 100 Continue). Every
+	// other field is empty; the submitter answers with one JobInput and waits for the result.
+	SendInput     bool `protobuf:"varint,11,opt,name=send_input,json=sendInput,proto3" json:"send_input,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *JobResult) Reset() {
 	*x = JobResult{}
-	mi := &file_gridnode_proto_msgTypes[8]
+	mi := &file_gridnode_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -684,7 +754,7 @@ func (x *JobResult) String() string {
 func (*JobResult) ProtoMessage() {}
 
 func (x *JobResult) ProtoReflect() protoreflect.Message {
-	mi := &file_gridnode_proto_msgTypes[8]
+	mi := &file_gridnode_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -697,7 +767,7 @@ func (x *JobResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobResult.ProtoReflect.Descriptor instead.
 func (*JobResult) Descriptor() ([]byte, []int) {
-	return file_gridnode_proto_rawDescGZIP(), []int{8}
+	return file_gridnode_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *JobResult) GetCode() Code {
@@ -770,6 +840,13 @@ func (x *JobResult) GetReceipt() []byte {
 	return nil
 }
 
+func (x *JobResult) GetSendInput() bool {
+	if x != nil {
+		return x.SendInput
+	}
+	return false
+}
+
 // ReceiptPayload is the payload of a receipt envelope.
 type ReceiptPayload struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -789,7 +866,7 @@ type ReceiptPayload struct {
 
 func (x *ReceiptPayload) Reset() {
 	*x = ReceiptPayload{}
-	mi := &file_gridnode_proto_msgTypes[9]
+	mi := &file_gridnode_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -801,7 +878,7 @@ func (x *ReceiptPayload) String() string {
 func (*ReceiptPayload) ProtoMessage() {}
 
 func (x *ReceiptPayload) ProtoReflect() protoreflect.Message {
-	mi := &file_gridnode_proto_msgTypes[9]
+	mi := &file_gridnode_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -814,7 +891,7 @@ func (x *ReceiptPayload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiptPayload.ProtoReflect.Descriptor instead.
 func (*ReceiptPayload) Descriptor() ([]byte, []int) {
-	return file_gridnode_proto_rawDescGZIP(), []int{9}
+	return file_gridnode_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ReceiptPayload) GetJobCid() []byte {
@@ -904,7 +981,7 @@ const file_gridnode_proto_rawDesc = "" +
 	"\fInfoResponse\x12\"\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x0e.gridnode.CodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x14\n" +
-	"\x05offer\x18\x03 \x01(\fR\x05offer\"\xf4\x01\n" +
+	"\x05offer\x18\x03 \x01(\fR\x05offer\"\x92\x02\n" +
 	"\fOfferPayload\x12\x17\n" +
 	"\apeer_id\x18\x01 \x01(\fR\x06peerId\x12\x12\n" +
 	"\x04arch\x18\x02 \x01(\tR\x04arch\x12\x1d\n" +
@@ -916,13 +993,14 @@ const file_gridnode_proto_rawDesc = "" +
 	"\tmax_input\x18\x06 \x01(\x04R\bmaxInput\x12 \n" +
 	"\ftime_unix_ms\x18\a \x01(\x03R\n" +
 	"timeUnixMs\x12\x14\n" +
-	"\x05nonce\x18\b \x01(\fR\x05nonce\"\x1f\n" +
+	"\x05nonce\x18\b \x01(\fR\x05nonce\x12\x1c\n" +
+	"\tisolation\x18\t \x01(\tR\tisolation\"\x1f\n" +
 	"\vBlobRequest\x12\x10\n" +
 	"\x03cid\x18\x01 \x01(\fR\x03cid\"`\n" +
 	"\fBlobResponse\x12\"\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x0e.gridnode.CodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x12\n" +
-	"\x04size\x18\x03 \x01(\x04R\x04size\"\xec\x01\n" +
+	"\x04size\x18\x03 \x01(\x04R\x04size\"\x8f\x02\n" +
 	"\n" +
 	"JobRequest\x12\x17\n" +
 	"\ajob_cid\x18\x01 \x01(\fR\x06jobCid\x12\x14\n" +
@@ -934,10 +1012,13 @@ const file_gridnode_proto_rawDesc = "" +
 	"\x05nonce\x18\x06 \x01(\fR\x05nonce\x12\x1f\n" +
 	"\vbinary_size\x18\a \x01(\x04R\n" +
 	"binarySize\x12\x12\n" +
-	"\x04arch\x18\b \x01(\tR\x04arch\"H\n" +
+	"\x04arch\x18\b \x01(\tR\x04arch\x12!\n" +
+	"\finput_inline\x18\t \x01(\bR\vinputInline\"\x1e\n" +
+	"\bJobInput\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"H\n" +
 	"\bJobAdmit\x12\"\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x0e.gridnode.CodeR\x04code\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"\x90\x02\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\xaf\x02\n" +
 	"\tJobResult\x12\"\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x0e.gridnode.CodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x16\n" +
@@ -949,7 +1030,9 @@ const file_gridnode_proto_rawDesc = "" +
 	"\x06cpu_us\x18\b \x01(\x04R\x05cpuUs\x12\x17\n" +
 	"\awall_us\x18\t \x01(\x04R\x06wallUs\x12\x18\n" +
 	"\areceipt\x18\n" +
-	" \x01(\fR\areceipt\"\x90\x02\n" +
+	" \x01(\fR\areceipt\x12\x1d\n" +
+	"\n" +
+	"send_input\x18\v \x01(\bR\tsendInput\"\x90\x02\n" +
 	"\x0eReceiptPayload\x12\x17\n" +
 	"\ajob_cid\x18\x01 \x01(\fR\x06jobCid\x12\x1b\n" +
 	"\tinput_cid\x18\x02 \x01(\fR\binputCid\x12\x1d\n" +
@@ -991,7 +1074,7 @@ func file_gridnode_proto_rawDescGZIP() []byte {
 }
 
 var file_gridnode_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gridnode_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_gridnode_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_gridnode_proto_goTypes = []any{
 	(Code)(0),              // 0: gridnode.Code
 	(*Limits)(nil),         // 1: gridnode.Limits
@@ -1001,9 +1084,10 @@ var file_gridnode_proto_goTypes = []any{
 	(*BlobRequest)(nil),    // 5: gridnode.BlobRequest
 	(*BlobResponse)(nil),   // 6: gridnode.BlobResponse
 	(*JobRequest)(nil),     // 7: gridnode.JobRequest
-	(*JobAdmit)(nil),       // 8: gridnode.JobAdmit
-	(*JobResult)(nil),      // 9: gridnode.JobResult
-	(*ReceiptPayload)(nil), // 10: gridnode.ReceiptPayload
+	(*JobInput)(nil),       // 8: gridnode.JobInput
+	(*JobAdmit)(nil),       // 9: gridnode.JobAdmit
+	(*JobResult)(nil),      // 10: gridnode.JobResult
+	(*ReceiptPayload)(nil), // 11: gridnode.ReceiptPayload
 }
 var file_gridnode_proto_depIdxs = []int32{
 	0, // 0: gridnode.InfoResponse.code:type_name -> gridnode.Code
@@ -1030,7 +1114,7 @@ func file_gridnode_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gridnode_proto_rawDesc), len(file_gridnode_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

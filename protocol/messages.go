@@ -14,16 +14,18 @@ func (m *JobRequest) Check() error {
 	if _, err := cids.Cast(m.JobCid); err != nil {
 		return fmt.Errorf("%w: job cid: %v", ErrBadRequest, err)
 	}
+	if len(m.Input) > 0 {
+		return fmt.Errorf("%w: input inside the request (send it inline after admission, or by cid)", ErrBadRequest)
+	}
 	if len(m.InputCid) > 0 {
 		if _, err := cids.Cast(m.InputCid); err != nil {
 			return fmt.Errorf("%w: input cid: %v", ErrBadRequest, err)
 		}
-		if len(m.Input) > 0 {
-			return fmt.Errorf("%w: both inline input and input cid", ErrBadRequest)
-		}
+	} else if m.InputSize > 0 || m.InputInline {
+		return fmt.Errorf("%w: input of %d bytes without a cid", ErrBadRequest, m.InputSize)
 	}
-	if len(m.Input) > MaxInline {
-		return fmt.Errorf("%w: inline input of %d bytes", ErrTooLarge, len(m.Input))
+	if m.InputInline && m.InputSize > MaxInline {
+		return fmt.Errorf("%w: inline input of %d bytes", ErrTooLarge, m.InputSize)
 	}
 	if len(m.Arch) > MaxText {
 		return fmt.Errorf("%w: arch", ErrBadRequest)
@@ -34,6 +36,12 @@ func (m *JobRequest) Check() error {
 // Check checks the form of a received result. A refusal (non-OK code) is well formed; its
 // error is Err.
 func (m *JobResult) Check() error {
+	if m.SendInput {
+		if m.Code != Code_OK || m.Status != "" || len(m.Output) > 0 || len(m.Receipt) > 0 {
+			return fmt.Errorf("%w: input request carrying a result", ErrBadRequest)
+		}
+		return nil
+	}
 	if m.Code != Code_OK {
 		return nil
 	}

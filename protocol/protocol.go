@@ -18,20 +18,26 @@ const (
 const (
 	MaxControlMsg = 64 << 10 // InfoRequest, InfoResponse, BlobRequest, BlobResponse, JobAdmit
 	MaxEnvelope   = 16 << 10 // a sealed offer or receipt
-	MaxInline     = 16 << 20 // input sent inside a JobRequest
+	MaxInline     = 16 << 20 // input sent on the job stream, in a JobInput
 	MaxOutput     = 16 << 20 // output returned inside a JobResult
-	MaxJobRequest = MaxInline + 64<<10
+	// MaxJobRequest caps a JobRequest: a header of CIDs, sizes, limits and a nonce (real
+	// ones are about 200 bytes). Input never rides in it, so what a worker buffers for a
+	// request it has not yet judged is at most this much per stream.
+	MaxJobRequest = 4 << 10
+	MaxJobInput   = MaxInline + 16 // a JobInput: the data and its field's tag and length
 	MaxJobResult  = MaxOutput + MaxEnvelope + 64<<10
 	MinNonce      = 16
 	MaxNonce      = 64
 	MaxText       = 64      // status, signal, arch
 	MaxReason     = 4 << 10 // the free-text reason of a result
+	MaxIsolation  = 256     // the isolation text of an offer
 )
 
 // Timeouts for stream deadlines.
 const (
 	InfoTimeout    = 10 * time.Second // a whole info exchange
-	RequestTimeout = 60 * time.Second // to receive a request of up to MaxJobRequest
+	HeaderTimeout  = 5 * time.Second  // for a worker to receive a JobRequest once the stream opens
+	RequestTimeout = 10 * time.Second // for a submitter to send its request and be admitted or refused
 	ReplyTimeout   = 60 * time.Second // to send a reply of up to MaxJobResult
 	FetchTimeout   = 5 * time.Minute  // the most a worker waits to fetch a binary and input
 )

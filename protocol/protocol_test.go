@@ -53,6 +53,7 @@ func testOffer(id peer.ID) *Offer {
 		MaxCPU: time.Minute, MaxWall: time.Hour, MaxMemory: 1 << 28, MaxStack: 8 << 20,
 		MaxOutput: 1 << 24, MaxBinary: 1 << 26, MaxInput: 1 << 24,
 		Time: time.UnixMilli(1700000000000), Nonce: testNonce(),
+		Isolation: "seccomp strict, uid per slot, no_new_privs",
 	}
 }
 
@@ -64,7 +65,8 @@ func TestMsgRoundTrip(t *testing.T) {
 	}{
 		{"empty info", &InfoRequest{}, &InfoRequest{}},
 		{"blob request", &BlobRequest{Cid: cids.Sum(nil).Bytes()}, &BlobRequest{}},
-		{"job request", &JobRequest{JobCid: cids.Sum(nil).Bytes(), Input: bytes.Repeat([]byte("x"), 300000), Nonce: testNonce(), Limits: &Limits{CpuMs: 5}}, &JobRequest{}},
+		{"job request", &JobRequest{JobCid: cids.Sum(nil).Bytes(), InputCid: cids.Sum(nil).Bytes(), InputSize: 300000, InputInline: true, Nonce: testNonce(), Limits: &Limits{CpuMs: 5}}, &JobRequest{}},
+		{"job input", &JobInput{Data: bytes.Repeat([]byte("x"), 300000)}, &JobInput{}},
 		{"job result", &JobResult{Status: "exited", Output: []byte("hi"), Receipt: []byte("r")}, &JobResult{}},
 	}
 	for _, tt := range tests {
@@ -74,7 +76,7 @@ func TestMsgRoundTrip(t *testing.T) {
 				t.Fatal(err)
 			}
 			buf.WriteString("trailing raw bytes")
-			if err := ReadMsg(&buf, tt.out, MaxJobRequest); err != nil {
+			if err := ReadMsg(&buf, tt.out, MaxJobInput); err != nil {
 				t.Fatal(err)
 			}
 			if !proto.Equal(tt.in, tt.out) {
@@ -262,7 +264,7 @@ func TestOffer(t *testing.T) {
 
 func TestJobRequestCheck(t *testing.T) {
 	ok := func() *JobRequest {
-		return &JobRequest{JobCid: cids.Sum([]byte("job")).Bytes(), Input: []byte("in"), Nonce: testNonce()}
+		return &JobRequest{JobCid: cids.Sum([]byte("job")).Bytes(), InputCid: cids.Sum([]byte("in")).Bytes(), InputSize: 2, InputInline: true, Nonce: testNonce()}
 	}
 	tests := []struct {
 		name   string
@@ -270,10 +272,13 @@ func TestJobRequestCheck(t *testing.T) {
 		want   error
 	}{
 		{"ok", func(*JobRequest) {}, nil},
-		{"input by cid", func(m *JobRequest) { m.Input, m.InputCid = nil, cids.Sum(nil).Bytes() }, nil},
+		{"input by cid", func(m *JobRequest) { m.InputInline = false }, nil},
+		{"no input", func(m *JobRequest) { m.InputCid, m.InputSize, m.InputInline = nil, 0, false }, nil},
+		{"input in the header", func(m *JobRequest) { m.Input = []byte("in") }, ErrBadRequest},
+		{"input size without cid", func(m *JobRequest) { m.InputCid = nil }, ErrBadRequest},
+		{"inline input too large", func(m *JobRequest) { m.InputSize = MaxInline + 1 }, ErrTooLarge},
 		{"no job cid", func(m *JobRequest) { m.JobCid = nil }, ErrBadRequest},
 		{"garbage job cid", func(m *JobRequest) { m.JobCid = []byte("xyz") }, ErrBadRequest},
-		{"both inputs", func(m *JobRequest) { m.InputCid = cids.Sum(nil).Bytes() }, ErrBadRequest},
 		{"short nonce", func(m *JobRequest) { m.Nonce = m.Nonce[:8] }, ErrBadRequest},
 		{"long nonce", func(m *JobRequest) { m.Nonce = make([]byte, MaxNonce+1) }, ErrBadRequest},
 	}

@@ -137,6 +137,7 @@ type Offer struct {
 	MaxInput   int64
 	Time       time.Time
 	Nonce      []byte // the asker's nonce from the InfoRequest
+	Isolation  string // the sandbox's isolation layers, for people to read
 }
 
 // Domain implements record.Record.
@@ -163,6 +164,7 @@ func (o *Offer) MarshalRecord() ([]byte, error) {
 		MaxInput:   uint64(max(o.MaxInput, 0)),
 		TimeUnixMs: o.Time.UnixMilli(),
 		Nonce:      o.Nonce,
+		Isolation:  o.Isolation,
 	})
 }
 
@@ -182,6 +184,9 @@ func (o *Offer) UnmarshalRecord(b []byte) error {
 	if len(m.Nonce) > MaxNonce {
 		return fmt.Errorf("%w: offer nonce of %d bytes", ErrBadEnvelope, len(m.Nonce))
 	}
+	if len(m.Isolation) > MaxIsolation {
+		return fmt.Errorf("%w: offer isolation of %d bytes", ErrBadEnvelope, len(m.Isolation))
+	}
 	lim := m.GetMax()
 	*o = Offer{
 		Peer:       id,
@@ -197,6 +202,7 @@ func (o *Offer) UnmarshalRecord(b []byte) error {
 		MaxInput:   SatInt64(m.MaxInput),
 		Time:       time.UnixMilli(m.TimeUnixMs),
 		Nonce:      m.Nonce,
+		Isolation:  m.Isolation,
 	}
 	return nil
 }
