@@ -41,7 +41,7 @@ var worldAuxv = []uint64{3, 4, 5, 6, 17, 9, 23, 25, 31, 15}
 // that every run prints the same bytes and that they are the canonical world.
 //
 // Against the old stub (a4c189a, which kept the kernel's stack and vDSO) every run failed.
-// "first": rsp 0x7fffffffee20, the return address left below it, auxv types [33 51 16 6
+// "first": rsp 0x7fffffffee20, a return address and the entry left below it, auxv types [33 51 16 6
 // 17 3 4 5 7 8 9 11 12 13 14 23 25 26 31 15 27 28] (AT_SYSINFO_EHDR, AT_MINSIGSTKSZ,
 // AT_HWCAP, AT_UID...), AT_ENTRY the stub's 0x416060, AT_EXECFN "/proc/self/fd/7", fresh
 // AT_RANDOM bytes and "the job read the vDSO's clock: 6b0f4744". Then each run differed
@@ -134,6 +134,9 @@ func TestWorldCanonical(t *testing.T) {
 	}
 	for _, c := range conditions {
 		t.Run(c.name, func(t *testing.T) {
+			if first == nil && c.name != conditions[0].name {
+				t.Skip("no first run to compare with")
+			}
 			out := c.run(t)
 			if first == nil {
 				first = out
@@ -157,7 +160,7 @@ type world struct {
 	random   string // AT_RANDOM's 16 bytes in hex
 	below    string
 	vdsoTime string
-	lines    []string
+	last     string
 }
 
 func parseWorld(t *testing.T, out []byte) world {
@@ -167,7 +170,7 @@ func parseWorld(t *testing.T, out []byte) world {
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
 		l := sc.Text()
-		w.lines = append(w.lines, l)
+		w.last = l
 		name, val, _ := strings.Cut(l, " ")
 		switch name {
 		case "argv":
@@ -196,7 +199,7 @@ func parseWorld(t *testing.T, out []byte) world {
 			}
 		}
 	}
-	if len(w.lines) == 0 || w.lines[len(w.lines)-1] != "end" {
+	if w.last != "end" {
 		t.Fatalf("probe output does not end with \"end\":\n%s", out)
 	}
 	return w
