@@ -47,16 +47,21 @@ const protectTag = "gridnode-job"
 // limits. Memory: before a job is admitted the worker holds at most its header, so what
 // unadmitted job streams can pin is
 //
-//	maxPending x protocol.MaxJobRequest = 256 x 4 KiB = 1 MiB
+//	maxPending x protocol.MaxJobRequest = 128 x 4 KiB = 512 KiB
 //
 // (plus a handler goroutine each), however many identities send them; at most
 // maxPendingPerPeer of them per peer, each for at most protocol.HeaderTimeout. An admitted
 // job holds at most its binary, its input and its output, so the whole bound is
 //
-//	1 MiB + Slots x (MaxBinary + MaxInput + MaxOutput) = 1 MiB + Slots x 96 MiB by default.
+//	512 KiB + Slots x (MaxBinary + MaxInput + MaxOutput) = 512 KiB + Slots x 96 MiB by default.
+//
+// maxPending is half the 256 job streams the node's resource manager allows in all: when it
+// is reached the oldest unjudged stream is reset to make room, so idle streams of many
+// identities never fill the resource manager's total and lock out a submitter whose header
+// comes at once.
 const (
-	maxPending        = 256 // job streams whose header is not yet judged, over all peers
-	maxPendingPerPeer = 4   // of those, per peer: well below the 32 job streams rcmgr allows a peer
+	maxPending        = 128 // job streams whose header is not yet judged, over all peers
+	maxPendingPerPeer = 4   // of those, per peer
 
 	// Provider lookups (when the submitter does not serve the binary): at most one lookup
 	// and maxProvidersTried providers per request, and per requesting peer lookupBurst
@@ -112,9 +117,9 @@ type Worker struct {
 	mu        sync.Mutex
 	closed    bool
 	protected map[peer.ID]int
-	pending   map[peer.ID]int // job streams whose header is not yet judged
-	npending  int
-	running   map[peer.ID]int // slots held
+	pending   map[*pendingStream]struct{} // job streams whose header is not yet judged
+	byPeer    map[peer.ID]int             // of those, per peer
+	running   map[peer.ID]int             // slots held
 	nrunning  int
 }
 
@@ -154,7 +159,8 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 		ctx:       ctx,
 		cancel:    cancel,
 		protected: make(map[peer.ID]int),
-		pending:   make(map[peer.ID]int),
+		pending:   make(map[*pendingStream]struct{}),
+		byPeer:    make(map[peer.ID]int),
 		running:   make(map[peer.ID]int),
 	}, nil
 }
@@ -196,26 +202,56 @@ func (w *Worker) Running() int {
 	return w.nrunning
 }
 
-// enter counts a new job stream of p whose header is not yet read, and reports false
-// (counting nothing) when p or all peers already have too many.
-func (w *Worker) enter(p peer.ID) bool {
+// pendingStream is a job stream whose header is not yet judged.
+type pendingStream struct {
+	s     network.Stream
+	p     peer.ID
+	since time.Time
+}
+
+// enter counts a new job stream s of p whose header is not yet read. It refuses (counting
+// nothing) a stream of a peer that has maxPendingPerPeer already; when all peers together
+// have maxPending, it resets the oldest to make room.
+func (w *Worker) enter(p peer.ID, s network.Stream) (*pendingStream, bool) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.npending >= maxPending || w.pending[p] >= maxPendingPerPeer {
-		return false
+	if w.byPeer[p] >= maxPendingPerPeer {
+		w.mu.Unlock()
+		return nil, false
 	}
-	w.npending++
-	w.pending[p]++
-	return true
+	var oldest *pendingStream
+	if len(w.pending) >= maxPending {
+		for ps := range w.pending {
+			if oldest == nil || ps.since.Before(oldest.since) {
+				oldest = ps
+			}
+		}
+		w.forgetPending(oldest)
+	}
+	ps := &pendingStream{s: s, p: p, since: time.Now()}
+	w.pending[ps] = struct{}{}
+	w.byPeer[p]++
+	w.mu.Unlock()
+	if oldest != nil {
+		oldest.s.Reset() // its handler then fails to read the header and returns
+	}
+	return ps, true
 }
 
 // leave undoes enter once the header is judged.
-func (w *Worker) leave(p peer.ID) {
+func (w *Worker) leave(ps *pendingStream) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.npending--
-	if w.pending[p]--; w.pending[p] <= 0 {
-		delete(w.pending, p)
+	w.forgetPending(ps)
+}
+
+// forgetPending drops ps from the count, once. Preconditions: w.mu is held.
+func (w *Worker) forgetPending(ps *pendingStream) {
+	if _, ok := w.pending[ps]; !ok {
+		return
+	}
+	delete(w.pending, ps)
+	if w.byPeer[ps.p]--; w.byPeer[ps.p] <= 0 {
+		delete(w.byPeer, ps.p)
 	}
 }
 
@@ -362,8 +398,9 @@ func (w *Worker) admit(req *protocol.JobRequest, from peer.ID) (*spec, error) {
 func (w *Worker) handleJob(s network.Stream) {
 	from := s.Conn().RemotePeer()
 	log := w.log.With("peer", from)
-	if !w.enter(from) {
-		log.Debug("job stream refused: too many unjudged requests")
+	ps, ok := w.enter(from, s)
+	if !ok {
+		log.Debug("job stream refused: too many unjudged requests from the peer")
 		s.Reset()
 		return
 	}
@@ -372,7 +409,7 @@ func (w *Worker) handleJob(s network.Stream) {
 	protocol.SetDeadline(s, protocol.HeaderTimeout)
 	var req protocol.JobRequest
 	err := protocol.ReadMsg(s, &req, protocol.MaxJobRequest)
-	w.leave(from)
+	w.leave(ps)
 	if err != nil {
 		log.Debug("job request", "err", err)
 		if errors.Is(err, protocol.ErrTooLarge) || errors.Is(err, protocol.ErrBadRequest) {
