@@ -3,13 +3,21 @@ package node
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"mime"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/gridnode/gridnode/jobs"
 	"github.com/gridnode/gridnode/protocol"
@@ -19,13 +27,23 @@ import (
 // The local submit API lets `gridnode submit --api` go through a running daemon: POST
 // /v1/submit with a JSON jobs.Request, answered with a JSON jobs.Report, or a non-2xx status
 // and the error as text.
+//
+// It is served on a unix socket in the data dir that only the daemon's user may open (mode
+// 0600). On loopback TCP, where any local user and any web page the donor opens can reach
+// it, a request also needs the bearer token of DATA/api.token. Every request needs a
+// loopback Host (a page behind a rebound DNS name sends its own), no Origin (browsers send
+// one with every cross-origin POST) and a JSON body (a page can send a form or text/plain
+// without asking first, not JSON).
+
+// API files in the data dir.
+const (
+	APISocket    = "api.sock"  // the unix socket
+	APITokenFile = "api.token" // the bearer token for TCP
+)
 
 // apiMaxBody bounds a request: the largest binary and inline input, base64-encoded in the
 // JSON (4 bytes for every 3), plus 1 MiB for the rest of it.
 var apiMaxBody = (sandbox.DefaultLimits().MaxBinary+protocol.MaxInline)*4/3 + 1<<20
-
-// ErrAPIAddr is returned for an API address that is not on the loopback interface.
-var ErrAPIAddr = errors.New("the submit API listens on loopback only (127.0.0.1:PORT or [::1]:PORT)")
 
 // ListenAPI listens on addr, which must be a loopback address.
 func ListenAPI(addr string) (net.Listener, error) {
@@ -33,13 +51,163 @@ func ListenAPI(addr string) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("api address %q: %w", addr, err)
 	}
-	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+	if !loopbackHost(host) {
 		return nil, fmt.Errorf("api address %q: %w", addr, ErrAPIAddr)
 	}
 	return net.Listen("tcp", addr)
 }
 
-// APIHandler serves the local submit API.
+func loopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// listenSocket listens on the unix socket at path with mode 0600. A socket left there by a
+// daemon that did not shut down is removed; a live one is ErrAPIInUse. The socket is bound
+// in a fresh 0700 directory and renamed into place, so it is never reachable with a wider
+// mode.
+func listenSocket(path string) (*net.UnixListener, error) {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode().Type() != fs.ModeSocket {
+			return nil, fmt.Errorf("api socket %s: exists and is not a socket", path)
+		}
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("api socket %s: %w", path, ErrAPIInUse)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("api socket: remove stale %s: %w", path, err)
+		}
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(path), ".api-")
+	if err != nil {
+		return nil, fmt.Errorf("api socket: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	bound := filepath.Join(tmp, "s")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: bound, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("api socket: %w", err)
+	}
+	ln.SetUnlinkOnClose(false) // the listener knows only the temporary name
+	if err := os.Chmod(bound, 0o600); err == nil {
+		err = os.Rename(bound, path)
+	}
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("api socket: %w", err)
+	}
+	return ln, nil
+}
+
+// LoadAPIToken returns the token in the file at path, creating the file (mode 0600) with a
+// fresh random token if it does not exist. A file others may read or write is an error.
+func LoadAPIToken(path string) (string, error) {
+	tok, err := ReadAPIToken(path)
+	if !errors.Is(err, fs.ErrNotExist) {
+		return tok, err
+	}
+	b := make([]byte, 32)
+	rand.Read(b)
+	tok = hex.EncodeToString(b)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return ReadAPIToken(path) // another process made it first
+	}
+	if err != nil {
+		return "", fmt.Errorf("create api token: %w", err)
+	}
+	_, err = f.WriteString(tok + "\n")
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return "", fmt.Errorf("write api token: %w", err)
+	}
+	return tok, nil
+}
+
+// ReadAPIToken reads the API token at path, which must not be readable or writable by others.
+func ReadAPIToken(path string) (string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", err
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return "", fmt.Errorf("%w: %s has mode %#o; run chmod 600 %s", ErrTokenPerm, path, perm, path)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("api token %s is empty", path)
+	}
+	return tok, nil
+}
+
+// ServeAPI serves the local submit API on the unix socket DataDir/api.sock and, when tcp is
+// not "", on that loopback TCP address, where requests need the token of DataDir/api.token
+// (created on first use). It returns the TCP address (nil without tcp). The servers stop on
+// Close.
+func (n *Node) ServeAPI(tcp string) (net.Addr, error) {
+	sock, err := listenSocket(filepath.Join(n.dir, APISocket))
+	if err != nil {
+		return nil, err
+	}
+	n.serve(sock, n.APIHandler(), func() { os.Remove(filepath.Join(n.dir, APISocket)) })
+	n.log.Info("submit API listening", "socket", filepath.Join(n.dir, APISocket))
+	if tcp == "" {
+		return nil, nil
+	}
+	tok, err := LoadAPIToken(filepath.Join(n.dir, APITokenFile))
+	if err != nil {
+		return nil, err
+	}
+	ln, err := ListenAPI(tcp)
+	if err != nil {
+		return nil, err
+	}
+	n.serve(ln, requireToken(tok, n.APIHandler()), nil)
+	n.log.Info("submit API listening", "addr", ln.Addr(), "token", filepath.Join(n.dir, APITokenFile))
+	return ln.Addr(), nil
+}
+
+// serve runs an HTTP server on ln until Close, which then calls cleanup.
+func (n *Node) serve(ln net.Listener, h http.Handler, cleanup func()) {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	n.apiMu.Lock()
+	n.api = append(n.api, func() {
+		srv.Close()
+		if cleanup != nil {
+			cleanup()
+		}
+	})
+	n.apiMu.Unlock()
+	go func() {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("submit API stopped", "addr", ln.Addr(), "err", err)
+		}
+	}()
+}
+
+// closeAPI stops the API servers; their requests' contexts end.
+func (n *Node) closeAPI() {
+	n.apiMu.Lock()
+	defer n.apiMu.Unlock()
+	for _, stop := range n.api {
+		stop()
+	}
+	n.api = nil
+}
+
+// APIHandler serves the local submit API with its Host, Origin and Content-Type checks;
+// ServeAPI adds the token on TCP.
 func (n *Node) APIHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/submit", func(w http.ResponseWriter, r *http.Request) {
@@ -56,32 +224,89 @@ func (n *Node) APIHandler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(rep)
 	})
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, _, err := net.SplitHostPort(r.Host)
+		if err != nil {
+			host = r.Host
+		}
+		if !loopbackHost(strings.Trim(host, "[]")) {
+			http.Error(w, "forbidden: Host must be localhost or a loopback address", http.StatusForbidden)
+			return
+		}
+		if _, ok := r.Header["Origin"]; ok {
+			http.Error(w, "forbidden: requests from web pages are not accepted", http.StatusForbidden)
+			return
+		}
+		if r.Method == http.MethodPost {
+			if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+				http.Error(w, "unsupported media type: want application/json", http.StatusUnsupportedMediaType)
+				return
+			}
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
-// SubmitAPI submits req through the API of a daemon at addr.
+// requireToken refuses requests without "Authorization: Bearer tok".
+func requireToken(tok string, h http.Handler) http.Handler {
+	want := []byte("Bearer " + tok)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			http.Error(w, "unauthorized: send Authorization: Bearer <the daemon's "+APITokenFile+">", http.StatusUnauthorized)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// APIClient submits jobs through a daemon's local API.
+type APIClient struct {
+	// Addr is the path of the unix socket (anything with a '/'), or HOST:PORT on loopback.
+	Addr string
+	// Token is sent as a bearer token: for TCP, the daemon's api.token.
+	Token string
+}
+
+// SubmitAPI submits req through the API at addr with no token (a unix socket).
 func SubmitAPI(ctx context.Context, addr string, req jobs.Request) (*jobs.Report, error) {
+	return (&APIClient{Addr: addr}).Submit(ctx, req)
+}
+
+// Submit submits req through the API.
+func (c *APIClient) Submit(ctx context.Context, req jobs.Request) (*jobs.Report, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, err
 	}
-	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/v1/submit", bytes.NewReader(body))
+	client, url := http.DefaultClient, "http://"+c.Addr+"/v1/submit"
+	if strings.Contains(c.Addr, "/") {
+		var d net.Dialer
+		client = &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, "unix", c.Addr)
+		}}}
+		url = "http://localhost/v1/submit"
+		defer client.CloseIdleConnections()
+	}
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
 	hr.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(hr)
+	if c.Token != "" {
+		hr.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	resp, err := client.Do(hr)
 	if err != nil {
-		return nil, fmt.Errorf("submit through %s: %w", addr, err)
+		return nil, fmt.Errorf("submit through %s: %w", c.Addr, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return nil, fmt.Errorf("submit through %s: %s", addr, strings.TrimSpace(string(msg)))
+		return nil, fmt.Errorf("submit through %s: %s", c.Addr, strings.TrimSpace(string(msg)))
 	}
 	var rep jobs.Report
 	if err := json.NewDecoder(resp.Body).Decode(&rep); err != nil {
-		return nil, fmt.Errorf("submit through %s: decode report: %w", addr, err)
+		return nil, fmt.Errorf("submit through %s: decode report: %w", c.Addr, err)
 	}
 	return &rep, nil
 }

@@ -143,7 +143,7 @@ func TestHostileDial(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer s.Reset()
-		req := &protocol.JobRequest{JobCid: binary.Bytes(), Input: []byte("in"), Nonce: bytes.Repeat([]byte{1}, protocol.MinNonce)}
+		req := &protocol.JobRequest{JobCid: binary.Bytes(), Nonce: bytes.Repeat([]byte{1}, protocol.MinNonce)}
 		if err := protocol.WriteMsg(s, req); err != nil {
 			t.Fatal(err)
 		}

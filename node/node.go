@@ -63,6 +63,8 @@ type Node struct {
 	jobs *jobsPart
 
 	announced chan struct{}
+	apiMu     sync.Mutex
+	api       []func() // stop the API servers (ServeAPI)
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -335,11 +337,13 @@ func (n *Node) WaitWorkers(ctx context.Context, min int) ([]peer.AddrInfo, error
 	}
 }
 
-// Close stops the worker (cancelling running jobs), the DHT and then the host. It is safe to
+// Close stops the API servers, the worker (cancelling running jobs), the DHT and then the
+// host. It is safe to
 // call more than once.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		var errs []error
+		n.closeAPI()
 		if n.jobs != nil {
 			// The worker waits until its submitters have read their "cancelled" replies.
 			errs = append(errs, n.jobs.close())

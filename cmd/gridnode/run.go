@@ -5,11 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/gridnode/gridnode/node"
 	"github.com/gridnode/gridnode/sandbox"
@@ -28,7 +25,8 @@ func (c *RunCommand) Run(ctx context.Context, args []string) error {
 	fs.Var(&boot, "bootstrap", "join the grid through the peer at full multiaddr `ADDR` (repeatable)")
 	fs.Var(&relays, "relay", "use the relay at full multiaddr `ADDR` when behind NAT (repeatable)")
 	slots := fs.Int("slots", 0, "jobs run at once (default the number of CPUs)")
-	api := fs.String("api", "", "serve a local submit API on `ADDR` (127.0.0.1:PORT only)")
+	api := fs.String("api", "", "also serve the submit API on loopback TCP `ADDR` (127.0.0.1:PORT), where requests need the token in DIR/"+node.APITokenFile)
+	reach := fs.String("reach", "auto", "addresses the node dials: `R` is public, lan (also private and link-local), loopback, or auto (the widest of the listen and bootstrap addresses)")
 	verbose := fs.Bool("v", false, "log debug messages")
 	addLimitFlags(fs, &lim)
 	fs.Usage = func() {
@@ -38,6 +36,9 @@ Runs a grid node: donates idle CPU by running other peers' jobs under strict sec
 Prints the node's peer ID and then its listen addresses, one per line, on stdout; logs go
 to stderr. SIGINT or SIGTERM stop it; running jobs are killed and reported cancelled.
 The limits below are the largest a job may ask for.
+
+The local submit API ('gridnode submit --api') is served on the unix socket DIR/api.sock,
+which only this user may open (mode 0600); --api adds loopback TCP with a bearer token.
 
 Flags:
 `)
@@ -50,8 +51,14 @@ Flags:
 		fs.Usage()
 		return errUsage
 	}
+	r, ok := node.ParseReach(*reach)
+	if !ok {
+		fmt.Fprintf(fs.Output(), "gridnode run: --reach %q: want public, lan, loopback or auto\n", *reach)
+		return errUsage
+	}
 	log := newLogger(slog.LevelInfo, *verbose)
 	n, err := node.Open(ctx, node.Config{
+		Reach:     r,
 		DataDir:   *data,
 		Listen:    listen,
 		Bootstrap: boot,
@@ -65,11 +72,8 @@ Flags:
 		return err
 	}
 	defer n.Close()
-	var apiErr chan error
-	if *api != "" {
-		if apiErr, err = serveAPI(ctx, n, *api, log); err != nil {
-			return err
-		}
+	if _, err := n.ServeAPI(*api); err != nil {
+		return err
 	}
 	var b strings.Builder
 	fmt.Fprintln(&b, n.ID())
@@ -77,11 +81,7 @@ Flags:
 		fmt.Fprintln(&b, a)
 	}
 	os.Stdout.WriteString(b.String())
-	select {
-	case <-ctx.Done():
-	case err := <-apiErr:
-		return err
-	}
+	<-ctx.Done()
 	log.Info("shutting down")
 	return n.Close()
 }
@@ -102,19 +102,4 @@ func (s *stringsFlag) String() string { return strings.Join(*s, ",") }
 func (s *stringsFlag) Set(v string) error {
 	*s = append(*s, v)
 	return nil
-}
-
-// serveAPI serves the local submit API on addr until ctx ends; the channel reports a server
-// that stopped on its own.
-func serveAPI(ctx context.Context, n *node.Node, addr string, log *slog.Logger) (chan error, error) {
-	ln, err := node.ListenAPI(addr)
-	if err != nil {
-		return nil, err
-	}
-	srv := &http.Server{Handler: n.APIHandler(), ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
-	errc := make(chan error, 1)
-	go func() { errc <- fmt.Errorf("api: %w", srv.Serve(ln)) }()
-	context.AfterFunc(ctx, func() { srv.Close() })
-	log.Info("submit API listening", "addr", ln.Addr())
-	return errc, nil
 }

@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -49,7 +51,9 @@ func (c *SubmitCommand) Run(ctx context.Context, args []string) error {
 	var boot stringsFlag
 	lim := sandbox.DefaultLimits()
 	fs.Var(&boot, "bootstrap", "join the grid through the peer at full multiaddr `ADDR` (repeatable)")
-	api := fs.String("api", "", "submit through the local daemon's API at `ADDR` (see gridnode run --api)")
+	var api apiFlag
+	fs.Var(&api, "api", "submit through the local daemon: its unix socket in --data, or with --api=`ADDR` a socket path or the loopback HOST:PORT of 'gridnode run --api'")
+	data := fs.String("data", "", "the daemon's data `DIR`, for --api: its socket and token (default $XDG_DATA_HOME/gridnode or ~/.local/share/gridnode)")
 	input := fs.String("input", "", "the job's stdin from `FILE` (default standard input, unless it is a terminal)")
 	replicas := fs.Int("replicas", 2, "independent workers to run the job on")
 	quorum := fs.Int("quorum", 0, "identical results needed to accept one (default: replicas)")
@@ -63,7 +67,8 @@ func (c *SubmitCommand) Run(ctx context.Context, args []string) error {
 
 Runs the static ELF job on independent grid workers and prints the output they agreed on.
 It joins the grid as a short-lived client peer through --bootstrap, or goes through a
-running daemon with --api. Progress goes to stderr.
+running daemon with --api (its unix socket DIR/api.sock) or --api=HOST:PORT (loopback TCP;
+the token is read from DIR/api.token). Progress goes to stderr.
 
 Exit status: 0 when a quorum of workers agreed and the job exited 0; the job's own code
 when it exited non-zero; 1 on any other failure; 2 for bad usage.
@@ -78,8 +83,11 @@ Flags:
 	if err := fs.Parse(args); err != nil {
 		return usageErr(err)
 	}
-	if fs.NArg() != 1 || (len(boot) == 0) == (*api == "") || *replicas < 1 {
-		if fs.NArg() == 1 && *replicas >= 1 {
+	if fs.NArg() != 1 || (len(boot) == 0) == !api.set || *replicas < 1 {
+		switch {
+		case api.set && api.addr == "" && fs.NArg() == 2:
+			fmt.Fprintln(fs.Output(), "gridnode submit: write --api=ADDR, with '='")
+		case fs.NArg() == 1 && *replicas >= 1:
 			fmt.Fprintln(fs.Output(), "gridnode submit: give exactly one of --bootstrap or --api")
 		}
 		fs.Usage()
@@ -106,9 +114,13 @@ Flags:
 
 	start := time.Now()
 	var rep *jobs.Report
-	if *api != "" {
-		progress("submitting through " + *api)
-		rep, err = node.SubmitAPI(ctx, *api, req)
+	if api.set {
+		var c *node.APIClient
+		if c, err = apiClient(api.addr, *data); err != nil {
+			return err
+		}
+		progress("submitting through " + c.Addr)
+		rep, err = c.Submit(ctx, req)
 	} else {
 		var n *node.Node
 		n, err = node.Open(ctx, node.Config{Ephemeral: true, Bootstrap: boot, Logger: newLogger(slog.LevelWarn, *verbose), Progress: progress})
@@ -132,6 +144,48 @@ Flags:
 		return jobExit("", 0, "", err, *asJSON)
 	}
 	return jobExit(rep.Status, rep.ExitCode, "", nil, *asJSON)
+}
+
+// apiFlag is --api, with or without a value.
+type apiFlag struct {
+	set  bool
+	addr string
+}
+
+func (f *apiFlag) IsBoolFlag() bool { return true }
+func (f *apiFlag) String() string   { return f.addr }
+func (f *apiFlag) Set(v string) error {
+	switch v {
+	case "true":
+		f.set, f.addr = true, ""
+	case "false":
+		f.set, f.addr = false, ""
+	default:
+		f.set, f.addr = true, v
+	}
+	return nil
+}
+
+// apiClient is the client for --api=addr: the unix socket in the data dir when addr is
+// empty, a socket path when it has a '/', else loopback TCP with the data dir's token.
+func apiClient(addr, dataDir string) (*node.APIClient, error) {
+	if addr != "" && strings.Contains(addr, "/") {
+		return &node.APIClient{Addr: addr}, nil
+	}
+	if dataDir == "" {
+		var err error
+		if dataDir, err = node.DefaultDataDir(); err != nil {
+			return nil, err
+		}
+	}
+	if addr == "" {
+		return &node.APIClient{Addr: filepath.Join(dataDir, node.APISocket)}, nil
+	}
+	tok, err := node.ReadAPIToken(filepath.Join(dataDir, node.APITokenFile))
+	if err != nil {
+		return nil, fmt.Errorf("api token (the daemon's --data, here %s): %w", dataDir, err)
+	}
+	return &node.APIClient{Addr: addr, Token: tok}, nil
 }
 
 // readInput reads the job's input from name, or from stdin unless stdin is a terminal.

@@ -126,6 +126,14 @@ func TestTestnetAndSubmit(t *testing.T) {
 		t.Errorf("got %d distinct workers with valid receipts, want 2: %+v", len(workers), rep.Replicas)
 	}
 
+	// Through node 0's API socket (the default of run and of submit --api).
+	cmd := exec.Command(bin, "submit", "--api", "--data", filepath.Join(netDir, "node-0"), "--timeout", "60s", "--replicas", "2", "--input", input, job)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if got, err := cmd.Output(); err != nil || string(got) != want {
+		t.Errorf("submit --api: got %q, %v; want %q\n%s", got, err, want, stderr.String())
+	}
+
 	if got := len(procsMentioning(netDir)); got != 4 {
 		t.Errorf("got %d processes for the testnet, want 4 (parent and 3 nodes)", got)
 	}
