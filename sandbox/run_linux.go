@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -23,6 +24,22 @@ import (
 // Runner runs jobs in the sandbox. The zero value is ready to use.
 type Runner struct {
 	Logger *slog.Logger // nil discards
+	// JobUIDs is the range of uids (each with the gid of the same number) that jobs run
+	// as, one per running job, when the daemon is root. Zero means DefaultJobUIDs.
+	JobUIDs UIDRange
+	// NoUserNamespace, when the daemon is not root, runs jobs as the daemon's uid with no
+	// namespaces, instead of in a user namespace each (with a PID and a network namespace
+	// in it), which makes every start a full fork of the daemon.
+	NoUserNamespace bool
+
+	isoOnce sync.Once
+	iso     *isolation
+	// noIsolation, for tests only, starts jobs as the launcher did before isolation: the
+	// daemon's uid and thread, no namespaces. The escape tests' controls use it.
+	noIsolation bool
+	// noPIDNamespace, for tests only, runs a root daemon's jobs without PID namespaces, as
+	// where the kernel refuses them, to test the process-group and uid backstop.
+	noPIDNamespace bool
 }
 
 // Run validates and patches job.Binary, then runs it under strict seccomp within lim and
@@ -114,51 +131,59 @@ const (
 	killCtx
 )
 
-// launch starts the patched image and supervises it until it ends.
+// launch starts the patched image and supervises it until it and every process it created
+// are gone.
 func (r *Runner) launch(ctx context.Context, img *os.File, stdin io.Reader, lim Limits) (Result, error) {
+	iso := r.setup()
+	if iso.User == "" {
+		return Result{}, fmt.Errorf("start job: %s", iso.warning)
+	}
+	var uid uint32
+	if iso.root {
+		u, err := acquireUID(iso.uids)
+		if err != nil {
+			return Result{}, err
+		}
+		uid = u
+		// Deferred, so it runs after the wait below: in a PID namespace every process of
+		// the job is gone once PID 1 is reaped; without one, killUID makes it so.
+		defer func() {
+			if !iso.PIDNamespace {
+				killUID(uid)
+			}
+			releaseUID(uid)
+		}()
+	}
 	inR, inW, err := os.Pipe()
 	if err != nil {
 		return Result{}, err
 	}
-	outR, outW, err := os.Pipe()
+	outR, outW, err := outputPipe()
 	if err != nil {
 		inR.Close()
 		inW.Close()
 		return Result{}, err
 	}
-	errR, errW, err := os.Pipe()
+	errR, errW, err := outputPipe()
 	if err != nil {
 		closeAll(inR, inW, outR, outW)
 		return Result{}, err
 	}
+	attr := &syscall.SysProcAttr{
+		Pdeathsig: syscall.SIGKILL,
+		Setpgid:   true,
+	}
+	iso.attr(attr, uid)
 	cmd := &exec.Cmd{
-		Path:   fmt.Sprintf("/proc/self/fd/%d", img.Fd()),
-		Args:   []string{"gridnode-job"},
-		Env:    []string{},
-		Dir:    "/",
-		Stdin:  inR,
-		Stdout: outW,
-		Stderr: errW,
-		SysProcAttr: &syscall.SysProcAttr{
-			Pdeathsig: syscall.SIGKILL,
-			Setpgid:   true,
-		},
+		Path:        fmt.Sprintf("/proc/self/fd/%d", img.Fd()),
+		Args:        []string{"gridnode-job"},
+		Env:         []string{},
+		Dir:         "/",
+		Stdin:       inR,
+		Stdout:      outW,
+		Stderr:      errW,
+		SysProcAttr: attr,
 	}
-	// Pdeathsig follows the forking thread; start from a fresh, unlocked goroutine so a
-	// caller's LockOSThread cannot take the job down with its thread.
-	started := make(chan error, 1)
-	start := time.Now()
-	go func() { started <- cmd.Start() }()
-	err = <-started
-	closeAll(inR, outW, errW)
-	if err != nil {
-		closeAll(inW, outR, errR)
-		if errors.Is(err, unix.EACCES) && memfdNoexec() {
-			return Result{}, fmt.Errorf("start job: %w (vm.memfd_noexec=2 forbids executing memfds; set it to 0 or 1)", err)
-		}
-		return Result{}, fmt.Errorf("start job: %w", err)
-	}
-
 	var (
 		mu     sync.Mutex
 		reason = killNone
@@ -171,44 +196,65 @@ func (r *Runner) launch(ctx context.Context, img *os.File, stdin io.Reader, lim 
 			cmd.Process.Kill() // pidfd-based: cannot hit a recycled PID
 		}
 	}
+	// Without a PID namespace, watch waits for the job's first process to exit, without
+	// reaping it, so its PID, which is also its process group's ID, cannot be reused; it then
+	// kills what is left of the group and gives the pipes a short drain and no more, since a
+	// child that left the group may hold them open. In a PID namespace the kernel has killed
+	// every other process by then, and the pipes reach EOF by themselves.
+	var drainBy *atomic.Int64      // when watched, set by watch: the pipes are read until then
+	watched := make(chan struct{}) // closed by watch; the Wait below reaps only after
+	watch := func(pid int) {
+		defer close(watched)
+		var info unix.Siginfo
+		for unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil) == unix.EINTR {
+		}
+		unix.Kill(-pid, unix.SIGKILL)
+		drainBy.Store(time.Now().Add(pipeDrain).UnixNano())
+	}
+	// The launcher's thread never exits, so Pdeathsig fires only when the daemon dies, and
+	// a caller's LockOSThread cannot take the job down with its thread.
+	start := time.Now()
+	err = iso.l.start(cmd)
+	closeAll(inR, outW, errW)
+	if err != nil {
+		closeAll(inW, outR, errR)
+		if errors.Is(err, unix.EACCES) && memfdNoexec() {
+			return Result{}, fmt.Errorf("start job: %w (vm.memfd_noexec=2 forbids executing memfds; set it to 0 or 1)", err)
+		}
+		return Result{}, fmt.Errorf("start job: %w", err)
+	}
+	if !iso.PIDNamespace && iso.l != nil {
+		drainBy = new(atomic.Int64)
+		go watch(cmd.Process.Pid)
+	} else {
+		close(watched)
+	}
 	timer := time.AfterFunc(lim.Wall, func() { kill(killWall) })
 	defer timer.Stop()
 	stopCtx := context.AfterFunc(ctx, func() { kill(killCtx) })
 	defer stopCtx()
-
 	go func() {
 		if stdin != nil {
 			io.Copy(inW, stdin)
 		}
 		inW.Close()
 	}()
-	var stderr bytes.Buffer
+	var stderr []byte
 	stderrDone := make(chan struct{})
 	go func() {
 		defer close(stderrDone)
-		io.Copy(&stderr, io.LimitReader(errR, StderrLimit))
-		io.Copy(io.Discard, errR)
+		stderr, _ = collect(errR, StderrLimit, false, drainBy, nil)
 		errR.Close()
 	}()
 	// Read stdout here, not in another goroutine: the first byte is then seen without a
-	// goroutine hand-off, which measurably cuts time-to-first-output. Stdout reaches EOF
-	// when the job ends, whichever way.
-	var out bytes.Buffer
+	// goroutine hand-off, which measurably cuts time-to-first-output.
 	var firstOutput time.Duration
-	buf := make([]byte, 32<<10)
-	n, err := outR.Read(buf)
-	if n > 0 {
-		firstOutput = time.Since(start)
-		out.Write(buf[:n])
-	}
-	if err == nil {
-		io.Copy(&out, io.LimitReader(outR, lim.MaxOutput+1-int64(n)))
-	}
-	if int64(out.Len()) > lim.MaxOutput {
+	out, over := collect(outR, lim.MaxOutput, true, drainBy, func() { firstOutput = time.Since(start) })
+	if over {
 		kill(killOutput)
-		out.Truncate(int(lim.MaxOutput))
 	}
 	outR.Close()
+	<-watched
 	waitErr := cmd.Wait()
 	wall := time.Since(start)
 	<-stderrDone
@@ -221,9 +267,9 @@ func (r *Runner) launch(ctx context.Context, img *os.File, stdin io.Reader, lim 
 		return Result{}, fmt.Errorf("wait job: %w", waitErr)
 	}
 	res := Result{
-		Output:      out.Bytes(),
-		OutputCID:   cids.Sum(out.Bytes()),
-		Stderr:      stderr.Bytes(),
+		Output:      out,
+		OutputCID:   cids.Sum(out),
+		Stderr:      stderr,
 		WallTime:    wall,
 		FirstOutput: firstOutput,
 	}
@@ -250,6 +296,8 @@ func (r *Runner) launch(ctx context.Context, img *os.File, stdin io.Reader, lim 
 		if res.ExitCode == StubExitCode && len(res.Output) == 0 {
 			res.Reason = "exit status 125: the job failed, or the sandbox stub could not set its limits"
 		}
+	// As PID 1 of its namespace the job ignores SIGXCPU and dies of SIGKILL at the hard
+	// limit, one second later.
 	case ws.Signal() == syscall.SIGXCPU,
 		ws.Signal() == syscall.SIGKILL && res.CPUTime >= cpuLimit(lim):
 		res.Status, res.Reason = StatusCPULimit, fmt.Sprintf("used up its %s of CPU time", cpuLimit(lim))
@@ -259,6 +307,88 @@ func (r *Runner) launch(ctx context.Context, img *os.File, stdin io.Reader, lim 
 		res.Status, res.Reason = StatusCrashed, "killed by "+res.Signal
 	}
 	return res, nil
+}
+
+// pipeDrain bounds how long the job's pipes are read after its first process has exited.
+const pipeDrain = 100 * time.Millisecond
+
+// A reader that sees coalesceAfter short reads in a row sleeps coalesce after each next
+// one, so that a job writing a byte at a time costs the host one wakeup per coalesce, not
+// one per write. A full read resets the count, so fast writers are not slowed, and jobs
+// that write a few times never wait.
+const (
+	coalesceAfter = 8
+	coalesce      = time.Millisecond
+)
+
+// outputPipe returns a pipe for a job's stdout or stderr. The read end is non-blocking and
+// kept out of Go's poller, which registers a descriptor for good: every byte the job wrote
+// would then wake the poller's thread, even while collect sleeps; poll(2) in collect
+// listens only while it waits.
+func outputPipe() (r, w *os.File, err error) {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		return nil, nil, fmt.Errorf("pipe: %w", err)
+	}
+	// os.NewFile leaves a descriptor out of the poller only if it is blocking then, so the
+	// flag comes after.
+	r, w = os.NewFile(uintptr(p[0]), "job-output"), os.NewFile(uintptr(p[1]), "job-output")
+	if err := unix.SetNonblock(p[0], true); err != nil {
+		closeAll(r, w)
+		return nil, nil, fmt.Errorf("pipe: %w", err)
+	}
+	return r, w, nil
+}
+
+// collect reads f until EOF, an error or drainBy (a UnixNano time once set; nil when it
+// never will be), keeping at most keep bytes. More than keep ends the read with over set if stop, and is read and
+// dropped otherwise. first, if not nil, is called at the first byte. Preconditions: f is
+// from outputPipe.
+func collect(f *os.File, keep int64, stop bool, drainBy *atomic.Int64, first func()) (data []byte, over bool) {
+	fd := int(f.Fd())
+	buf := make([]byte, 32<<10)
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	short := 0
+	for {
+		n, err := unix.Read(fd, buf)
+		switch {
+		case n > 0:
+			if first != nil {
+				first()
+				first = nil
+			}
+			room := int(keep) - len(data)
+			data = append(data, buf[:min(n, max(room, 0))]...)
+			if n > room && stop {
+				return data, true
+			}
+			if n == len(buf) {
+				short = 0
+			} else if short++; short >= coalesceAfter {
+				time.Sleep(coalesce)
+			}
+			continue
+		case err == nil: // EOF
+			return data, false
+		case err == unix.EINTR:
+			continue
+		case err != unix.EAGAIN:
+			return data, false
+		}
+		// Empty: wait for data or EOF, rechecking drainBy every 100 ms if it may be set.
+		timeout := -1
+		if drainBy != nil {
+			timeout = 100
+			if d := drainBy.Load(); d != 0 {
+				left := time.Until(time.Unix(0, d))
+				if left <= 0 {
+					return data, false
+				}
+				timeout = int(min(left, 100*time.Millisecond).Milliseconds()) + 1
+			}
+		}
+		unix.Poll(fds, timeout)
+	}
 }
 
 func closeAll(fs ...*os.File) {

@@ -6,9 +6,12 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/gridnode/gridnode/cids"
 )
@@ -86,4 +89,37 @@ func TestRunCancel(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run did not return after its context was cancelled")
 	}
+}
+
+// TestHostCPUTrickle: a job that writes a byte per write(2) must not cost the host more CPU
+// than it uses itself. Before stdout and stderr were read in batches (coalesce), a
+// 300000-byte trickle cost the host 1.9 s of CPU for 1.0 s of job CPU (ratio 1.9); now
+// the host's share is a few percent.
+func TestHostCPUTrickle(t *testing.T) {
+	bin := escapeJob(t, "trickle", true)
+	const n = 2000000
+	var r Runner
+	r.Run(context.Background(), Job{Binary: bin, Stdin: strings.NewReader("1")}, Limits{}) // set-up costs out of the way
+	before := selfCPU(t)
+	res, err := r.Run(context.Background(), Job{Binary: bin, Stdin: strings.NewReader(strconv.Itoa(n))}, Limits{})
+	host := selfCPU(t) - before
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != StatusExited || len(res.Output) != n {
+		t.Fatalf("got %s (%s) with %d bytes, want exited with %d", res.Status, res.Reason, len(res.Output), n)
+	}
+	t.Logf("host CPU %s, job CPU %s (ratio %.2f)", host, res.CPUTime, float64(host)/float64(res.CPUTime))
+	if host > res.CPUTime {
+		t.Errorf("got host CPU %s for job CPU %s, want at most the job's", host, res.CPUTime)
+	}
+}
+
+// selfCPU is this process's user + system time so far, all threads, children excluded.
+func selfCPU(t *testing.T) time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

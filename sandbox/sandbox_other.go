@@ -7,12 +7,18 @@ import (
 	"log/slog"
 )
 
-// Runner runs jobs in the sandbox; on this platform it only reports ErrUnsupported.
+// Runner runs jobs in the sandbox; on this platform it only reports ErrUnsupported. Its
+// fields are those of the linux/amd64 Runner, so configuration builds everywhere.
 type Runner struct {
-	Logger *slog.Logger
+	Logger          *slog.Logger
+	JobUIDs         UIDRange
+	NoUserNamespace bool
 }
 
 // Run returns ErrUnsupported: strict-seccomp jobs need linux/amd64.
 func (r *Runner) Run(ctx context.Context, job Job, lim Limits) (Result, error) {
 	return Result{}, ErrUnsupported
 }
+
+// Isolation reports no layers: no job runs on this platform.
+func (r *Runner) Isolation() Isolation { return Isolation{} }

@@ -1,0 +1,387 @@
+//go:build linux && amd64
+
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gridnode/gridnode/internal/proctest"
+	"github.com/gridnode/gridnode/sdk"
+)
+
+// The escape tests run testdata/escape/*.c, ordinary static glibc programs, as a job that
+// got past the stub: unpatched, so with no seccomp and no limits but the wall clock,
+// through the real launcher. Each runs twice: first as a control with isolation off
+// (Runner.noIsolation, the launcher as it was before it), where the escape must work,
+// which shows the test can see it; then with the default isolation, where it must not.
+
+var escapeBuilds sync.Map // name -> func() ([]byte, error)
+
+// escapeJob returns testdata/escape/name.c built static against glibc (SDK jobs, which
+// run under the stub, are built with sdk.Compile when sdkJob is set), once per test binary.
+func escapeJob(t *testing.T, name string, sdkJob bool) []byte {
+	t.Helper()
+	f, _ := escapeBuilds.LoadOrStore(name, sync.OnceValues(func() ([]byte, error) {
+		src, err := os.ReadFile(filepath.Join("testdata", "escape", name+".c"))
+		if err != nil {
+			return nil, err
+		}
+		dir, err := os.MkdirTemp("", "escape-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		out := filepath.Join(dir, name)
+		if sdkJob {
+			err = sdk.Compile(ctx, src, out)
+		} else {
+			err = sdk.CompileHosted(ctx, src, out)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return os.ReadFile(out)
+	}))
+	bin, err := f.(func() ([]byte, error))()
+	if err != nil {
+		t.Fatalf("build %s: %v", name, err)
+	}
+	return bin
+}
+
+// runNoStub runs bin unpatched through r's launcher: the test hook for a job that got past
+// the stub. Nothing outside this package's tests can run a job this way.
+func runNoStub(t *testing.T, r *Runner, bin []byte, stdin string, wall time.Duration) Result {
+	t.Helper()
+	fd, err := unix.MemfdCreate("escape-job", unix.MFD_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := os.NewFile(uintptr(fd), "escape-job")
+	defer img.Close()
+	if _, err := img.Write(bin); err != nil {
+		t.Fatal(err)
+	}
+	res, err := r.launch(context.Background(), img, strings.NewReader(stdin), Limits{Wall: wall}.withDefaults())
+	if err != nil {
+		t.Fatalf("launch: %v", err)
+	}
+	return res
+}
+
+// fields parses "key: value" lines.
+func fields(out []byte) map[string]string {
+	m := map[string]string{}
+	for line := range strings.Lines(string(out)) {
+		if k, v, ok := strings.Cut(line, ":"); ok {
+			m[k] = strings.TrimSpace(v)
+		}
+	}
+	return m
+}
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("the job-uid layers need the test to run as root; TestEscapeNonRoot covers the rest")
+	}
+}
+
+// TestEscapeIdentity: the job runs as a job uid with no groups and no capabilities, with
+// no_new_privs (a setuid-root binary gives it nothing), ADDR_NO_RANDOMIZE, and network and
+// PID namespaces that are not the daemon's.
+// With the defence off (the control) the job was uid 0 with CapEff 000001fffeffffff and
+// NoNewPrivs 0. With only no_new_privs left out of the launcher, the setuid-root copy ran
+// with suid-euid 0: the job became root again.
+func TestEscapeIdentity(t *testing.T) {
+	requireRoot(t)
+	bin := escapeJob(t, "whoami", false)
+	dir, err := os.MkdirTemp("", "escape-suid-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	suid := filepath.Join(dir, "whoami")
+	if err := os.WriteFile(suid, bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := errors.Join(os.Chmod(dir, 0o755), os.Chmod(suid, 0o755|os.ModeSetuid)); err != nil {
+		t.Fatal(err)
+	}
+	self := func(ns string) string { l, _ := os.Readlink("/proc/self/ns/" + ns); return l }
+
+	control := fields(runNoStub(t, &Runner{noIsolation: true}, bin, suid+"\n", 10*time.Second).Output)
+	if control["uid"] != "0" || control["CapEff"] == "0000000000000000" || control["suid-euid"] != "0" {
+		t.Fatalf("control: got %v, want uid 0 with capabilities: the probe does not see them", control)
+	}
+
+	res := runNoStub(t, &Runner{}, bin, suid+"\n", 10*time.Second)
+	got := fields(res.Output)
+	uid, err := strconv.ParseUint(got["uid"], 10, 32)
+	if err != nil || uint32(uid) < DefaultJobUIDs.First || uid >= uint64(DefaultJobUIDs.First)+uint64(DefaultJobUIDs.Count) {
+		t.Fatalf("got uid %q (output %q), want one of %v", got["uid"], res.Output, DefaultJobUIDs)
+	}
+	want := map[string]string{
+		"euid": got["uid"], "gid": got["uid"], "egid": got["uid"], "groups": "0",
+		"CapInh": "0000000000000000", "CapPrm": "0000000000000000", "CapEff": "0000000000000000",
+		"CapBnd": "0000000000000000", "CapAmb": "0000000000000000",
+		"NoNewPrivs": "1",
+		"suid-euid":  got["uid"], // not 0: no_new_privs ignores the setuid bit
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("got %s %q, want %q", k, got[k], v)
+		}
+	}
+	if p, err := strconv.ParseUint(got["personality"], 16, 32); err != nil || p&addrNoRandomize == 0 {
+		t.Errorf("got personality %q, want ADDR_NO_RANDOMIZE (%#x) set", got["personality"], addrNoRandomize)
+	}
+	for _, ns := range []string{"net", "pid"} {
+		if g := got["ns-"+ns]; g == "" || g == "?" || g == self(ns) {
+			t.Errorf("got %s namespace %q, want one that is not the daemon's %q", ns, g, self(ns))
+		}
+	}
+	// The daemon itself keeps none of it.
+	if v := proctest.StatusField(os.Getpid(), "NoNewPrivs"); v != "0" {
+		t.Errorf("daemon has NoNewPrivs %q, want 0: the launcher's attributes leaked", v)
+	}
+}
+
+// TestEscapeDataDir: the job cannot read a 0600 file in a 0700 directory of the daemon,
+// such as the node's identity.key.
+// With the defence off it printed "read: identity-secret".
+func TestEscapeDataDir(t *testing.T) {
+	requireRoot(t)
+	bin := escapeJob(t, "readfile", false)
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	secret := filepath.Join(dir, "identity.key")
+	if err := os.WriteFile(secret, []byte("identity-secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out := runNoStub(t, &Runner{noIsolation: true}, bin, secret+"\n", 10*time.Second).Output; !bytes.Contains(out, []byte("identity-secret")) {
+		t.Fatalf("control: got %q, want the secret", out)
+	}
+	out := runNoStub(t, &Runner{}, bin, secret+"\n", 10*time.Second).Output
+	if bytes.Contains(out, []byte("identity-secret")) || !bytes.HasPrefix(out, []byte("open: ")) {
+		t.Errorf("got %q, want open to fail", out)
+	}
+}
+
+// TestEscapeSignal: the job can neither signal nor ptrace a process of the daemon's uid,
+// nor signal its parent (the daemon).
+// With the defence off all three were "reached".
+func TestEscapeSignal(t *testing.T) {
+	requireRoot(t)
+	bin := escapeJob(t, "signal", false)
+	victim := exec.Command("sleep", "60")
+	if err := victim.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { victim.Process.Kill(); victim.Wait() }()
+	stdin := strconv.Itoa(victim.Process.Pid) + "\n"
+
+	control := fields(runNoStub(t, &Runner{noIsolation: true}, bin, stdin, 10*time.Second).Output)
+	for _, k := range []string{"kill", "ptrace", "kill-parent"} {
+		if !strings.HasSuffix(control[k], "reached") {
+			t.Fatalf("control: got %s %q, want reached: %v", k, control[k], control)
+		}
+	}
+	res := runNoStub(t, &Runner{}, bin, stdin, 10*time.Second)
+	got := fields(res.Output)
+	for _, k := range []string{"kill", "ptrace"} {
+		if !strings.HasSuffix(got[k], "refused") {
+			t.Errorf("got %s %q, want refused (output %q)", k, got[k], res.Output)
+		}
+	}
+	if got["ppid"] != "0" && !strings.HasSuffix(got["kill-parent"], "refused") {
+		t.Errorf("got kill-parent %q with ppid %s, want refused", got["kill-parent"], got["ppid"])
+	}
+	if s := proctest.StatusField(victim.Process.Pid, "TracerPid"); s != "0" {
+		t.Errorf("victim has TracerPid %q, want 0", s)
+	}
+}
+
+// TestEscapeNetwork: the job cannot reach a listener on the daemon's loopback.
+// With the defence off it printed "connect: ok" and the listener got "ESCAPED".
+func TestEscapeNetwork(t *testing.T) {
+	requireRoot(t)
+	bin := escapeJob(t, "connect", false)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	conns := make(chan net.Conn, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns <- c
+		}
+	}()
+	stdin := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port) + "\n"
+
+	if out := runNoStub(t, &Runner{noIsolation: true}, bin, stdin, 10*time.Second).Output; string(out) != "connect: ok\n" {
+		t.Fatalf("control: got %q, want a connection", out)
+	}
+	(<-conns).Close()
+	out := runNoStub(t, &Runner{}, bin, stdin, 10*time.Second).Output
+	if !bytes.HasPrefix(out, []byte("connect: ")) || bytes.Contains(out, []byte("ok")) {
+		t.Errorf("got %q, want connect to fail", out)
+	}
+	select {
+	case c := <-conns:
+		c.Close()
+		t.Error("the listener got a connection from the job")
+	case <-time.After(100 * time.Millisecond): // a connection would have been queued already
+	}
+}
+
+// TestEscapeLeftovers: a job that forks a child that sleeps for an hour and a setsid child
+// that holds stdout for 4 s, then exits, ends its run at once, and nothing of it is left.
+// With the defence off Run took 4 s (past the 1 s wall limit: it waited for the setsid
+// child's stdout) and the hour-long sleeper outlived the job.
+func TestEscapeLeftovers(t *testing.T) {
+	bin := escapeJob(t, "forker", false)
+	// As a subreaper this process inherits whatever outlives the job, so leftovers show up
+	// as its children, whatever uid or namespace they have.
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+	leftovers := func() []int {
+		var pids []int
+		for _, pid := range proctest.ChildrenOf(os.Getpid()) {
+			if state, _, ok := proctest.Stat(pid); ok && state != 'Z' {
+				pids = append(pids, pid)
+			}
+		}
+		return pids
+	}
+	kill := func(pids []int) {
+		for _, pid := range pids {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	if pids := leftovers(); len(pids) != 0 {
+		t.Fatalf("children %v before the test", pids)
+	}
+	const wall = time.Second
+
+	start := time.Now()
+	runNoStub(t, &Runner{noIsolation: true}, bin, "", wall)
+	elapsed := time.Since(start)
+	var left []int
+	proctest.Poll(t, 5*time.Second, "the control's sleeper to be reparented", func() bool {
+		left = leftovers()
+		return len(left) > 0
+	})
+	kill(left)
+	if elapsed < 3*time.Second {
+		t.Fatalf("control: Run returned after %s, want it held by the setsid child", elapsed)
+	}
+
+	for _, tt := range []struct {
+		name string
+		r    *Runner
+	}{
+		{"pidns", &Runner{}},
+		// Where the kernel refuses PID namespaces: the process group and, for the setsid
+		// child, the job uid are killed instead.
+		{"backstop", &Runner{noPIDNamespace: true}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.r.noPIDNamespace {
+				requireRoot(t)
+			}
+			start := time.Now()
+			res := runNoStub(t, tt.r, bin, "", wall)
+			elapsed := time.Since(start)
+			if elapsed > wall+500*time.Millisecond {
+				t.Errorf("Run returned after %s, want within the %s wall limit", elapsed, wall)
+			}
+			if res.Status != StatusExited || string(res.Output) != "forked\n" {
+				t.Errorf("got %s %q (%s), want exited %q", res.Status, res.Output, res.Reason, "forked\n")
+			}
+			if left := leftovers(); len(left) != 0 {
+				kill(left)
+				t.Errorf("processes %v outlived the job", left)
+			}
+			if pids := jobUIDProcesses(); len(pids) != 0 {
+				t.Errorf("processes %v still run as job uids", pids)
+			}
+		})
+	}
+}
+
+// jobUIDProcesses lists the live processes whose uid is in DefaultJobUIDs.
+func jobUIDProcesses() []int {
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		uid, state := uidState(pid)
+		u, err := strconv.ParseUint(uid, 10, 32)
+		if err == nil && state != "Z" && uint32(u) >= DefaultJobUIDs.First && u < uint64(DefaultJobUIDs.First)+uint64(DefaultJobUIDs.Count) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// TestIsolationReport: as root every layer is on.
+func TestIsolationReport(t *testing.T) {
+	requireRoot(t)
+	got := (&Runner{}).Isolation()
+	want := Isolation{User: "job-uid", NoNewPrivs: true, PIDNamespace: true, NetNamespace: true, FixedLayout: true}
+	if got != want {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+	if s := got.String(); s != "user=job-uid nnp pidns netns fixed-layout" {
+		t.Errorf("got %q", s)
+	}
+}
+
+// TestJobUIDPool: concurrent jobs hold distinct uids, across Runners; a full range is
+// ErrNoJobUID; a released uid is handed out again.
+func TestJobUIDPool(t *testing.T) {
+	rg := UIDRange{First: 4000000000, Count: 2}
+	a, errA := acquireUID(rg)
+	b, errB := acquireUID(rg)
+	if errA != nil || errB != nil || a == b {
+		t.Fatalf("got %d, %d (%v, %v), want two distinct uids", a, b, errA, errB)
+	}
+	if _, err := acquireUID(rg); err != ErrNoJobUID {
+		t.Fatalf("got %v from a full range, want ErrNoJobUID", err)
+	}
+	releaseUID(a)
+	if c, err := acquireUID(rg); err != nil || c != a {
+		t.Errorf("got %d (%v), want the released %d", c, err, a)
+	}
+	releaseUID(a)
+	releaseUID(b)
+}

@@ -1,0 +1,72 @@
+package sandbox
+
+import (
+	"errors"
+	"strings"
+)
+
+// UIDRange is a range of uids, each used with the gid of the same number. When the daemon
+// is root, every running job holds one of them, alone, until it and every process it
+// created are gone; the range must belong to no user or file on the machine, and two
+// daemons on one machine need disjoint ranges.
+type UIDRange struct {
+	First uint32
+	Count int
+}
+
+// DefaultJobUIDs is the range used when Runner.JobUIDs is zero: 2100000000..2100000255,
+// far above distribution users (1000+), systemd dynamic users (61184..65519) and the usual
+// subordinate ranges (100000 + 65536·n), and below 2^31 for tools that read uids as signed.
+var DefaultJobUIDs = UIDRange{First: 2100000000, Count: 256}
+
+// ErrNoJobUID is returned by Run when every uid of Runner.JobUIDs is held by a running job.
+var ErrNoJobUID = errors.New("sandbox: every job uid is in use")
+
+// Isolation says which layers, beside the entry stub's strict seccomp, hold for every job
+// a Runner starts: what a job that somehow ran without the stub would still face. In every
+// mode the job has no capabilities after execve and no other file descriptors than its
+// three pipes.
+type Isolation struct {
+	// User is whom jobs run as:
+	//   "job-uid":    a uid and gid of their own from Runner.JobUIDs, no supplementary
+	//                 groups (the daemon is root); a 0700 data dir is out of reach, and so
+	//                 is every process of the daemon and of other jobs.
+	//   "userns":     the daemon's uid, mapped to the same non-zero uid in a user
+	//                 namespace of the job's own; the kernel still sees the daemon's uid,
+	//                 so the job can read what the daemon can (its data dir included).
+	//   "daemon-uid": the daemon's own uid, no namespace; likewise for files, and the
+	//                 job can signal and ptrace the daemon.
+	User string
+	// NoNewPrivs: no_new_privs is set, so execve (of a setuid binary, say) never grants
+	// privileges.
+	NoNewPrivs bool
+	// PIDNamespace: each job is PID 1 of a PID namespace of its own; every process it
+	// creates dies with it, and it can name no process outside.
+	PIDNamespace bool
+	// NetNamespace: jobs run in a network namespace with only a down loopback.
+	NetNamespace bool
+	// FixedLayout: jobs start with ADDR_NO_RANDOMIZE, the same memory layout every run.
+	FixedLayout bool
+}
+
+// String is a short, stable spelling for logs and offers: "user=job-uid nnp pidns netns
+// fixed-layout".
+func (i Isolation) String() string {
+	parts := []string{"user=" + i.User}
+	for _, l := range []struct {
+		on   bool
+		name string
+	}{{i.NoNewPrivs, "nnp"}, {i.PIDNamespace, "pidns"}, {i.NetNamespace, "netns"}, {i.FixedLayout, "fixed-layout"}} {
+		if l.on {
+			parts = append(parts, l.name)
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+// Isolation.User values.
+const (
+	userJobUID    = "job-uid"
+	userNamespace = "userns"
+	userDaemon    = "daemon-uid"
+)

@@ -1,0 +1,306 @@
+//go:build linux && amd64
+
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// The launcher is one goroutine locked to its OS thread for the life of the process, and
+// every job is forked from it. Once, it gives its thread what every job must inherit and the
+// rest of the daemon must not have: no_new_privs, ADDR_NO_RANDOMIZE, no ambient
+// capabilities and, when it can, an empty capability bounding set and a network namespace
+// with only a down loopback. These are per-thread attributes that fork copies. The Go
+// runtime creates new threads from a template thread while a locked one asks, so none of
+// this leaks into the daemon's other threads. The thread never exits: a job's Pdeathsig
+// fires when the thread that forked it dies, not when the process does.
+type launcher struct {
+	reqs   chan startReq
+	moving chan struct{} // closed once run holds a thread that is not the main one
+	nnp    bool          // no_new_privs set
+	layout bool          // ADDR_NO_RANDOMIZE set
+	netns  bool          // in the empty network namespace
+}
+
+const addrNoRandomize = 0x0040000 // <linux/personality.h>
+
+type startReq struct {
+	cmd  *exec.Cmd
+	done chan<- error
+}
+
+var theLauncher = sync.OnceValue(func() *launcher {
+	l := &launcher{reqs: make(chan startReq), moving: make(chan struct{})}
+	ready := make(chan struct{})
+	go l.run(ready)
+	<-ready
+	return l
+})
+
+// run is the launcher's goroutine; it closes ready once its thread is set up.
+func (l *launcher) run(ready chan<- struct{}) {
+	runtime.LockOSThread() // never unlocked once set up: the thread dies with the process
+	if unix.Gettid() == unix.Getpid() {
+		// The main thread, whose attributes /proc/self shows for the whole process (its
+		// /proc/self/net included). Start again elsewhere: while this goroutine holds the
+		// main thread, the new one cannot get it.
+		go l.run(ready)
+		<-l.moving
+		runtime.UnlockOSThread()
+		return
+	}
+	close(l.moving)
+	l.setup()
+	close(ready)
+	for req := range l.reqs {
+		req.done <- req.cmd.Start()
+	}
+}
+
+// setup runs once on the launcher's thread.
+func (l *launcher) setup() {
+	l.nnp = unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == nil
+	// personality(0xffffffff) reads the current persona without changing it.
+	if p, _, errno := unix.RawSyscall(unix.SYS_PERSONALITY, 0xffffffff, 0, 0); errno == 0 {
+		_, _, errno = unix.RawSyscall(unix.SYS_PERSONALITY, p|addrNoRandomize, 0, 0)
+		l.layout = errno == 0
+	}
+	unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+	// Dropping from the bounding set needs CAP_SETPCAP (root); it leaves this thread's own
+	// capabilities, which forking into a job uid and a PID namespace needs, alone.
+	for c := 0; c <= lastCap(); c++ {
+		if unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0) != nil {
+			break
+		}
+	}
+	l.netns = unix.Unshare(unix.CLONE_NEWNET) == nil
+}
+
+func lastCap() int {
+	b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap")
+	if n, err2 := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && err2 == nil {
+		return n
+	}
+	return 40 // CAP_CHECKPOINT_RESTORE, the last one in Linux 6.18
+}
+
+// start runs cmd.Start on the launcher's thread and returns its error. A nil launcher
+// starts cmd from a fresh goroutine, as jobs were started before it existed.
+func (l *launcher) start(cmd *exec.Cmd) error {
+	done := make(chan error, 1)
+	if l == nil {
+		go func() { done <- cmd.Start() }()
+	} else {
+		l.reqs <- startReq{cmd, done}
+	}
+	return <-done
+}
+
+// isolation is what a Runner decided, once, about the layers of its jobs.
+type isolation struct {
+	Isolation
+	l          *launcher
+	root       bool     // jobs get uids from the pool
+	cloneflags uintptr  // per job
+	userns     bool     // per-job user namespace with maps
+	warning    string   // said once in the log: a layer the kernel refused
+	uids       UIDRange // when root
+}
+
+// setup returns the layers for r's jobs, decided once per process and mode.
+func (r *Runner) setup() *isolation {
+	r.isoOnce.Do(func() {
+		var iso isolation
+		switch {
+		case r.noIsolation:
+			iso = isolation{Isolation: Isolation{User: userDaemon}, l: nil}
+		case os.Geteuid() == 0:
+			iso = *rootIsolation()
+		case !r.NoUserNamespace:
+			iso = *usernsIsolation()
+		default:
+			iso = *daemonIsolation()
+		}
+		iso.uids = r.JobUIDs
+		if iso.uids.Count <= 0 {
+			iso.uids = DefaultJobUIDs
+		}
+		if r.noPIDNamespace && !iso.userns {
+			iso.cloneflags &^= unix.CLONE_NEWPID
+			iso.PIDNamespace = false
+		}
+		if r.Logger != nil {
+			if iso.warning != "" {
+				r.Logger.Warn("sandbox isolation reduced", "why", iso.warning, "isolation", iso.String())
+			} else {
+				r.Logger.Info("sandbox isolation", "isolation", iso.String())
+			}
+		}
+		r.iso = &iso
+	})
+	return r.iso
+}
+
+// launcherIsolation is what every mode gets from the launcher's thread.
+func launcherIsolation(user string) *isolation {
+	l := theLauncher()
+	return &isolation{l: l, Isolation: Isolation{User: user, NoNewPrivs: l.nnp, FixedLayout: l.layout, NetNamespace: l.netns}}
+}
+
+// rootIsolation: a job uid and a PID namespace, each probed once, since a container may
+// forbid them.
+var rootIsolation = sync.OnceValue(func() *isolation {
+	iso := launcherIsolation(userJobUID)
+	iso.root, iso.uids = true, DefaultJobUIDs
+	iso.cloneflags = unix.CLONE_NEWPID
+	if err := iso.probe(); err != nil {
+		iso.cloneflags = 0
+		iso.warning = fmt.Sprintf("no PID namespace for jobs (%v): a job's processes are killed by process group and uid instead", err)
+		if err := iso.probe(); err != nil {
+			iso.warning = fmt.Sprintf("cannot run jobs as a job uid (%v)", err)
+			iso.User = "" // Run refuses
+		}
+	}
+	iso.PIDNamespace = iso.cloneflags != 0
+	return iso
+})
+
+// usernsIsolation: a user namespace per job, with a PID and a network namespace in it.
+var usernsIsolation = sync.OnceValue(func() *isolation {
+	iso := launcherIsolation(userNamespace)
+	iso.userns = true
+	iso.cloneflags = unix.CLONE_NEWUSER | unix.CLONE_NEWPID | unix.CLONE_NEWNET
+	if err := iso.probe(); err != nil {
+		iso = daemonIsolation()
+		iso.warning = fmt.Sprintf("no user namespace for jobs (%v): jobs run as the daemon's uid, can read what it can and signal it", err)
+		return iso
+	}
+	iso.PIDNamespace, iso.NetNamespace = true, true
+	return iso
+})
+
+func daemonIsolation() *isolation { return launcherIsolation(userDaemon) }
+
+// Isolation reports the layers every job of r gets beside strict seccomp. It is decided on
+// first use (of this or Run) and does not change after.
+func (r *Runner) Isolation() Isolation { return r.setup().Isolation }
+
+// probe forks as a job would, with a path that cannot be executed: ENOTDIR from execve
+// means the namespaces and credentials were all granted.
+func (iso *isolation) probe() error {
+	cmd := &exec.Cmd{Path: "/dev/null/gridnode-probe", Env: []string{}, SysProcAttr: &syscall.SysProcAttr{}}
+	iso.attr(cmd.SysProcAttr, iso.uids.First)
+	err := iso.l.start(cmd)
+	if errors.Is(err, unix.ENOTDIR) {
+		return nil
+	}
+	if err == nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return errors.New("probe unexpectedly started")
+	}
+	return err
+}
+
+// attr sets the per-job credentials and namespaces on a. Preconditions: uid is from the pool
+// when iso.root.
+func (iso *isolation) attr(a *syscall.SysProcAttr, uid uint32) {
+	a.Cloneflags = iso.cloneflags
+	switch {
+	case iso.root:
+		a.Credential = &syscall.Credential{Uid: uid, Gid: uid, Groups: []uint32{}}
+	case iso.userns:
+		// The same uid inside: not 0, so execve leaves the job no capabilities in the
+		// namespace either. setgroups stays denied.
+		u, g := os.Getuid(), os.Getgid()
+		a.UidMappings = []syscall.SysProcIDMap{{ContainerID: u, HostID: u, Size: 1}}
+		a.GidMappings = []syscall.SysProcIDMap{{ContainerID: g, HostID: g, Size: 1}}
+	}
+}
+
+// jobUIDs records which uids running jobs hold, across every Runner of the process, so two
+// Runners with overlapping ranges never share one.
+var jobUIDs struct {
+	sync.Mutex
+	held map[uint32]bool
+}
+
+// acquireUID returns a uid of rg that no running job holds.
+func acquireUID(rg UIDRange) (uint32, error) {
+	jobUIDs.Lock()
+	defer jobUIDs.Unlock()
+	if jobUIDs.held == nil {
+		jobUIDs.held = map[uint32]bool{}
+	}
+	for i := range rg.Count {
+		u := rg.First + uint32(i)
+		if !jobUIDs.held[u] {
+			jobUIDs.held[u] = true
+			return u, nil
+		}
+	}
+	return 0, ErrNoJobUID
+}
+
+// releaseUID returns uid to the pool. Preconditions: no process runs as uid.
+func releaseUID(uid uint32) {
+	jobUIDs.Lock()
+	defer jobUIDs.Unlock()
+	delete(jobUIDs.held, uid)
+}
+
+// killUID kills every process running as uid and returns once none is left: the backstop
+// when there is no PID namespace, for children that left the job's process group. pidfds
+// keep a recycled PID from being hit.
+func killUID(uid uint32) {
+	want := strconv.FormatUint(uint64(uid), 10)
+	for range 100 {
+		found := false
+		ents, _ := os.ReadDir("/proc")
+		for _, e := range ents {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			fd, err := unix.PidfdOpen(pid, 0)
+			if err != nil {
+				continue
+			}
+			if uid, state := uidState(pid); uid == want && state != "Z" {
+				found = true
+				unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+			}
+			unix.Close(fd)
+		}
+		if !found {
+			return
+		}
+		runtime.Gosched()
+	}
+}
+
+// uidState returns the real uid and the state letter of pid from /proc/pid/status.
+func uidState(pid int) (uid, state string) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return "", ""
+	}
+	s := string(b)
+	if _, rest, ok := strings.Cut(s, "\nState:\t"); ok && rest != "" {
+		state = rest[:1]
+	}
+	if _, rest, ok := strings.Cut(s, "\nUid:\t"); ok {
+		uid, _, _ = strings.Cut(rest, "\t")
+	}
+	return uid, state
+}
