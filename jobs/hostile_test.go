@@ -1,0 +1,225 @@
+package jobs
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"io"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/gridnode/gridnode/cids"
+	"github.com/gridnode/gridnode/protocol"
+	"github.com/gridnode/gridnode/sandbox"
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// sandboxLike answers as the sandbox does: a binary its validator refuses is "rejected",
+// anything else exits 0 with its input as output.
+var sandboxLike = RunnerFunc(func(ctx context.Context, job sandbox.Job, lim sandbox.Limits) (sandbox.Result, error) {
+	if err := sandbox.Validate(job.Binary, lim); err != nil {
+		return sandbox.Result{Status: sandbox.StatusRejected, Reason: err.Error(), OutputCID: cids.Sum(nil)}, nil
+	}
+	return echo.Run(ctx, job, lim)
+})
+
+var echo = transform(func(b []byte) []byte { return b })
+
+// blobServer serves st's blobs on h and counts the requests for each CID.
+type blobServer struct {
+	mu   sync.Mutex
+	asks map[cid.Cid]int
+}
+
+func serveCounting(h host.Host, st *Store) *blobServer {
+	bs := &blobServer{asks: make(map[cid.Cid]int)}
+	h.SetStreamHandler(protocol.BlobID, func(s network.Stream) {
+		var req protocol.BlobRequest
+		if protocol.ReadMsg(s, &req, protocol.MaxControlMsg) != nil {
+			s.Reset()
+			return
+		}
+		c, _ := cids.Cast(req.Cid)
+		bs.mu.Lock()
+		bs.asks[c]++
+		bs.mu.Unlock()
+		rc, size, err := st.Open(context.Background(), c)
+		if err != nil {
+			protocol.WriteMsg(s, &protocol.BlobResponse{Code: protocol.Code_NOT_FOUND})
+			s.Close()
+			return
+		}
+		defer rc.Close()
+		protocol.WriteMsg(s, &protocol.BlobResponse{Size: uint64(size)})
+		io.Copy(s, rc)
+		s.Close()
+	})
+	return bs
+}
+
+func (bs *blobServer) count(c cid.Cid) int {
+	bs.mu.Lock()
+	defer bs.mu.Unlock()
+	return bs.asks[c]
+}
+
+func (bs *blobServer) total() int {
+	bs.mu.Lock()
+	defer bs.mu.Unlock()
+	n := 0
+	for _, k := range bs.asks {
+		n += k
+	}
+	return n
+}
+
+func nonce() []byte { return bytes.Repeat([]byte{9}, protocol.MinNonce) }
+
+// TestWorkerKeepsOnlyValidBinaries has a peer send jobs whose binaries are 1 MiB of random
+// bytes (served correctly: their hashes match their CIDs) with an input to fetch by CID.
+// The worker must answer "rejected" without fetching the input, keep nothing on disk and
+// provide nothing; a valid binary is kept and provided once, and its input fetched.
+//
+// With the defence off (run once: no validation before storing and before the input, so
+// only the runner rejected the junk, as the worker did before) the worker kept all 8 MiB of
+// junk, provided all 8 blobs and fetched the input for each.
+func TestWorkerKeepsOnlyValidBinaries(t *testing.T) {
+	ctx := context.Background()
+	g := newGrid(t, WorkerConfig{Runner: sandboxLike, Validate: sandbox.Validate})
+	st := g.stores[0]
+	var provided []cid.Cid
+	var pmu sync.Mutex
+	st.Provide = func(c cid.Cid) { pmu.Lock(); provided = append(provided, c); pmu.Unlock() }
+	a, ast := newHost(t), newStore(t)
+	if err := a.Connect(ctx, addrInfo(g.hosts[0])); err != nil {
+		t.Fatal(err)
+	}
+	served := serveCounting(a, ast)
+	input := []byte("the attacker's input")
+	inCID, _ := ast.Put(ctx, input)
+	job := func(c cid.Cid) *protocol.JobRequest {
+		return &protocol.JobRequest{JobCid: c.Bytes(), InputCid: inCID.Bytes(), InputSize: uint64(len(input)), Nonce: nonce()}
+	}
+	for range 8 {
+		junk := make([]byte, 1<<20)
+		rand.Read(junk)
+		c, _ := ast.Put(ctx, junk)
+		res, err := rawJob(t, a, g.hosts[0].ID(), job(c))
+		if err != nil || res.Status != string(sandbox.StatusRejected) {
+			t.Fatalf("junk binary: got %+v, %v; want status rejected", res, err)
+		}
+	}
+	pmu.Lock()
+	nprov := len(provided)
+	pmu.Unlock()
+	if used, names := st.Used(), dirNames(t, st); used != 0 || len(names) != 0 || nprov != 0 {
+		t.Errorf("after 8 junk binaries: store holds %d bytes in %v, %d provided; want nothing", used, names, nprov)
+	}
+	if n := served.count(inCID); n != 0 {
+		t.Errorf("input fetched %d times for rejected binaries, want 0", n)
+	}
+
+	bin := jobELF(t, 1000)
+	c, _ := ast.Put(ctx, bin)
+	res, err := rawJob(t, a, g.hosts[0].ID(), job(c))
+	if err != nil || res.Status != string(sandbox.StatusExited) || !bytes.Equal(res.Output, input) {
+		t.Fatalf("valid binary: got %+v, %v", res, err)
+	}
+	pmu.Lock()
+	defer pmu.Unlock()
+	if !st.Has(c) || len(provided) != 1 || !provided[0].Equals(c) {
+		t.Errorf("valid binary: stored %v, provided %v; want stored and provided once", st.Has(c), provided)
+	}
+	if n := served.count(inCID); n != 1 {
+		t.Errorf("input fetched %d times for the valid binary, want 1", n)
+	}
+}
+
+// TestWorkerStoreQuota has a peer send jobs with 6 distinct valid binaries of 1 MiB each
+// to a worker whose store quota is 3 MiB: the store must stay under its quota, keeping the
+// most recent binaries.
+//
+// With the defence off (run once: reserve ignoring the quota, as the store did before) the
+// store held all 6 MiB.
+func TestWorkerStoreQuota(t *testing.T) {
+	ctx := context.Background()
+	g := newGrid(t, WorkerConfig{Runner: sandboxLike, Validate: sandbox.Validate})
+	st := g.stores[0]
+	st.Quota = 3 << 20
+	a, ast := newHost(t), newStore(t)
+	if err := a.Connect(ctx, addrInfo(g.hosts[0])); err != nil {
+		t.Fatal(err)
+	}
+	serveCounting(a, ast)
+	var last cid.Cid
+	for range 6 {
+		c, _ := ast.Put(ctx, jobELF(t, 1<<20-4096-9))
+		res, err := rawJob(t, a, g.hosts[0].ID(), &protocol.JobRequest{JobCid: c.Bytes(), Nonce: nonce()})
+		if err != nil || res.Status != string(sandbox.StatusExited) {
+			t.Fatalf("got %+v, %v; want status exited", res, err)
+		}
+		last = c
+	}
+	if used, names := st.Used(), dirNames(t, st); used > st.Quota || len(names) != 3 {
+		t.Errorf("store holds %d bytes in %d files, want at most the quota %d (3 binaries)", used, len(names), st.Quota)
+	}
+	if !st.Has(last) {
+		t.Error("the most recent binary was evicted")
+	}
+}
+
+// TestWorkerProviderLookups has a stranger send 20 jobs naming a binary that neither it nor
+// anyone serves, to a worker whose DHT lists 10 providers of it: the worker must look the
+// providers up at most lookupBurst times for that stranger and try at most
+// maxProvidersTried providers each time; another peer still gets a lookup.
+//
+// With the defence off (run once: no budget, every provider tried) the worker looked up
+// providers 20 times and asked the providers for the blob 200 times.
+func TestWorkerProviderLookups(t *testing.T) {
+	ctx := context.Background()
+	var lookups atomic.Int32
+	var provs []peer.AddrInfo
+	var asked []*blobServer
+	for range 10 {
+		h := newHost(t)
+		asked = append(asked, serveCounting(h, newStore(t)))
+		provs = append(provs, addrInfo(h))
+	}
+	g := newGrid(t, WorkerConfig{Runner: echo, Providers: func(context.Context, cid.Cid) []peer.AddrInfo {
+		lookups.Add(1)
+		return provs
+	}})
+	attempts := func() int {
+		n := 0
+		for _, bs := range asked {
+			n += bs.total()
+		}
+		return n
+	}
+	stranger := newHost(t)
+	if err := stranger.Connect(ctx, addrInfo(g.hosts[0])); err != nil {
+		t.Fatal(err)
+	}
+	missing := cids.Sum([]byte("a binary only a provider record claims"))
+	for range 20 {
+		if _, err := rawJob(t, stranger, g.hosts[0].ID(), &protocol.JobRequest{JobCid: missing.Bytes(), Nonce: nonce()}); err == nil {
+			t.Fatal("got a result for a binary nobody has")
+		}
+	}
+	if n, k := int(lookups.Load()), attempts(); n > lookupBurst || k > lookupBurst*maxProvidersTried {
+		t.Errorf("20 requests: %d lookups, %d provider attempts; want at most %d and %d", n, k, lookupBurst, lookupBurst*maxProvidersTried)
+	}
+	other := newHost(t)
+	if err := other.Connect(ctx, addrInfo(g.hosts[0])); err != nil {
+		t.Fatal(err)
+	}
+	before := lookups.Load()
+	rawJob(t, other, g.hosts[0].ID(), &protocol.JobRequest{JobCid: missing.Bytes(), Nonce: nonce()})
+	if lookups.Load() != before+1 {
+		t.Error("another peer's request got no provider lookup")
+	}
+}
