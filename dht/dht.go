@@ -347,10 +347,20 @@ func (d *DHT) provideLoop() {
 	}
 }
 
+// Providers without addresses in their records are looked up on the DHT: at most
+// resolveMax of them, all at once, within resolveTimeout. Honest records carry addresses, so
+// the others are stale or planted, and looking each up in turn (5 s apiece) let planted
+// records stall a caller for minutes.
+const (
+	resolveMax     = 8
+	resolveTimeout = 2 * time.Second
+)
+
 // FindProviders lists the providers of c other than this node, resolving addresses of
 // providers the records did not carry any for.
 func (d *DHT) FindProviders(ctx context.Context, c cid.Cid) []peer.AddrInfo {
 	var out []peer.AddrInfo
+	var unknown []peer.ID
 	for ai := range d.kad.FindProvidersAsync(ctx, c, 0) {
 		if ai.ID == d.h.ID() {
 			continue
@@ -359,16 +369,32 @@ func (d *DHT) FindProviders(ctx context.Context, c cid.Cid) []peer.AddrInfo {
 			ai.Addrs = d.h.Peerstore().Addrs(ai.ID)
 		}
 		if len(ai.Addrs) == 0 && d.h.Network().Connectedness(ai.ID) == network.NotConnected {
-			fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			found, err := d.kad.FindPeer(fctx, ai.ID)
-			cancel()
-			if err != nil {
-				d.log.Debug("provider without addresses", "peer", ai.ID, "err", err)
-				continue
+			if len(unknown) < resolveMax {
+				unknown = append(unknown, ai.ID)
 			}
-			ai = found
+			continue
 		}
 		out = append(out, ai)
+	}
+	found := make([]peer.AddrInfo, len(unknown))
+	var wg sync.WaitGroup
+	rctx, cancel := context.WithTimeout(ctx, resolveTimeout)
+	defer cancel()
+	for i, p := range unknown {
+		wg.Go(func() {
+			ai, err := d.kad.FindPeer(rctx, p)
+			if err != nil {
+				d.log.Debug("provider without addresses", "peer", p, "err", err)
+				return
+			}
+			found[i] = ai
+		})
+	}
+	wg.Wait()
+	for _, ai := range found {
+		if ai.ID != "" && len(ai.Addrs) > 0 {
+			out = append(out, ai)
+		}
 	}
 	return out
 }

@@ -338,8 +338,7 @@ func (n *Node) WaitWorkers(ctx context.Context, min int) ([]peer.AddrInfo, error
 }
 
 // Close stops the API servers, the worker (cancelling running jobs), the DHT and then the
-// host. It is safe to
-// call more than once.
+// host. It is safe to call more than once.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		var errs []error
