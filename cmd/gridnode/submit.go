@@ -52,7 +52,7 @@ func (c *SubmitCommand) Run(ctx context.Context, args []string) error {
 	lim := sandbox.DefaultLimits()
 	fs.Var(&boot, "bootstrap", "join the grid through the peer at full multiaddr `ADDR` (repeatable)")
 	var api apiFlag
-	fs.Var(&api, "api", "submit through the local daemon: its unix socket in --data, or with --api=`ADDR` a socket path or the loopback HOST:PORT of 'gridnode run --api'")
+	fs.Var(&api, "api", "submit through the local daemon's unix socket (in --data); --api=ADDR for a socket path, or for the loopback HOST:PORT of 'gridnode run --api'")
 	data := fs.String("data", "", "the daemon's data `DIR`, for --api: its socket and token (default $XDG_DATA_HOME/gridnode or ~/.local/share/gridnode)")
 	input := fs.String("input", "", "the job's stdin from `FILE` (default standard input, unless it is a terminal)")
 	replicas := fs.Int("replicas", 2, "independent workers to run the job on")
