@@ -329,10 +329,10 @@ func TestSubmitSilentWorkers(t *testing.T) {
 	if string(rep.Output) != "X" {
 		t.Fatalf("got output %q, want X", rep.Output)
 	}
-	// At worst both honest workers come last: 48/8 rounds of a 1 s reply deadline, 1 s of
-	// grace, and the job itself.
+	// Typically 2-5 s. At worst the honest workers come last: 48/8 rounds of the 1 s reply
+	// deadline, 1 s of grace and the job, about 7 s; 12 s leaves room for a loaded machine.
 	t.Logf("submit took %v", took)
-	if took > 9*time.Second {
-		t.Fatalf("submit took %v, want under 9s", took)
+	if took > 12*time.Second {
+		t.Fatalf("submit took %v, want under 12s", took)
 	}
 }
