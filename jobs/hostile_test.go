@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"io"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/gridnode/gridnode/cids"
 	"github.com/gridnode/gridnode/protocol"
@@ -221,5 +223,87 @@ func TestWorkerProviderLookups(t *testing.T) {
 	rawJob(t, other, g.hosts[0].ID(), &protocol.JobRequest{JobCid: missing.Bytes(), Nonce: nonce()})
 	if lookups.Load() != before+1 {
 		t.Error("another peer's request got no provider lookup")
+	}
+}
+
+// TestWorkerInlineInput follows the inline-input exchange from a raw peer: the worker asks
+// for the input only once the job is admitted and its binary is in hand, and a peer that
+// sends input unasked, or other bytes than it declared, gets no run.
+func TestWorkerInlineInput(t *testing.T) {
+	ctx := context.Background()
+	var runs atomic.Int32
+	counted := RunnerFunc(func(ctx context.Context, job sandbox.Job, lim sandbox.Limits) (sandbox.Result, error) {
+		runs.Add(1)
+		return upper.Run(ctx, job, lim)
+	})
+	g := newGrid(t, WorkerConfig{Runner: counted})
+	client := newHost(t)
+	if err := client.Connect(ctx, addrInfo(g.hosts[0])); err != nil {
+		t.Fatal(err)
+	}
+	in := []byte("inline")
+	inputFrame := func(b []byte) []byte {
+		var buf bytes.Buffer
+		protocol.WriteMsg(&buf, &protocol.JobInput{Data: b})
+		return buf.Bytes()
+	}
+	tests := []struct {
+		name    string
+		early   []byte // sent right after the header
+		asked   []byte // sent once the worker asks
+		want    protocol.Code
+		wantOut string // with OK
+	}{
+		{name: "asked, then sent", asked: inputFrame(in), want: protocol.Code_OK, wantOut: "INLINE"},
+		{name: "sent before asked", early: inputFrame(in), want: -1},
+		{name: "other bytes than declared", asked: inputFrame([]byte("inlinX")), want: protocol.Code_BAD_REQUEST},
+		{name: "more bytes than declared", asked: inputFrame(make([]byte, 1<<20)), want: -1},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// A new binary each time, served slowly: the worker is still fetching it when
+			// early bytes arrive.
+			bin := append(bytes.Clone(testBinary), byte(i))
+			st := newStore(t)
+			c, _ := st.Put(ctx, bin)
+			client.SetStreamHandler(protocol.BlobID, func(s network.Stream) {
+				time.Sleep(100 * time.Millisecond) // a slow uplink, not a wait
+				serveBlob(ctx, s, st, orDiscard(nil))
+			})
+			before := runs.Load()
+			s, err := client.NewStream(ctx, g.hosts[0].ID(), protocol.JobID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Reset()
+			s.SetDeadline(time.Now().Add(10 * time.Second))
+			hdr := &protocol.JobRequest{JobCid: c.Bytes(), InputCid: cids.Sum(in).Bytes(), InputSize: uint64(len(in)), InputInline: true, Nonce: nonce()}
+			if err := protocol.WriteMsg(s, hdr); err != nil {
+				t.Fatal(err)
+			}
+			s.Write(tt.early)
+			var admit protocol.JobAdmit
+			if err := protocol.ReadMsg(s, &admit, protocol.MaxControlMsg); err != nil || admit.Code != protocol.Code_OK {
+				t.Fatalf("admit: got %v, %v", admit.Code, err)
+			}
+			var res protocol.JobResult
+			err = protocol.ReadMsg(s, &res, protocol.MaxJobResult)
+			if err == nil && res.SendInput {
+				s.Write(tt.asked)
+				res.Reset()
+				err = protocol.ReadMsg(s, &res, protocol.MaxJobResult)
+			}
+			switch {
+			case tt.want == -1:
+				if !errors.Is(err, network.ErrReset) {
+					t.Fatalf("got %+v, %v; want a reset", &res, err)
+				}
+			case err != nil || res.Code != tt.want || string(res.Output) != tt.wantOut:
+				t.Fatalf("got %+v, %v; want code %v, output %q", &res, err, tt.want, tt.wantOut)
+			}
+			if ran := runs.Load() - before; (tt.want == protocol.Code_OK) != (ran == 1) {
+				t.Errorf("got %d runs", ran)
+			}
+		})
 	}
 }

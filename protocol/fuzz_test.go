@@ -82,6 +82,7 @@ func FuzzJobResult(f *testing.F) {
 	receipt, _ := sealedSeeds(f)
 	f.Add(frame(f, &JobResult{Status: "exited", Output: []byte("output"), CpuUs: 1500, WallUs: 2000000, Receipt: receipt}))
 	f.Add(frame(f, &JobResult{Code: Code_CANCELLED, Message: "worker shutting down"}))
+	f.Add(frame(f, &JobResult{SendInput: true}))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var m JobResult
 		if err := ReadMsg(bytes.NewReader(data), &m, MaxJobResult); err != nil {

@@ -262,6 +262,28 @@ func TestOffer(t *testing.T) {
 	}
 }
 
+func TestJobResultCheck(t *testing.T) {
+	tests := []struct {
+		name string
+		m    *JobResult
+		want error
+	}{
+		{"result", &JobResult{Status: "exited", Receipt: []byte("r")}, nil},
+		{"refusal", &JobResult{Code: Code_BUSY}, nil},
+		{"no status", &JobResult{Receipt: []byte("r")}, ErrBadRequest},
+		{"input request", &JobResult{SendInput: true}, nil},
+		{"input request with a result", &JobResult{SendInput: true, Status: "exited", Receipt: []byte("r")}, ErrBadRequest},
+		{"input request with a code", &JobResult{SendInput: true, Code: Code_INTERNAL}, ErrBadRequest},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.m.Check(); !errors.Is(err, tt.want) {
+				t.Fatalf("got %v, want %v", err, tt.want)
+			}
+		})
+	}
+}
+
 func TestJobRequestCheck(t *testing.T) {
 	ok := func() *JobRequest {
 		return &JobRequest{JobCid: cids.Sum([]byte("job")).Bytes(), InputCid: cids.Sum([]byte("in")).Bytes(), InputSize: 2, InputInline: true, Nonce: testNonce()}
