@@ -88,6 +88,9 @@ func listenSocket(path string) (*net.UnixListener, error) {
 	}
 	defer os.RemoveAll(tmp)
 	bound := filepath.Join(tmp, "s")
+	if len(bound) > maxSocketPath {
+		return nil, fmt.Errorf("api socket %s: the data dir's path is too long for a unix socket (%d bytes with a temporary name, at most %d); use a shorter --data", path, len(bound), maxSocketPath)
+	}
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: bound, Net: "unix"})
 	if err != nil {
 		return nil, fmt.Errorf("api socket: %w", err)
@@ -102,6 +105,9 @@ func listenSocket(path string) (*net.UnixListener, error) {
 	}
 	return ln, nil
 }
+
+// maxSocketPath is the longest path Linux binds a unix socket to (sun_path less its NUL).
+const maxSocketPath = 107
 
 // LoadAPIToken returns the token in the file at path, creating the file (mode 0600) with a
 // fresh random token if it does not exist. A file others may read or write is an error.
