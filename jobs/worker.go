@@ -51,9 +51,13 @@ const protectTag = "gridnode-job"
 //
 // (plus a handler goroutine each), however many identities send them; at most
 // maxPendingPerPeer of them per peer, each for at most protocol.HeaderTimeout. An admitted
-// job holds at most its binary, its input and its output, so the whole bound is
+// job holds its binary, its input and its output (once from the runner, once framed), so
+// the whole bound is
 //
-//	512 KiB + Slots x (MaxBinary + MaxInput + MaxOutput) = 512 KiB + Slots x 96 MiB by default.
+//	512 KiB + Slots x (MaxBinary + MaxInput + 2 x MaxOutput) = 512 KiB + Slots x 112 MiB
+//
+// by default, and transiently half a binary more per slot while a fetched binary's buffer
+// grows (it grows with the bytes that arrive, never with the size a peer claims).
 //
 // maxPending is half the 256 job streams the node's resource manager allows in all: when it
 // is reached the oldest unjudged stream is reset to make room, so idle streams of many
