@@ -307,3 +307,50 @@ func TestWorkerInlineInput(t *testing.T) {
 		})
 	}
 }
+
+// TestWorkerPendingPerPeer has one peer open 20 job streams and write nothing, on a host
+// whose resource manager allows that many: the worker itself keeps at most
+// maxPendingPerPeer of them, and lets go of those within protocol.HeaderTimeout.
+//
+// With the defence off (run once each): without the per-peer limit in the worker it held all
+// 20 ("worker holds 20 idle job streams of one peer, want at most 4"); with the old 60 s
+// deadline it still held them after 10 s.
+func TestWorkerPendingPerPeer(t *testing.T) {
+	ctx := context.Background()
+	g := newGrid(t, WorkerConfig{Runner: echo})
+	w := g.hosts[0]
+	a := newHost(t)
+	if err := a.Connect(ctx, addrInfo(w)); err != nil {
+		t.Fatal(err)
+	}
+	held := func() int {
+		k := 0
+		for _, c := range w.Network().ConnsToPeer(a.ID()) {
+			for _, s := range c.GetStreams() {
+				if s.Protocol() == protocol.JobID && s.Stat().Direction == network.DirInbound {
+					k++
+				}
+			}
+		}
+		return k
+	}
+	for range 20 {
+		s, err := a.NewStream(ctx, w.ID(), protocol.JobID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Reset()
+		s.Read(nil) // flush the lazy handshake: the worker's handler runs
+	}
+	// What the worker keeps cannot be polled for (a stream not yet refused looks like one
+	// kept): look once the refusals have landed, well within the header deadline.
+	time.Sleep(500 * time.Millisecond)
+	if n := held(); n > maxPendingPerPeer {
+		t.Errorf("worker holds %d idle job streams of one peer, want at most %d", n, maxPendingPerPeer)
+	}
+	start := time.Now()
+	waitFor(t, "the worker to let go of the idle streams", func() bool { return held() == 0 })
+	if d := time.Since(start); d > protocol.HeaderTimeout {
+		t.Errorf("idle streams held for %v, want at most the %v header deadline", d, protocol.HeaderTimeout)
+	}
+}
