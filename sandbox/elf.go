@@ -23,7 +23,10 @@ const (
 	pfX        = 1
 	pfR        = 4
 	classELF64 = 2
-	dataLSB    = 1
+	// maxDynAlign is the largest PT_LOAD alignment of a static PIE: the kernel rounds the
+	// load bias down to the largest alignment, so a huge one (2^47) makes the bias 0.
+	maxDynAlign = 2 << 20
+	dataLSB     = 1
 )
 
 var le = binary.LittleEndian
@@ -128,6 +131,9 @@ func validate(b []byte, lim Limits, patched bool) (*elfInfo, error) {
 			if err := in.addLoad(s, uint64(len(b))); err != nil {
 				return nil, err
 			}
+			if align := le.Uint64(p[48:]); in.typ == etDyn && align > maxDynAlign {
+				return nil, reject("PT_LOAD %d: alignment %#x over %#x: the kernel could place this static PIE at address 0", len(in.loads)-1, align, maxDynAlign)
+			}
 			in.lastLoadIdx = i
 		}
 	}
@@ -136,6 +142,11 @@ func validate(b []byte, lim Limits, patched bool) (*elfInfo, error) {
 	}
 	if in.typ == etExec && in.loads[0].vaddr&^(pageSize-1) < minVaddr {
 		return nil, reject("first segment at %#x is below the lowest mappable address %#x", in.loads[0].vaddr, minVaddr)
+	}
+	// A static PIE's first PT_LOAD with no file bytes is placed by vm_brk at its link
+	// address, unrelocated: address 0 for a normal static PIE.
+	if in.typ == etDyn && in.loads[0].filesz == 0 {
+		return nil, reject("static PIE whose first segment has no file bytes: the kernel would map it at its link address %#x", in.loads[0].vaddr)
 	}
 	entrySeg := -1
 	for i, s := range in.loads {

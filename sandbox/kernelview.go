@@ -38,6 +38,9 @@ type kernelImage struct {
 	table  []byte       // the e_phnum program headers the kernel reads at e_phoff
 	loads  []kernelLoad // PT_LOADs in table order: the order the kernel maps them in
 	interp bool         // a PT_INTERP is present: the kernel would run another program
+	// maxAlign is maximum_alignment(): the largest power-of-two p_align of the PT_LOADs,
+	// which the kernel aligns a static PIE's load bias to.
+	maxAlign uint64
 }
 
 // readKernelImage reads r (size bytes) as load_elf_binary does, refusing what it refuses.
@@ -80,6 +83,9 @@ func readKernelImage(r io.ReaderAt, size int64) (*kernelImage, error) {
 		case kPTInterp:
 			im.interp = true
 		case kPTLoad:
+			if a := u64(p[48:]); a&(a-1) == 0 {
+				im.maxAlign = max(im.maxAlign, a)
+			}
 			im.loads = append(im.loads, kernelLoad{
 				flags: u32(p[4:]), off: u64(p[8:]), vaddr: u64(p[16:]),
 				filesz: u64(p[32:]), memsz: u64(p[40:]),
@@ -119,6 +125,10 @@ func checkImage(r io.ReaderAt, size int64, e *edits) error {
 		return bad("the kernel would load an interpreter")
 	case len(im.loads) == 0:
 		return bad("no PT_LOAD")
+	}
+	if im.typ == 3 && (im.maxAlign > 2<<20 || im.loads[0].filesz == 0) {
+		// Either makes the kernel map a static PIE at its link address (0), not at a bias.
+		return bad("static PIE with alignment %#x and a first segment of %d file bytes: it may load at address 0", im.maxAlign, im.loads[0].filesz)
 	}
 	last := im.loads[len(im.loads)-1]
 	stubLoad := kernelLoad{off: e.stubOff, vaddr: e.stubVaddr, filesz: uint64(len(e.stub)), memsz: uint64(len(e.stub)), flags: kPFR | kPFX}
