@@ -179,8 +179,12 @@ func TestWorkerStoreQuota(t *testing.T) {
 // providers up at most lookupBurst times for that stranger and try at most
 // maxProvidersTried providers each time; another peer still gets a lookup.
 //
-// With the defence off (run once: no budget, every provider tried) the worker looked up
-// providers 20 times and asked the providers for the blob 200 times.
+// 20 more identities, one request each, then share the worker-wide budget.
+//
+// With the defence off (run once each): with no budget and every provider tried the worker
+// looked up providers 20 times and asked the providers for the blob 200 times for the first
+// stranger; with only the per-peer budget the 22 identities got 25 lookups ("want at most
+// 16").
 func TestWorkerProviderLookups(t *testing.T) {
 	ctx := context.Background()
 	var lookups atomic.Int32
@@ -207,6 +211,7 @@ func TestWorkerProviderLookups(t *testing.T) {
 		t.Fatal(err)
 	}
 	missing := cids.Sum([]byte("a binary only a provider record claims"))
+	start := time.Now()
 	for range 20 {
 		if _, err := rawJob(t, stranger, g.hosts[0].ID(), &protocol.JobRequest{JobCid: missing.Bytes(), Nonce: nonce()}); err == nil {
 			t.Fatal("got a result for a binary nobody has")
@@ -223,6 +228,18 @@ func TestWorkerProviderLookups(t *testing.T) {
 	rawJob(t, other, g.hosts[0].ID(), &protocol.JobRequest{JobCid: missing.Bytes(), Nonce: nonce()})
 	if lookups.Load() != before+1 {
 		t.Error("another peer's request got no provider lookup")
+	}
+
+	// Fresh identities are free: 20 more strangers, one request each, share one budget.
+	for range 20 {
+		h := newHost(t)
+		if err := h.Connect(ctx, addrInfo(g.hosts[0])); err != nil {
+			t.Fatal(err)
+		}
+		rawJob(t, h, g.hosts[0].ID(), &protocol.JobRequest{JobCid: missing.Bytes(), Nonce: nonce()})
+	}
+	if n, most := int(lookups.Load()), allLookupBurst+int(time.Since(start)/allLookupPeriod); n > most {
+		t.Errorf("%d lookups from 22 identities, want at most %d", n, most)
 	}
 }
 

@@ -68,12 +68,15 @@ const (
 	maxPendingPerPeer = 4   // of those, per peer
 
 	// Provider lookups (when the submitter does not serve the binary): at most one lookup
-	// and maxProvidersTried providers per request, and per requesting peer lookupBurst
-	// lookups at once, then one per lookupPeriod.
+	// and maxProvidersTried providers per request; per requesting peer lookupBurst lookups
+	// at once, then one per lookupPeriod; and, since peer IDs are free, over all peers
+	// allLookupBurst at once, then one per allLookupPeriod.
 	maxProvidersTried = 3
 	lookupBurst       = 4
 	lookupPeriod      = 15 * time.Second
 	lookupPeers       = 1024 // requesting peers whose lookup budget is tracked
+	allLookupBurst    = 16
+	allLookupPeriod   = 2 * time.Second
 	lookupTimeout     = 20 * time.Second
 )
 
@@ -113,6 +116,7 @@ type Worker struct {
 	policy  sandbox.Limits // the most a job may ask for
 	deflt   sandbox.Limits // what a job that names no limit gets: the defaults, capped by policy
 	lookups *budget        // provider lookups per requesting peer
+	all     *budget        // provider lookups of all peers, under ""
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -160,6 +164,7 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 		policy:    policy,
 		deflt:     minLimits(sandbox.DefaultLimits(), policy),
 		lookups:   newBudget(lookupBurst, lookupPeriod, lookupPeers),
+		all:       newBudget(allLookupBurst, allLookupPeriod, 1),
 		ctx:       ctx,
 		cancel:    cancel,
 		protected: make(map[peer.ID]int),
@@ -690,8 +695,8 @@ func (w *Worker) fromProviders(ctx context.Context, from peer.ID, c cid.Cid, max
 	if w.cfg.Providers == nil {
 		return nil, ErrNotFound
 	}
-	if !w.lookups.take(from, time.Now()) {
-		return nil, fmt.Errorf("%w: provider lookups of %s: budget spent", ErrNotFound, from)
+	if now := time.Now(); !w.lookups.take(from, now) || !w.all.take("", now) {
+		return nil, fmt.Errorf("%w: provider lookups: budget spent", ErrNotFound)
 	}
 	lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	provs := w.cfg.Providers(lctx, c)
