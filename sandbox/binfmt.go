@@ -155,7 +155,7 @@ func readBinfmt(dir string) ([]binfmtEntry, error) {
 // CheckBinfmt returns nil if no enabled binfmt_misc handler could run a job in place of the
 // kernel's ELF loader, and otherwise an error that names the handlers and how to disable
 // them. Workers call it at start; Runner.Run refuses jobs while it fails.
-func CheckBinfmt() error { return checkBinfmtDir(BinfmtDir) }
+func CheckBinfmt() error { return checkBinfmtSystem() }
 
 func checkBinfmtDir(dir string) error {
 	bad, err := readBinfmt(dir)
@@ -178,7 +178,7 @@ type binfmtCache struct {
 	mu   sync.Mutex
 	at   time.Time
 	err  error
-	dir  string // BinfmtDir if empty
+	dir  string // a directory to read instead of the system's instances (tests)
 	once bool
 }
 
@@ -193,10 +193,11 @@ func (c *binfmtCache) check() error {
 	if c.once && time.Since(c.at) < binfmtTTL {
 		return c.err
 	}
-	dir := c.dir
-	if dir == "" {
-		dir = BinfmtDir
+	if c.dir == "" {
+		c.err = checkBinfmtSystem()
+	} else {
+		c.err = checkBinfmtDir(c.dir)
 	}
-	c.err, c.at, c.once = checkBinfmtDir(dir), time.Now(), true
+	c.at, c.once = time.Now(), true
 	return c.err
 }

@@ -86,4 +86,32 @@ func TestBinfmtChild(t *testing.T) {
 	if !errors.Is(err, ErrBinfmt) {
 		t.Fatalf("Run: got %v (%s %q %q), want ErrBinfmt", err, res.Status, res.Reason, res.Output)
 	}
+
+	// The handler still applies to a process that cannot see any binfmt_misc mount: the
+	// instance belongs to the user namespace. A grandchild in its own mount namespace
+	// unmounts it and must still find the handler, through its private mount. (Without that
+	// mount it sees no instance and refuses jobs for not knowing; in the initial user
+	// namespace, where that is not an error, it would have allowed them.)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestBinfmtGrandchild$", "-test.v")
+	cmd.Env = append(os.Environ(), "GRIDNODE_BINFMT_GRANDCHILD=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNS}
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "--- PASS: TestBinfmtGrandchild") {
+		t.Fatalf("grandchild: %v\n%s", err, out)
+	}
+}
+
+// TestBinfmtGrandchild is TestBinfmtChild's child; it does nothing unless started by it.
+func TestBinfmtGrandchild(t *testing.T) {
+	if os.Getenv("GRIDNODE_BINFMT_GRANDCHILD") == "" {
+		return
+	}
+	if err := syscall.Unmount(BinfmtDir, syscall.MNT_DETACH); err != nil {
+		t.Fatalf("unmount: %v", err)
+	}
+	if ms, err := binfmtMounts(); err != nil || len(ms) != 0 {
+		t.Fatalf("binfmt_misc mounts still visible: %v %v", ms, err)
+	}
+	if err := CheckBinfmt(); !errors.Is(err, ErrBinfmt) || !strings.Contains(err.Error(), "gridnode-test") {
+		t.Fatalf("CheckBinfmt with no visible mount: got %v, want ErrBinfmt naming gridnode-test", err)
+	}
 }
