@@ -81,37 +81,43 @@ code:
 	test %rcx, %rcx
 	jnz 2b
 
-	# munmap the vDSO image, page_up(e_shoff + e_shnum*e_shentsize) bytes (its section
-	# headers come last), and the vvar pages below it, but never the job's own pages
-	# below: a static PIE's image ends with the stub's page.
+	# munmap the vDSO and the kernel's stack, which ends at top = page_up(AT_EXECFN + 1)
+	# (the string is the last thing on it). The vDSO image starts at AT_SYSINFO_EHDR with its
+	# vvar pages below. When the job's image, which ends with the stub's page, lies below
+	# the vvar pages (every ET_EXEC job), nothing else is mapped from there to the stack
+	# top, and one munmap takes both. A static PIE lies just above the vDSO: then the vDSO
+	# goes alone, exactly page_up(e_shoff + e_shnum*e_shentsize) bytes (its section headers
+	# come last), and then the stack. No push or call from here until rsp is switched.
+	test %rbx, %rbx
+	jz fail
+	lea 4096(%rbx), %rsi
+	and $-4096, %rsi
+	lea -OLD_STACK(%rsi), %rdi
 	test %rbp, %rbp
-	jz 3f
-	movzwl 0x3c(%rbp), %eax
+	jz 4f
+	lea data+4096(%rip), %rax
+	cmp %rbp, %rax
+	ja 3f
+	lea -VVAR_BELOW(%rbp), %rdi
+	cmp %rax, %rdi
+	cmovb %rax, %rdi
+	jmp 4f
+3:	movzwl 0x3c(%rbp), %eax
 	movzwl 0x3a(%rbp), %ecx
 	imul %ecx, %eax
 	add 0x28(%rbp), %rax
 	lea 4095(%rbp,%rax), %rsi
 	and $-4096, %rsi
 	lea -VVAR_BELOW(%rbp), %rdi
-	lea data+4096(%rip), %rax
-	cmp %rbp, %rax
-	ja 4f
-	cmp %rax, %rdi
-	cmovb %rax, %rdi
-4:	sub %rdi, %rsi
+	sub %rdi, %rsi
 	mov $11, %eax
 	syscall
 	test %rax, %rax
 	jnz fail
-3:
-	# munmap the kernel's stack, [top - OLD_STACK, top) where top = page_up(AT_EXECFN + 1).
-	# No push or call from here until rsp is switched.
-	test %rbx, %rbx
-	jz fail
-	lea 4096(%rbx), %rdi
-	and $-4096, %rdi
-	sub $OLD_STACK, %rdi
-	mov $OLD_STACK, %esi
+	lea 4096(%rbx), %rsi
+	and $-4096, %rsi
+	lea -OLD_STACK(%rsi), %rdi
+4:	sub %rdi, %rsi
 	mov $11, %eax
 	syscall
 	test %rax, %rax
