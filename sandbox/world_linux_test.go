@@ -20,6 +20,7 @@ import (
 
 	"github.com/gridnode/gridnode/internal/proctest"
 	"github.com/gridnode/gridnode/sandbox"
+	"github.com/gridnode/gridnode/sdk"
 )
 
 // The world the stub builds (testdata/stub_amd64.S), as a job observes it.
@@ -346,6 +347,11 @@ func blockedMaps(t *testing.T, bin []byte, patched string, direct bool) string {
 	}
 	var job int
 	proctest.Poll(t, 20*time.Second, "a job in strict seccomp mode", func() bool {
+		select {
+		case err := <-done:
+			t.Fatalf("blocked job (direct %v) ended before it blocked: %v", direct, err)
+		default:
+		}
 		for _, pid := range pids() {
 			if proctest.StatusField(pid, "Seccomp") == "1" {
 				job = pid
@@ -374,4 +380,57 @@ func descendants(pid int) []int {
 		queue = append(queue, kids...)
 	}
 	return all
+}
+
+// TestWorldStaticPIE checks the other layout: a static PIE (ET_DYN) is mapped by the kernel
+// just above the vDSO, so the stub must unmap the vDSO without touching the job's first
+// pages. block, built -static-pie, must still run to the end, and no vDSO may be left.
+//
+// It failed against the old stub ([vvar], [vvar_vclock], [vdso] right below the image at
+// 7ffff7ff8000) and against a stub that unmapped 1 MiB above the vDSO ("ended before it
+// blocked: crashed exit 0 (killed by SIGSEGV)": the job's own first pages were gone).
+func TestWorldStaticPIE(t *testing.T) {
+	cc, err := exec.LookPath("cc")
+	if err != nil {
+		t.Fatal("a C compiler is needed (apt-get install -y gcc)")
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "gridjob.h"), sdk.Header, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var args []string
+	for _, f := range sdk.Flags() {
+		if f != "-fno-pie" && f != "-no-pie" && f != "-static" {
+			args = append(args, f)
+		}
+	}
+	out := filepath.Join(dir, "block")
+	args = append(args, "-static-pie", "-fpie", "-I", dir, "-o", out, filepath.Join("testdata", "hostile", "block.c"))
+	if b, err := exec.Command(cc, args...).CombinedOutput(); err != nil {
+		t.Fatalf("cc: %v\n%s", err, b)
+	}
+	bin, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if typ := le.Uint16(bin[offType:]); typ != 3 {
+		t.Fatalf("built ELF type %d, want ET_DYN (3)", typ)
+	}
+	img, err := sandbox.Patch(bin, sandbox.Limits{Stack: 8 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	patched := filepath.Join(dir, "patched")
+	if err := os.WriteFile(patched, img, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, direct := range []bool{false, true} {
+		maps := blockedMaps(t, bin, patched, direct)
+		if strings.Contains(maps, "[vdso]") || strings.Contains(maps, "[vvar") {
+			t.Errorf("job still has a vDSO mapping (direct %v):\n%s", direct, maps)
+		}
+		if want := fmt.Sprintf("%x-%x rw-p ", worldStackTop-8<<20, worldStackTop); !strings.Contains(maps, want) {
+			t.Errorf("no stack mapping %q in the job's maps (direct %v):\n%s", want, direct, maps)
+		}
+	}
 }
