@@ -30,6 +30,7 @@ func openJobs(n *Node) (*jobsPart, error) {
 	// so a worker that cannot reach the submitter finds another source. Other blobs (what
 	// this node submits, inputs) are not: a provider record should point at a real job.
 	st.Provide = n.d.ProvideLater
+	st.Quota = cfg.StoreQuota
 	j := &jobsPart{}
 	log := n.log.With("component", "jobs")
 	// The submitter serves the store's blobs (binaries it submits); a worker then replaces
@@ -52,14 +53,18 @@ func openJobs(n *Node) (*jobsPart, error) {
 		var validate func([]byte, sandbox.Limits) error // nil: sandbox.Validate
 		if _, ok := runner.(*sandbox.Runner); !ok {
 			validate = acceptAny // a runner of the caller's (tests) judges binaries itself
+		} else if err := sandbox.CheckBinfmt(); err != nil {
+			// The node still serves the grid; every job is refused until this is fixed.
+			log.Error("jobs will be refused", "err", err)
 		}
 		j.worker, err = jobs.NewWorker(jobs.WorkerConfig{
-			Host:     n.h,
-			Store:    st,
-			Runner:   runner,
-			Slots:    cfg.Slots,
-			Limits:   cfg.Limits,
-			Validate: validate,
+			Host:         n.h,
+			Store:        st,
+			Runner:       runner,
+			Slots:        cfg.Slots,
+			SlotsPerPeer: cfg.SlotsPerPeer,
+			Limits:       cfg.Limits,
+			Validate:     validate,
 			Providers: func(ctx context.Context, c cid.Cid) []peer.AddrInfo {
 				return n.d.FindProviders(ctx, c)
 			},

@@ -1,6 +1,8 @@
 package node
 
 import (
+	"runtime"
+
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/network"
 	p2pproto "github.com/libp2p/go-libp2p/core/protocol"
@@ -30,7 +32,10 @@ const perPeerStreams = 4
 // opened at once) exhausts the connection's memory budget for yamux receive windows, and
 // yamux then drops the flooding peer's whole connection; other peers are not affected
 // (TestAbuse, TestHostileStreams).
-func newResourceManager() (network.ResourceManager, error) {
+//
+// jobsPerPeer is the per-peer limit for job streams: its unjudged requests (perPeerStreams)
+// plus the slots it may hold, so a submitter can use its whole share of a big worker.
+func newResourceManager(jobsPerPeer int) (network.ResourceManager, error) {
 	cfg := rcmgr.DefaultLimits
 	libp2p.SetDefaultServiceLimits(&cfg)
 
@@ -47,7 +52,7 @@ func newResourceManager() (network.ResourceManager, error) {
 	for _, l := range []lim{
 		{protocol.InfoID, 256, perPeerStreams, 4 << 20},
 		{protocol.BlobID, 64, perPeerStreams, 128 << 20},
-		{protocol.JobID, 256, perPeerStreams, 64 << 20},
+		{protocol.JobID, 256, jobsPerPeer, 64 << 20},
 	} {
 		cfg.AddProtocolLimit(l.id,
 			rcmgr.BaseLimit{StreamsInbound: l.total, StreamsOutbound: l.total, Streams: 2 * l.total, Memory: l.mem},
@@ -57,4 +62,17 @@ func newResourceManager() (network.ResourceManager, error) {
 			rcmgr.BaseLimitIncrease{})
 	}
 	return rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(cfg.AutoScale()), rcmgr.WithMetricsDisabled())
+}
+
+// jobStreamsPerPeer is perPeerStreams plus the slots one peer may hold on this node.
+func jobStreamsPerPeer(cfg Config) int {
+	slots := cfg.Slots
+	if slots <= 0 {
+		slots = runtime.NumCPU()
+	}
+	share := cfg.SlotsPerPeer
+	if share <= 0 {
+		share = (slots + 1) / 2
+	}
+	return perPeerStreams + min(share, slots)
 }

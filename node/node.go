@@ -37,8 +37,12 @@ type Config struct {
 	Bootstrap []string // full /p2p/ multiaddrs of peers to join through
 	Relays    []string // static relays for the relay client (non-loopback only)
 	Slots     int      // concurrent jobs; default runtime.NumCPU()
-	Limits    sandbox.Limits
-	Loopback  bool // listen on 127.0.0.1 and skip NAT traversal; implied when every Listen address is loopback
+	// SlotsPerPeer is how many slots one peer may hold; default half the slots, rounded up.
+	SlotsPerPeer int
+	// StoreQuota bounds the bytes of blobs kept in the data dir; default jobs.DefaultQuota.
+	StoreQuota int64
+	Limits     sandbox.Limits
+	Loopback   bool // listen on 127.0.0.1 and skip NAT traversal; implied when every Listen address is loopback
 	// Reach bounds the addresses the node dials (see Reach); the default derives it from
 	// Listen and Bootstrap, so a node on a loopback testnet dials loopback and a node on the
 	// internet only public addresses.
@@ -171,7 +175,7 @@ func newHost(key crypto.PrivKey, cfg Config) (host.Host, error) {
 			}
 		}
 	}
-	rm, err := newResourceManager()
+	rm, err := newResourceManager(jobStreamsPerPeer(cfg))
 	if err != nil {
 		return nil, fmt.Errorf("resource manager: %w", err)
 	}

@@ -25,6 +25,9 @@ func (c *RunCommand) Run(ctx context.Context, args []string) error {
 	fs.Var(&boot, "bootstrap", "join the grid through the peer at full multiaddr `ADDR` (repeatable)")
 	fs.Var(&relays, "relay", "use the relay at full multiaddr `ADDR` when behind NAT (repeatable)")
 	slots := fs.Int("slots", 0, "jobs run at once (default the number of CPUs)")
+	perPeer := fs.Int("slots-per-peer", 0, "slots one peer may hold at once (default half the slots, rounded up)")
+	var quota int64
+	fs.Var((*sizeFlag)(&quota), "store-quota", "disk space for stored job binaries, least recently used evicted first (default 2GiB)")
 	api := fs.String("api", "", "also serve the submit API on loopback TCP `ADDR` (127.0.0.1:PORT), where requests need the token in DIR/"+node.APITokenFile)
 	reach := fs.String("reach", "auto", "addresses the node dials: `R` is public, lan (also private and link-local), loopback, or auto (the widest of the listen and bootstrap addresses)")
 	verbose := fs.Bool("v", false, "log debug messages")
@@ -51,6 +54,10 @@ Flags:
 		fs.Usage()
 		return errUsage
 	}
+	if *slots < 0 || *perPeer < 0 || quota < 0 {
+		fmt.Fprintln(fs.Output(), "gridnode run: --slots, --slots-per-peer and --store-quota must not be negative")
+		return errUsage
+	}
 	r, ok := node.ParseReach(*reach)
 	if !ok {
 		fmt.Fprintf(fs.Output(), "gridnode run: --reach %q: want public, lan, loopback or auto\n", *reach)
@@ -58,15 +65,17 @@ Flags:
 	}
 	log := newLogger(slog.LevelInfo, *verbose)
 	n, err := node.Open(ctx, node.Config{
-		Reach:     r,
-		DataDir:   *data,
-		Listen:    listen,
-		Bootstrap: boot,
-		Relays:    relays,
-		Slots:     *slots,
-		Limits:    lim,
-		Worker:    true,
-		Logger:    log,
+		Reach:        r,
+		DataDir:      *data,
+		Listen:       listen,
+		Bootstrap:    boot,
+		Relays:       relays,
+		Slots:        *slots,
+		SlotsPerPeer: *perPeer,
+		StoreQuota:   quota,
+		Limits:       lim,
+		Worker:       true,
+		Logger:       log,
 	})
 	if err != nil {
 		return err
