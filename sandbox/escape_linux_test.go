@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -142,12 +143,15 @@ func TestEscapeIdentity(t *testing.T) {
 		"CapInh": "0000000000000000", "CapPrm": "0000000000000000", "CapEff": "0000000000000000",
 		"CapBnd": "0000000000000000", "CapAmb": "0000000000000000",
 		"NoNewPrivs": "1",
-		"suid-euid":  got["uid"], // not 0: no_new_privs ignores the setuid bit
 	}
 	for k, v := range want {
 		if got[k] != v {
 			t.Errorf("got %s %q, want %q", k, got[k], v)
 		}
+	}
+	// Landlock refuses the execve; without Landlock, no_new_privs ignores the setuid bit.
+	if got["suid-euid"] == "0" {
+		t.Error("the setuid-root binary ran as root")
 	}
 	if p, err := strconv.ParseUint(got["personality"], 16, 32); err != nil || p&addrNoRandomize == 0 {
 		t.Errorf("got personality %q, want ADDR_NO_RANDOMIZE (%#x) set", got["personality"], addrNoRandomize)
@@ -182,6 +186,30 @@ func TestEscapeDataDir(t *testing.T) {
 	}
 	out := runNoStub(t, &Runner{}, bin, secret+"\n", 10*time.Second).Output
 	if bytes.Contains(out, []byte("identity-secret")) || !bytes.HasPrefix(out, []byte("open: ")) {
+		t.Errorf("got %q, want open to fail", out)
+	}
+}
+
+// TestEscapeWorldReadable: Landlock keeps even world-readable files from the job.
+// With only the job uid (Landlock off) it printed "read: public".
+func TestEscapeWorldReadable(t *testing.T) {
+	if landlockABI() == 0 {
+		t.Skip("no Landlock in this kernel")
+	}
+	bin := escapeJob(t, "readfile", false)
+	dir, err := os.MkdirTemp("", "escape-public-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	public := filepath.Join(dir, "public")
+	if err := errors.Join(os.Chmod(dir, 0o755), os.WriteFile(public, []byte("public"), 0o644)); err != nil {
+		t.Fatal(err)
+	}
+	if out := runNoStub(t, &Runner{noIsolation: true}, bin, public+"\n", 10*time.Second).Output; string(out) != "read: public\n" {
+		t.Fatalf("control: got %q, want the file", out)
+	}
+	if out := runNoStub(t, &Runner{}, bin, public+"\n", 10*time.Second).Output; !bytes.HasPrefix(out, []byte("open: ")) {
 		t.Errorf("got %q, want open to fail", out)
 	}
 }
@@ -321,22 +349,26 @@ func TestEscapeLeftovers(t *testing.T) {
 			if elapsed > wall+500*time.Millisecond {
 				t.Errorf("Run returned after %s, want within the %s wall limit", elapsed, wall)
 			}
-			if res.Status != StatusExited || string(res.Output) != "forked\n" {
-				t.Errorf("got %s %q (%s), want exited %q", res.Status, res.Output, res.Reason, "forked\n")
+			if res.Status != StatusExited {
+				t.Errorf("got %s (%s), want exited", res.Status, res.Reason)
 			}
 			if left := leftovers(); len(left) != 0 {
 				kill(left)
 				t.Errorf("processes %v outlived the job", left)
 			}
-			if pids := jobUIDProcesses(); len(pids) != 0 {
-				t.Errorf("processes %v still run as job uids", pids)
+			uid, ok := strings.CutPrefix(strings.TrimSpace(string(res.Output)), "forked as uid ")
+			if !ok {
+				t.Fatalf("got output %q, want %q", res.Output, "forked as uid N")
+			}
+			if pids := uidProcesses(uid); len(pids) != 0 && uid != "0" {
+				t.Errorf("processes %v still run as the job's uid %s", pids, uid)
 			}
 		})
 	}
 }
 
-// jobUIDProcesses lists the live processes whose uid is in DefaultJobUIDs.
-func jobUIDProcesses() []int {
+// uidProcesses lists the live processes running as uid.
+func uidProcesses(uid string) []int {
 	ents, _ := os.ReadDir("/proc")
 	var pids []int
 	for _, e := range ents {
@@ -344,9 +376,7 @@ func jobUIDProcesses() []int {
 		if err != nil {
 			continue
 		}
-		uid, state := uidState(pid)
-		u, err := strconv.ParseUint(uid, 10, 32)
-		if err == nil && state != "Z" && uint32(u) >= DefaultJobUIDs.First && u < uint64(DefaultJobUIDs.First)+uint64(DefaultJobUIDs.Count) {
+		if u, state := uidState(pid); u == uid && state != "Z" {
 			pids = append(pids, pid)
 		}
 	}
@@ -357,13 +387,30 @@ func jobUIDProcesses() []int {
 func TestIsolationReport(t *testing.T) {
 	requireRoot(t)
 	got := (&Runner{}).Isolation()
-	want := Isolation{User: "job-uid", NoNewPrivs: true, PIDNamespace: true, NetNamespace: true, FixedLayout: true}
+	abi := landlockABI()
+	want := Isolation{User: "job-uid", NoNewPrivs: true, PIDNamespace: true, NetNamespace: true, FixedLayout: true, Landlock: abi}
 	if got != want {
 		t.Errorf("got %+v, want %+v", got, want)
 	}
-	if s := got.String(); s != "user=job-uid nnp pidns netns fixed-layout" {
-		t.Errorf("got %q", s)
+	if s, want := got.String(), "user=job-uid nnp pidns netns fixed-layout"+landlockSuffix(abi); s != want {
+		t.Errorf("got %q, want %q", s, want)
 	}
+}
+
+// landlockABI is the kernel's Landlock ABI version, 0 for none.
+func landlockABI() int {
+	abi, _, errno := unix.Syscall(sysLandlockCreateRuleset, 0, 0, landlockCreateRulesetVersion)
+	if errno != 0 {
+		return 0
+	}
+	return int(abi)
+}
+
+func landlockSuffix(abi int) string {
+	if abi == 0 {
+		return ""
+	}
+	return " landlock=" + strconv.Itoa(abi)
 }
 
 // TestJobUIDPool: concurrent jobs hold distinct uids, across Runners; a full range is
@@ -384,4 +431,106 @@ func TestJobUIDPool(t *testing.T) {
 	}
 	releaseUID(a)
 	releaseUID(b)
+}
+
+// nonRootEnv holds, in TestEscapeNonRoot's helper process, the paths of the whoami and
+// readfile jobs and of the secret.
+const nonRootEnv = "GRIDNODE_ESCAPE_NONROOT"
+
+// TestNonRootHelper is not a real test: TestEscapeNonRoot runs the test binary again as
+// nobody with only this test selected, and it reports what the jobs see in each mode.
+func TestNonRootHelper(t *testing.T) {
+	paths := strings.Split(os.Getenv(nonRootEnv), ":")
+	if len(paths) != 4 {
+		t.Skip("helper for TestEscapeNonRoot")
+	}
+	whoami, err1 := os.ReadFile(paths[0])
+	readfile, err2 := os.ReadFile(paths[1])
+	signal, err3 := os.ReadFile(paths[3])
+	if err := errors.Join(err1, err2, err3); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []*Runner{{}, {NoUserNamespace: true}} {
+		iso := r.setup() // the launcher's thread is the job's likeliest target
+		fmt.Printf("isolation: %s\n%s%s%s--\n", r.Isolation(), runNoStub(t, r, whoami, "", 10*time.Second).Output,
+			runNoStub(t, r, readfile, paths[2]+"\n", 10*time.Second).Output,
+			runNoStub(t, r, signal, strconv.Itoa(iso.l.tid)+"\n", 10*time.Second).Output)
+	}
+}
+
+// TestEscapeNonRoot: a daemon that is not root runs jobs in a user namespace of their own
+// (with a PID and a network namespace), or, with NoUserNamespace, as its own uid; either
+// way with no capabilities, no_new_privs and Landlock, which keeps its data dir from them
+// although they share its uid, and the job cannot ptrace the daemon's launching thread.
+// Without Landlock, the readfile job printed the daemon's secret in both modes; with the
+// daemon dumpable, the NoUserNamespace job seized the launcher's thread with PTRACE_SEIZE.
+func TestEscapeNonRoot(t *testing.T) {
+	requireRoot(t) // to become nobody
+	whoami, readfile, signal := escapeJob(t, "whoami", false), escapeJob(t, "readfile", false), escapeJob(t, "signal", false)
+	dir, err := os.MkdirTemp("", "escape-nonroot-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	self, err := os.ReadFile("/proc/self/exe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const nobody = 65534
+	test, data := filepath.Join(dir, "sandbox.test"), filepath.Join(dir, "data")
+	secret := filepath.Join(data, "identity.key")
+	if err := errors.Join(os.Chmod(dir, 0o755), os.WriteFile(test, self, 0o755),
+		os.WriteFile(filepath.Join(dir, "whoami"), whoami, 0o644), os.WriteFile(filepath.Join(dir, "readfile"), readfile, 0o644),
+		os.WriteFile(filepath.Join(dir, "signal"), signal, 0o644),
+		os.Mkdir(data, 0o700), os.WriteFile(secret, []byte("identity-secret"), 0o600),
+		os.Chown(data, nobody, nobody), os.Chown(secret, nobody, nobody)); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(test, "-test.run=^TestNonRootHelper$", "-test.count=1")
+	cmd.Dir = dir
+	cmd.Env = []string{nonRootEnv + "=" + strings.Join([]string{filepath.Join(dir, "whoami"), filepath.Join(dir, "readfile"), secret, filepath.Join(dir, "signal")}, ":"), "HOME=" + dir}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody, Groups: []uint32{}}}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("helper: %v\n%s", err, out)
+	}
+	modes := strings.Split(string(out), "--\n")
+	if len(modes) < 2 {
+		t.Fatalf("helper printed %q, want two modes", out)
+	}
+	nsOf := func(ns string) string { l, _ := os.Readlink("/proc/self/ns/" + ns); return l }
+	ll := landlockSuffix(landlockABI())
+	for i, want := range []struct {
+		isolation  string
+		namespaces bool
+	}{
+		{"user=userns nnp pidns netns fixed-layout" + ll, true},
+		{"user=daemon-uid nnp fixed-layout" + ll + " daemon-not-dumpable", false},
+	} {
+		got := fields([]byte(modes[i]))
+		if got["isolation"] != want.isolation {
+			t.Errorf("mode %d: got isolation %q, want %q", i, got["isolation"], want.isolation)
+		}
+		for k, v := range map[string]string{
+			"uid": strconv.Itoa(nobody), "euid": strconv.Itoa(nobody), "NoNewPrivs": "1",
+			"CapPrm": "0000000000000000", "CapEff": "0000000000000000", "CapAmb": "0000000000000000",
+		} {
+			if got[k] != v {
+				t.Errorf("mode %q: got %s %q, want %q", got["isolation"], k, got[k], v)
+			}
+		}
+		for _, ns := range []string{"user", "pid", "net"} {
+			if differs := got["ns-"+ns] != nsOf(ns); differs != want.namespaces {
+				t.Errorf("mode %q: got %s namespace %q (the test's is %q), want a new one: %v", got["isolation"], ns, got["ns-"+ns], nsOf(ns), want.namespaces)
+			}
+		}
+		if ll != "" && (got["read"] != "" || got["open"] == "") {
+			t.Errorf("mode %q: got read %q, open %q, want open to fail", got["isolation"], got["read"], got["open"])
+		}
+		// With the daemon's uid, kill of the launcher's thread (in the job's own Landlock
+		// domain) is allowed: a job that got past the stub can kill such a daemon.
+		if !strings.HasSuffix(got["ptrace"], "refused") || (want.namespaces && !strings.HasSuffix(got["kill"], "refused")) {
+			t.Errorf("mode %q: got ptrace %q, kill %q of the launcher's thread, want refused", got["isolation"], got["ptrace"], got["kill"])
+		}
+	}
 }

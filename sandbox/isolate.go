@@ -2,13 +2,15 @@ package sandbox
 
 import (
 	"errors"
+	"strconv"
 	"strings"
 )
 
 // UIDRange is a range of uids, each used with the gid of the same number. When the daemon
 // is root, every running job holds one of them, alone, until it and every process it
-// created are gone; the range must belong to no user or file on the machine, and two
-// daemons on one machine need disjoint ranges.
+// created are gone. The range must belong to no user or file on the machine. Daemons on
+// one machine share it: each claims the uids it uses with a lock file in
+// /run/gridnode-job-uids, held until it exits.
 type UIDRange struct {
 	First uint32
 	Count int
@@ -47,10 +49,18 @@ type Isolation struct {
 	NetNamespace bool
 	// FixedLayout: jobs start with ADDR_NO_RANDOMIZE, the same memory layout every run.
 	FixedLayout bool
+	// Landlock is the Landlock ABI version restricting jobs, 0 for none: they can open,
+	// create or execute no file by path (the data dir included, whatever the uid) and
+	// bind or connect no TCP port (ABI 4+), reach no abstract unix socket and signal no
+	// process outside (ABI 6+).
+	Landlock int
+	// DaemonNotDumpable: the daemon is not dumpable, so a job with its uid cannot ptrace it
+	// (User "daemon-uid" only; the other modes need no such thing).
+	DaemonNotDumpable bool
 }
 
 // String is a short, stable spelling for logs and offers: "user=job-uid nnp pidns netns
-// fixed-layout".
+// fixed-layout landlock=7".
 func (i Isolation) String() string {
 	parts := []string{"user=" + i.User}
 	for _, l := range []struct {
@@ -60,6 +70,12 @@ func (i Isolation) String() string {
 		if l.on {
 			parts = append(parts, l.name)
 		}
+	}
+	if i.Landlock > 0 {
+		parts = append(parts, "landlock="+strconv.Itoa(i.Landlock))
+	}
+	if i.DaemonNotDumpable {
+		parts = append(parts, "daemon-not-dumpable")
 	}
 	return strings.Join(parts, " ")
 }

@@ -25,27 +25,45 @@ import (
 // this leaks into the daemon's other threads. The thread never exits: a job's Pdeathsig
 // fires when the thread that forked it dies, not when the process does.
 type launcher struct {
-	reqs   chan startReq
-	moving chan struct{} // closed once run holds a thread that is not the main one
-	nnp    bool          // no_new_privs set
-	layout bool          // ADDR_NO_RANDOMIZE set
-	netns  bool          // in the empty network namespace
+	reqs     chan startReq
+	moving   chan struct{} // closed once run holds a thread that is not the main one
+	userns   bool          // for jobs in a user namespace of their own
+	nnp      bool          // no_new_privs set
+	landlock int           // the Landlock ABI in force, 0 for none
+	tid      int           // the launcher's thread
+	layout   bool          // ADDR_NO_RANDOMIZE set
+	netns    bool          // in the empty network namespace
 }
 
 const addrNoRandomize = 0x0040000 // <linux/personality.h>
 
 type startReq struct {
 	cmd  *exec.Cmd
-	done chan<- error
+	done func(error) // called on the launcher's goroutine with cmd.Start's error
 }
 
-var theLauncher = sync.OnceValue(func() *launcher {
-	l := &launcher{reqs: make(chan startReq), moving: make(chan struct{})}
-	ready := make(chan struct{})
-	go l.run(ready)
-	<-ready
-	return l
-})
+// launchers are the two launchers: jobs that run in a user namespace of their own need
+// Landlock to let the launcher write their uid and gid maps beneath /proc, which jobs that
+// share the daemon's namespace must not be allowed.
+var launchers = [2]func() *launcher{newLauncher(false), newLauncher(true)}
+
+func newLauncher(userns bool) func() *launcher {
+	return sync.OnceValue(func() *launcher {
+		l := &launcher{reqs: make(chan startReq), moving: make(chan struct{}), userns: userns}
+		ready := make(chan struct{})
+		go l.run(ready)
+		<-ready
+		return l
+	})
+}
+
+// theLauncher returns the launcher for jobs in a user namespace of their own, or not.
+func theLauncher(userns bool) *launcher {
+	if userns {
+		return launchers[1]()
+	}
+	return launchers[0]()
+}
 
 // run is the launcher's goroutine; it closes ready once its thread is set up.
 func (l *launcher) run(ready chan<- struct{}) {
@@ -59,11 +77,12 @@ func (l *launcher) run(ready chan<- struct{}) {
 		runtime.UnlockOSThread()
 		return
 	}
+	l.tid = unix.Gettid()
 	close(l.moving)
 	l.setup()
 	close(ready)
 	for req := range l.reqs {
-		req.done <- req.cmd.Start()
+		req.done(req.cmd.Start())
 	}
 }
 
@@ -84,6 +103,9 @@ func (l *launcher) setup() {
 		}
 	}
 	l.netns = unix.Unshare(unix.CLONE_NEWNET) == nil
+	if l.nnp {
+		l.landlock = landlock(l.userns) // last: the thread opens no file after this
+	}
 }
 
 func lastCap() int {
@@ -94,16 +116,22 @@ func lastCap() int {
 	return 40 // CAP_CHECKPOINT_RESTORE, the last one in Linux 6.18
 }
 
-// start runs cmd.Start on the launcher's thread and returns its error. A nil launcher
-// starts cmd from a fresh goroutine, as jobs were started before it existed.
+// start runs cmd.Start on the launcher's thread and returns its error.
 func (l *launcher) start(cmd *exec.Cmd) error {
 	done := make(chan error, 1)
-	if l == nil {
-		go func() { done <- cmd.Start() }()
-	} else {
-		l.reqs <- startReq{cmd, done}
-	}
+	l.startAsync(cmd, func(err error) { done <- err })
 	return <-done
+}
+
+// startAsync hands cmd to the launcher and returns; done gets cmd.Start's error on the
+// launcher's goroutine and must not block. A nil launcher starts cmd from a fresh
+// goroutine, as jobs were started before there was one.
+func (l *launcher) startAsync(cmd *exec.Cmd, done func(error)) {
+	if l == nil {
+		go func() { done(cmd.Start()) }()
+		return
+	}
+	l.reqs <- startReq{cmd, done}
 }
 
 // isolation is what a Runner decided, once, about the layers of its jobs.
@@ -153,8 +181,9 @@ func (r *Runner) setup() *isolation {
 
 // launcherIsolation is what every mode gets from the launcher's thread.
 func launcherIsolation(user string) *isolation {
-	l := theLauncher()
-	return &isolation{l: l, Isolation: Isolation{User: user, NoNewPrivs: l.nnp, FixedLayout: l.layout, NetNamespace: l.netns}}
+	l := theLauncher(user == userNamespace)
+	return &isolation{l: l, Isolation: Isolation{User: user, NoNewPrivs: l.nnp, FixedLayout: l.layout,
+		NetNamespace: l.netns, Landlock: l.landlock}}
 }
 
 // rootIsolation: a job uid and a PID namespace, each probed once, since a container may
@@ -181,15 +210,26 @@ var usernsIsolation = sync.OnceValue(func() *isolation {
 	iso.userns = true
 	iso.cloneflags = unix.CLONE_NEWUSER | unix.CLONE_NEWPID | unix.CLONE_NEWNET
 	if err := iso.probe(); err != nil {
-		iso = daemonIsolation()
-		iso.warning = fmt.Sprintf("no user namespace for jobs (%v): jobs run as the daemon's uid, can read what it can and signal it", err)
+		d := *daemonIsolation()
+		iso = &d
+		iso.warning = fmt.Sprintf("no user namespace for jobs (%v): they share the daemon's uid and namespaces (see Runner.NoUserNamespace)", err)
 		return iso
 	}
 	iso.PIDNamespace, iso.NetNamespace = true, true
 	return iso
 })
 
-func daemonIsolation() *isolation { return launcherIsolation(userDaemon) }
+// daemonIsolation: jobs share the daemon's uid and namespaces. The launcher's thread is in
+// their Landlock domain, which therefore lets them ptrace it, and with it the daemon: the
+// daemon is made non-dumpable, which the kernel requires of a ptrace target beside its uid.
+// That also ends its core dumps and keeps /proc/PID files from its own user, and it makes
+// Go's user-namespace maps unwritable, so a Runner of this process that wants a user
+// namespace after this falls back here.
+var daemonIsolation = sync.OnceValue(func() *isolation {
+	iso := launcherIsolation(userDaemon)
+	iso.DaemonNotDumpable = os.Geteuid() != 0 && unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0) == nil
+	return iso
+})
 
 // Isolation reports the layers every job of r gets beside strict seccomp. It is decided on
 // first use (of this or Run) and does not change after.
@@ -198,9 +238,15 @@ func (r *Runner) Isolation() Isolation { return r.setup().Isolation }
 // probe forks as a job would, with a path that cannot be executed: ENOTDIR from execve
 // means the namespaces and credentials were all granted.
 func (iso *isolation) probe() error {
-	cmd := &exec.Cmd{Path: "/dev/null/gridnode-probe", Env: []string{}, SysProcAttr: &syscall.SysProcAttr{}}
+	null, err := os.Open(os.DevNull) // here: the launcher's thread can open no file
+	if err != nil {
+		return err
+	}
+	defer null.Close()
+	cmd := &exec.Cmd{Path: "/dev/null/gridnode-probe", Env: []string{}, Stdin: null, Stdout: null, Stderr: null,
+		SysProcAttr: &syscall.SysProcAttr{}}
 	iso.attr(cmd.SysProcAttr, iso.uids.First)
-	err := iso.l.start(cmd)
+	err = iso.l.start(cmd)
 	if errors.Is(err, unix.ENOTDIR) {
 		return nil
 	}
@@ -229,27 +275,57 @@ func (iso *isolation) attr(a *syscall.SysProcAttr, uid uint32) {
 }
 
 // jobUIDs records which uids running jobs hold, across every Runner of the process, so two
-// Runners with overlapping ranges never share one.
+// Runners with overlapping ranges never share one; and which uids the process has claimed
+// from other processes (gridnode testnet runs several root daemons on one machine).
 var jobUIDs struct {
 	sync.Mutex
-	held map[uint32]bool
+	held    map[uint32]bool
+	claimed map[uint32]*os.File // a lock on uidLockDir/uid, kept for the life of the process
 }
+
+// uidLockDir holds one lock file per job uid in use by some process on the machine.
+const uidLockDir = "/run/gridnode-job-uids"
 
 // acquireUID returns a uid of rg that no running job holds.
 func acquireUID(rg UIDRange) (uint32, error) {
 	jobUIDs.Lock()
 	defer jobUIDs.Unlock()
 	if jobUIDs.held == nil {
-		jobUIDs.held = map[uint32]bool{}
+		jobUIDs.held, jobUIDs.claimed = map[uint32]bool{}, map[uint32]*os.File{}
 	}
 	for i := range rg.Count {
 		u := rg.First + uint32(i)
-		if !jobUIDs.held[u] {
-			jobUIDs.held[u] = true
-			return u, nil
+		if jobUIDs.held[u] {
+			continue
 		}
+		if jobUIDs.claimed[u] == nil {
+			f, err := claimUID(u)
+			if err != nil {
+				continue // another process's
+			}
+			jobUIDs.claimed[u] = f
+		}
+		jobUIDs.held[u] = true
+		return u, nil
 	}
 	return 0, ErrNoJobUID
+}
+
+// claimUID takes uid from other processes with an flock that the kernel drops when this
+// process ends.
+func claimUID(uid uint32) (*os.File, error) {
+	if err := os.MkdirAll(uidLockDir, 0o700); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(fmt.Sprintf("%s/%d", uidLockDir, uid), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
 // releaseUID returns uid to the pool. Preconditions: no process runs as uid.

@@ -1,9 +1,14 @@
-/* whoami: a job that got past the stub reports who it is. It prints its ids, the
- * /proc/self/status lines that say what it may do, its personality and its namespaces,
- * then reads a path from stdin and execs it as "suid": the test passes a setuid-root copy
- * of this program, which, run as "suid", prints the euid it got. */
+/* whoami: a job that got past the stub reports who it is, from system calls (it may be
+ * able to open no file): its ids, capability sets, no_new_privs, personality and
+ * namespaces. Then it reads a path from stdin and execs it as "suid": the test passes a
+ * setuid-root copy of this program, which, run as "suid", prints the euid it got. */
+#include <linux/capability.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/personality.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 int main(int argc, char **argv)
@@ -14,14 +19,23 @@ int main(int argc, char **argv)
 	}
 	printf("uid: %d\neuid: %d\ngid: %d\negid: %d\ngroups: %d\n", (int)getuid(), (int)geteuid(),
 	       (int)getgid(), (int)getegid(), getgroups(0, NULL));
-	FILE *f = fopen("/proc/self/status", "r");
-	char line[512];
-	while (f && fgets(line, sizeof line, f))
-		if (!strncmp(line, "Cap", 3) || !strncmp(line, "NoNewPrivs:", 11))
-			fputs(line, stdout);
-	f = fopen("/proc/self/personality", "r");
-	if (f && fgets(line, sizeof line, f))
-		printf("personality: %s", line);
+	struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3};
+	struct __user_cap_data_struct d[2] = {0};
+	syscall(SYS_capget, &h, d);
+	uint64_t bnd = 0, amb = 0;
+	for (int c = 0; c < 64; c++) {
+		if (prctl(PR_CAPBSET_READ, c, 0, 0, 0) == 1)
+			bnd |= 1ull << c;
+		if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_IS_SET, c, 0, 0) == 1)
+			amb |= 1ull << c;
+	}
+	printf("CapInh: %016llx\nCapPrm: %016llx\nCapEff: %016llx\nCapBnd: %016llx\nCapAmb: %016llx\n",
+	       (unsigned long long)d[1].inheritable << 32 | d[0].inheritable,
+	       (unsigned long long)d[1].permitted << 32 | d[0].permitted,
+	       (unsigned long long)d[1].effective << 32 | d[0].effective,
+	       (unsigned long long)bnd, (unsigned long long)amb);
+	printf("NoNewPrivs: %d\npersonality: %08x\n", prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0),
+	       personality(0xffffffff));
 	const char *ns[] = {"net", "pid", "user"};
 	for (int i = 0; i < 3; i++) {
 		char path[64], target[128] = "";
