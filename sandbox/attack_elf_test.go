@@ -489,7 +489,7 @@ func TestAttackHeldNoCoreDumpBeforeStub(t *testing.T) {
 	}
 
 	x := stdJob(etDyn, 0, escCode())
-	x.phs[1].vaddr = 0x7ff000000000 + pageSize
+	x.phs[1].vaddr = 0x7d0000000000 + pageSize // ~125 TiB above the first segment
 	x.entry = x.phs[1].vaddr
 	bin := x.bytes()
 	if err := Validate(bin, Limits{}); err != nil {

@@ -8,12 +8,15 @@ import (
 
 // ELF constants, from the kernel's include/uapi/linux/elf.h.
 const (
-	ehdrSize   = 64
-	phdrSize   = 56
-	maxPhnum   = 64 // real static jobs have about 10; the kernel allows 1170
-	pageSize   = 4096
-	userTop    = 0x7ffffffff000 // TASK_SIZE with 4-level paging
-	minVaddr   = 0x10000        // vm.mmap_min_addr's default: ET_EXEC below it cannot map
+	ehdrSize = 64
+	phdrSize = 56
+	maxPhnum = 64 // real static jobs have about 10; the kernel allows 1170
+	pageSize = 4096
+	userTop  = 0x7ffffffff000 // TASK_SIZE with 4-level paging
+	// jobTop bounds a job's segments and stub: above it lie the kernel's stack and mmap
+	// area (the vDSO), which the stub unmaps and replaces with the job's fixed stack.
+	jobTop     = 0x7e0000000000
+	minVaddr   = 0x10000 // vm.mmap_min_addr's default: ET_EXEC below it cannot map
 	etExec     = 2
 	etDyn      = 3
 	emX86_64   = 62 // the only job architecture so far
@@ -189,8 +192,8 @@ func (in *elfInfo) addLoad(s segment, fileLen uint64) error {
 	if s.offset%pageSize != s.vaddr%pageSize {
 		return reject("PT_LOAD %d: offset %#x and address %#x are not congruent modulo the page size", n, s.offset, s.vaddr)
 	}
-	if s.vaddr > userTop || s.memsz > userTop-s.vaddr {
-		return reject("PT_LOAD %d: %#x+%#x is outside the user address range", n, s.vaddr, s.memsz)
+	if s.vaddr > jobTop || s.memsz > jobTop-s.vaddr {
+		return reject("PT_LOAD %d: %#x+%#x is outside the job address range (below %#x)", n, s.vaddr, s.memsz, uint64(jobTop))
 	}
 	if n > 0 && s.vaddr < in.end {
 		return reject("PT_LOAD %d at %#x overlaps or precedes the previous segment (ending at %#x): segments must be sorted and disjoint", n, s.vaddr, in.end)
@@ -205,7 +208,7 @@ func (in *elfInfo) addLoad(s segment, fileLen uint64) error {
 	return nil
 }
 
-// pageUp rounds x up to a page. Preconditions: x <= userTop.
+// pageUp rounds x up to a page. Preconditions: x <= jobTop.
 func pageUp(x uint64) uint64 { return (x + pageSize - 1) &^ (pageSize - 1) }
 
 // Validate reports whether bin is a job the sandbox can run within lim. A refusal is a

@@ -53,7 +53,12 @@ func TestValidate(t *testing.T) {
 			le.PutUint64(phdr(b, 0, 16), genBase+2*pageSize)
 			return b
 		}), lim, "overlaps or precedes"},
-		{"kernel range", mod(func(b []byte) []byte { le.PutUint64(phdr(b, 1, 16), 0xffff800000001000); return b }), lim, "user address range"},
+		{"kernel range", mod(func(b []byte) []byte { le.PutUint64(phdr(b, 1, 16), 0xffff800000001000); return b }), lim, "job address range"},
+		{"stack range", mod(func(b []byte) []byte {
+			le.PutUint64(phdr(b, 1, 16), 0x7ffff0000000)
+			le.PutUint64(b[24:], 0x7ffff0000000)
+			return b
+		}), lim, "job address range"},
 		{"below mmap_min_addr", mod(func(b []byte) []byte {
 			le.PutUint64(phdr(b, 0, 16), 0)
 			le.PutUint64(phdr(b, 1, 16), pageSize)

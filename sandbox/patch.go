@@ -91,7 +91,7 @@ func plan(bin []byte, lim Limits) (*edits, error) {
 		return nil, err
 	}
 	stubVaddr := pageUp(in.end) + pageSize
-	if stubVaddr > userTop-pageSize {
+	if stubVaddr > jobTop-pageSize {
 		return nil, reject("no room for the sandbox stub above the segments ending at %#x", in.end)
 	}
 	e := &edits{
