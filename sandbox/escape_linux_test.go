@@ -167,9 +167,10 @@ func TestEscapeIdentity(t *testing.T) {
 	}
 }
 
-// TestEscapeDataDir: the job cannot read a 0600 file in a 0700 directory of the daemon,
-// such as the node's identity.key.
-// With the defence off it printed "read: identity-secret".
+// TestEscapeDataDir: the job can neither read a 0600 file in a 0700 directory of the
+// daemon, such as the node's identity.key, nor connect to a unix socket there, such as
+// api.sock.
+// With the defence off it printed "read: identity-secret" and "connect: ok".
 func TestEscapeDataDir(t *testing.T) {
 	requireRoot(t)
 	bin := escapeJob(t, "readfile", false)
@@ -187,6 +188,22 @@ func TestEscapeDataDir(t *testing.T) {
 	out := runNoStub(t, &Runner{}, bin, secret+"\n", 10*time.Second).Output
 	if bytes.Contains(out, []byte("identity-secret")) || !bytes.HasPrefix(out, []byte("open: ")) {
 		t.Errorf("got %q, want open to fail", out)
+	}
+
+	// The data dir's unix socket (api.sock) likewise; Landlock does not cover connect(2)
+	// to a path, the job uid does.
+	sock := filepath.Join(dir, "api.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	connect := escapeJob(t, "unixconnect", false)
+	if out := runNoStub(t, &Runner{noIsolation: true}, connect, sock+"\n", 10*time.Second).Output; string(out) != "connect: ok\n" {
+		t.Fatalf("control: got %q, want a connection", out)
+	}
+	if out := runNoStub(t, &Runner{}, connect, sock+"\n", 10*time.Second).Output; string(out) == "connect: ok\n" {
+		t.Errorf("got %q, want connect to fail", out)
 	}
 }
 

@@ -31,13 +31,18 @@ var ErrNoJobUID = errors.New("sandbox: every job uid is in use")
 type Isolation struct {
 	// User is whom jobs run as:
 	//   "job-uid":    a uid and gid of their own from Runner.JobUIDs, no supplementary
-	//                 groups (the daemon is root); a 0700 data dir is out of reach, and so
-	//                 is every process of the daemon and of other jobs.
+	//                 groups (the daemon is root); a 0700 data dir is out of reach (its
+	//                 files and its unix sockets), and so is every process of the daemon
+	//                 and of other jobs.
 	//   "userns":     the daemon's uid, mapped to the same non-zero uid in a user
-	//                 namespace of the job's own; the kernel still sees the daemon's uid,
-	//                 so the job can read what the daemon can (its data dir included).
-	//   "daemon-uid": the daemon's own uid, no namespace; likewise for files, and the
-	//                 job can signal and ptrace the daemon.
+	//                 namespace of the job's own; the kernel still sees the daemon's uid.
+	//                 Landlock keeps files from the job, ptrace checks keep the daemon's
+	//                 memory from it, but it can connect to unix sockets of that uid by
+	//                 path: the data dir's api.sock, a desktop user's session bus.
+	//   "daemon-uid": the daemon's own uid, no namespace; likewise for unix sockets, and
+	//                 the job can kill the daemon (through the launcher's thread, which
+	//                 shares its Landlock domain), use UDP, and leave processes behind
+	//                 that it moved out of its process group.
 	User string
 	// NoNewPrivs: no_new_privs is set, so execve (of a setuid binary, say) never grants
 	// privileges.
