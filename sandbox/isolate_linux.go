@@ -280,7 +280,7 @@ func (iso *isolation) attr(a *syscall.SysProcAttr, uid uint32) {
 var jobUIDs struct {
 	sync.Mutex
 	held    map[uint32]bool
-	claimed map[uint32]*os.File // a lock on uidLockDir/uid, kept for the life of the process
+	claimed map[uint32]*os.File // a lock on uidLockDir/uid (or nil), kept for the life of the process
 }
 
 // uidLockDir holds one lock file per job uid in use by some process on the machine.
@@ -298,12 +298,12 @@ func acquireUID(rg UIDRange) (uint32, error) {
 		if jobUIDs.held[u] {
 			continue
 		}
-		if jobUIDs.claimed[u] == nil {
+		if _, ok := jobUIDs.claimed[u]; !ok {
 			f, err := claimUID(u)
-			if err != nil {
+			if err == unix.EWOULDBLOCK {
 				continue // another process's
 			}
-			jobUIDs.claimed[u] = f
+			jobUIDs.claimed[u] = f // nil if there is nowhere to lock: this process alone then
 		}
 		jobUIDs.held[u] = true
 		return u, nil

@@ -92,9 +92,9 @@ func TestRunCancel(t *testing.T) {
 }
 
 // TestHostCPUTrickle: a job that writes a byte per write(2) must not cost the host more CPU
-// than it uses itself. Before stdout and stderr were read in batches (coalesce), a
-// 300000-byte trickle cost the host 1.9 s of CPU for 1.0 s of job CPU (ratio 1.9); now
-// the host's share is a few percent.
+// than it uses itself. With the old read loop (a read per wakeup, through Go's poller)
+// 2,000,000 bytes cost the host 1.57 s of CPU for 0.78 s of job CPU; reading in batches,
+// first through the poller, then with poll(2) outside it, 19 ms for 0.34 s.
 func TestHostCPUTrickle(t *testing.T) {
 	bin := escapeJob(t, "trickle", true)
 	const n = 2000000
