@@ -16,14 +16,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The launcher is one goroutine locked to its OS thread for the life of the process, and
-// every job is forked from it. Once, it gives its thread what every job must inherit and the
-// rest of the daemon must not have: no_new_privs, ADDR_NO_RANDOMIZE, no ambient
-// capabilities and, when it can, an empty capability bounding set and a network namespace
-// with only a down loopback. These are per-thread attributes that fork copies. The Go
-// runtime creates new threads from a template thread while a locked one asks, so none of
-// this leaks into the daemon's other threads. The thread never exits: a job's Pdeathsig
-// fires when the thread that forked it dies, not when the process does.
+// A launcher is one goroutine locked to its OS thread (never the main one) for the life of
+// the process, and every job is forked from it. Once, it gives its thread what every job
+// must inherit and the rest of the daemon must not have: no_new_privs, ADDR_NO_RANDOMIZE,
+// no ambient capabilities, Landlock and, when it can, an empty capability bounding set and
+// a network namespace with only a down loopback. These are per-thread attributes that
+// fork copies. The Go runtime creates new threads from a template thread while a locked
+// one asks, so none of this leaks into the daemon's other threads. The thread never exits:
+// a job's Pdeathsig fires when the thread that forked it dies, not when the process does.
+// Under Landlock the thread can open no file: whatever a start needs is opened before.
 type launcher struct {
 	reqs     chan startReq
 	moving   chan struct{} // closed once run holds a thread that is not the main one
