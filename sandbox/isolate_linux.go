@@ -3,6 +3,7 @@
 package sandbox
 
 import (
+	"time"
 	"errors"
 	"fmt"
 	"os"
@@ -40,7 +41,7 @@ const addrNoRandomize = 0x0040000 // <linux/personality.h>
 
 type startReq struct {
 	cmd  *exec.Cmd
-	done func(error) // called on the launcher's goroutine with cmd.Start's error
+	done func(at time.Time, err error) // on the launcher's goroutine: when cmd.Start began, its error
 }
 
 // launchers are the two launchers: jobs that run in a user namespace of their own need
@@ -83,7 +84,8 @@ func (l *launcher) run(ready chan<- struct{}) {
 	l.setup()
 	close(ready)
 	for req := range l.reqs {
-		req.done(req.cmd.Start())
+		at := time.Now()
+		req.done(at, req.cmd.Start())
 	}
 }
 
@@ -120,16 +122,19 @@ func lastCap() int {
 // start runs cmd.Start on the launcher's thread and returns its error.
 func (l *launcher) start(cmd *exec.Cmd) error {
 	done := make(chan error, 1)
-	l.startAsync(cmd, func(err error) { done <- err })
+	l.startAsync(cmd, func(_ time.Time, err error) { done <- err })
 	return <-done
 }
 
 // startAsync hands cmd to the launcher and returns; done gets cmd.Start's error on the
 // launcher's goroutine and must not block. A nil launcher starts cmd from a fresh
 // goroutine, as jobs were started before there was one.
-func (l *launcher) startAsync(cmd *exec.Cmd, done func(error)) {
+func (l *launcher) startAsync(cmd *exec.Cmd, done func(at time.Time, err error)) {
 	if l == nil {
-		go func() { done(cmd.Start()) }()
+		go func() {
+			at := time.Now()
+			done(at, cmd.Start())
+		}()
 		return
 	}
 	l.reqs <- startReq{cmd, done}

@@ -256,9 +256,12 @@ func (r *Runner) launch(ctx context.Context, img *os.File, stdin io.Reader, lim 
 	// launcher then starts at once, and nothing wakes this goroutine before the job's first
 	// byte. The job runs at SCHED_IDLE, so every wakeup of the daemon delays it. A failed
 	// start closes the pipes, which ends the reads.
+	// Times run from the process's start, as the plain-exec baseline's do: the moment the
+	// launcher calls cmd.Start, not the hand-over to it (which total times include).
 	started := make(chan error, 1)
-	start := time.Now()
-	iso.l.startAsync(cmd, func(err error) {
+	var start time.Time
+	iso.l.startAsync(cmd, func(at time.Time, err error) {
+		start = at
 		closeAll(inR, outW, errW)
 		if err != nil {
 			close(watched)
@@ -280,8 +283,8 @@ func (r *Runner) launch(ctx context.Context, img *os.File, stdin io.Reader, lim 
 	})
 	// Read stdout here, not in another goroutine: the first byte is then seen without a
 	// goroutine hand-off, which measurably cuts time-to-first-output.
-	var firstOutput time.Duration
-	out, over := collect(outR, lim.MaxOutput, true, drainBy, func() { firstOutput = time.Since(start) })
+	var firstByte time.Time
+	out, over := collect(outR, lim.MaxOutput, true, drainBy, func() { firstByte = time.Now() })
 	if over {
 		kill(killOutput)
 	}
@@ -310,7 +313,7 @@ func (r *Runner) launch(ctx context.Context, img *os.File, stdin io.Reader, lim 
 		OutputCID:   cids.Sum(out),
 		Stderr:      stderr,
 		WallTime:    wall,
-		FirstOutput: firstOutput,
+		FirstOutput: firstOutput(start, firstByte),
 	}
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 		res.CPUTime = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
@@ -451,4 +454,12 @@ func closeAll(fs ...*os.File) {
 func memfdNoexec() bool {
 	b, err := os.ReadFile("/proc/sys/vm/memfd_noexec")
 	return err == nil && bytes.HasPrefix(b, []byte("2"))
+}
+
+// firstOutput is the time from start to the first stdout byte, zero if there was none.
+func firstOutput(start, first time.Time) time.Duration {
+	if first.IsZero() {
+		return 0
+	}
+	return first.Sub(start)
 }

@@ -3,6 +3,7 @@
 	.set SP0, USER_TOP - 0x110	# the job's rsp at entry: the stack image, then zeros to the top
 	.set VVAR_BELOW, 0x100000	# unmapped below the vDSO image: its vvar pages (6 on Linux 6.18)
 	.set OLD_STACK, 0x4000000	# unmapped below the kernel's stack top: its whole stack
+	.set KEEP, 0x100000		# kept of a kernel's stack at USER_TOP: its initial extent
 	.text
 data:
 rl_cpu:   .quad 0, 0      # 0
@@ -94,11 +95,21 @@ code:
 	# top, and one munmap takes both. A static PIE lies just above the vDSO: then the vDSO
 	# goes alone, exactly page_up(e_shoff + e_shnum*e_shentsize) bytes (its section headers
 	# come last), and then the stack. No push or call from here until rsp is switched.
+	#
+	# When the kernel's stack already ends at USER_TOP (jobs start with ADDR_NO_RANDOMIZE)
+	# it is kept, in place of a new mapping: only what lies below its top KEEP bytes is
+	# unmapped, and what the kernel and this stub wrote on it is zeroed below (r8 = 1).
 	test %rbx, %rbx
 	jz fail
 	lea 4096(%rbx), %rsi
 	and $-4096, %rsi
-	lea -OLD_STACK(%rsi), %rdi
+	xor %r8d, %r8d
+	mov $USER_TOP, %rax
+	cmp %rax, %rsi
+	jne 5f
+	mov $1, %r8d
+	sub $KEEP, %rsi
+5:	lea -OLD_STACK(%rsi), %rdi
 	test %rbp, %rbp
 	jz 4f
 	lea data+4096(%rip), %rax
@@ -120,6 +131,8 @@ code:
 	syscall
 	test %rax, %rax
 	jnz fail
+	test %r8, %r8
+	jnz 6f
 	lea 4096(%rbx), %rsi
 	and $-4096, %rsi
 	lea -OLD_STACK(%rsi), %rdi
@@ -128,7 +141,20 @@ code:
 	syscall
 	test %rax, %rax
 	jnz fail
-	# mmap(USER_TOP - page_up(RLIMIT_STACK), ..., PROT_READ|PROT_WRITE,
+6:	test %r8, %r8
+	jz 7f
+	# In place: zero from a page below rsp's page to the top (the kernel's strings, auxv,
+	# random bytes and this stub's return addresses all lie there).
+	mov %rsp, %rdi
+	and $-4096, %rdi
+	sub $4096, %rdi
+	mov $USER_TOP, %rcx
+	sub %rdi, %rcx
+	shr $3, %rcx
+	xor %eax, %eax
+	rep stosq
+	jmp 8f
+7:	# mmap(USER_TOP - page_up(RLIMIT_STACK), ..., PROT_READ|PROT_WRITE,
 	#      MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED_NOREPLACE|MAP_STACK, -1, 0)
 	mov $USER_TOP, %rsi
 	mov %rsi, %rdi
@@ -143,7 +169,7 @@ code:
 	syscall
 	cmp %rdi, %rax
 	jne fail
-	# The canonical stack: copy the image, then fill in the entries that are not constant.
+8:	# The canonical stack: copy the image, then fill in the entries that are not constant.
 	mov $SP0, %rsp
 	mov %rsp, %rdi
 	lea image(%rip), %rsi
