@@ -48,14 +48,19 @@ func openJobs(n *Node) (*jobsPart, error) {
 	if cfg.Worker {
 		runner := cfg.Runner
 		if runner == nil {
-			runner = &sandbox.Runner{Logger: n.log.With("component", "sandbox")}
+			runner = &sandbox.Runner{Logger: n.log.With("component", "sandbox"), JobUIDs: cfg.JobUIDs}
 		}
 		var validate func([]byte, sandbox.Limits) error // nil: sandbox.Validate
-		if _, ok := runner.(*sandbox.Runner); !ok {
+		var isolation string
+		if sr, ok := runner.(*sandbox.Runner); !ok {
 			validate = acceptAny // a runner of the caller's (tests) judges binaries itself
-		} else if err := sandbox.CheckBinfmt(); err != nil {
-			// The node still serves the grid; every job is refused until this is fixed.
-			log.Error("jobs will be refused", "err", err)
+		} else {
+			// Said in the log (by the sandbox, once) and in every signed offer.
+			isolation = sr.Isolation().String()
+			if err := sandbox.CheckBinfmt(); err != nil {
+				// The node still serves the grid; every job is refused until this is fixed.
+				log.Error("jobs will be refused", "err", err)
+			}
 		}
 		j.worker, err = jobs.NewWorker(jobs.WorkerConfig{
 			Host:         n.h,
@@ -63,6 +68,7 @@ func openJobs(n *Node) (*jobsPart, error) {
 			Runner:       runner,
 			Slots:        cfg.Slots,
 			SlotsPerPeer: cfg.SlotsPerPeer,
+			Isolation:    isolation,
 			Limits:       cfg.Limits,
 			Validate:     validate,
 			Providers: func(ctx context.Context, c cid.Cid) []peer.AddrInfo {

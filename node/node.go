@@ -42,7 +42,9 @@ type Config struct {
 	// StoreQuota bounds the bytes of blobs kept in the data dir; default jobs.DefaultQuota.
 	StoreQuota int64
 	Limits     sandbox.Limits
-	Loopback   bool // listen on 127.0.0.1 and skip NAT traversal; implied when every Listen address is loopback
+	// JobUIDs is the uid range a root daemon runs jobs as; default sandbox.DefaultJobUIDs.
+	JobUIDs  sandbox.UIDRange
+	Loopback bool // listen on 127.0.0.1 and skip NAT traversal; implied when every Listen address is loopback
 	// Reach bounds the addresses the node dials (see Reach); the default derives it from
 	// Listen and Bootstrap, so a node on a loopback testnet dials loopback and a node on the
 	// internet only public addresses.

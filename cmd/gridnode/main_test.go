@@ -194,3 +194,27 @@ func TestBuild(t *testing.T) {
 		t.Errorf("broken source: got %v, %s; want a failure quoting the compiler", err, msg)
 	}
 }
+
+func TestParseUIDRange(t *testing.T) {
+	for _, tt := range []struct {
+		in    string
+		first uint32
+		count int
+		ok    bool
+	}{
+		{"", 0, 0, true},
+		{"2100000000-2100000255", 2100000000, 256, true},
+		{"7-7", 7, 1, true},
+		{"5-3", 0, 0, false},
+		{"0-10", 0, 0, false},
+		{"100", 0, 0, false},
+		{"1-70000", 0, 0, false},
+		{"a-b", 0, 0, false},
+		{"1-4294967296", 0, 0, false},
+	} {
+		got, err := parseUIDRange(tt.in)
+		if (err == nil) != tt.ok || got.First != tt.first || got.Count != tt.count {
+			t.Errorf("parseUIDRange(%q) = %+v, %v; want {%d %d}, ok %v", tt.in, got, err, tt.first, tt.count, tt.ok)
+		}
+	}
+}

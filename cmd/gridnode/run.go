@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/gridnode/gridnode/node"
@@ -26,6 +27,7 @@ func (c *RunCommand) Run(ctx context.Context, args []string) error {
 	fs.Var(&relays, "relay", "use the relay at full multiaddr `ADDR` when behind NAT (repeatable)")
 	slots := fs.Int("slots", 0, "jobs run at once (default the number of CPUs)")
 	perPeer := fs.Int("slots-per-peer", 0, "slots one peer may hold at once (default half the slots, rounded up)")
+	jobUIDs := fs.String("job-uids", "", "uids that jobs run as when run as root, FIRST-LAST, one per running job; none may belong to a user or file (default 2100000000-2100000255)")
 	var quota int64
 	fs.Var((*sizeFlag)(&quota), "store-quota", "disk space for stored job binaries, least recently used evicted first (default 2GiB)")
 	api := fs.String("api", "", "also serve the submit API on loopback TCP `ADDR` (127.0.0.1:PORT), where requests need the token in DIR/"+node.APITokenFile)
@@ -58,6 +60,11 @@ Flags:
 		fmt.Fprintln(fs.Output(), "gridnode run: --slots, --slots-per-peer and --store-quota must not be negative")
 		return errUsage
 	}
+	uids, err := parseUIDRange(*jobUIDs)
+	if err != nil {
+		fmt.Fprintf(fs.Output(), "gridnode run: --job-uids: %v\n", err)
+		return errUsage
+	}
 	r, ok := node.ParseReach(*reach)
 	if !ok {
 		fmt.Fprintf(fs.Output(), "gridnode run: --reach %q: want public, lan, loopback or auto\n", *reach)
@@ -73,6 +80,7 @@ Flags:
 		Slots:        *slots,
 		SlotsPerPeer: *perPeer,
 		StoreQuota:   quota,
+		JobUIDs:      uids,
 		Limits:       lim,
 		Worker:       true,
 		Logger:       log,
@@ -111,4 +119,23 @@ func (s *stringsFlag) String() string { return strings.Join(*s, ",") }
 func (s *stringsFlag) Set(v string) error {
 	*s = append(*s, v)
 	return nil
+}
+
+// parseUIDRange parses FIRST-LAST; "" is the zero range (the default).
+func parseUIDRange(s string) (sandbox.UIDRange, error) {
+	if s == "" {
+		return sandbox.UIDRange{}, nil
+	}
+	a, b, ok := strings.Cut(s, "-")
+	first, err1 := strconv.ParseUint(a, 10, 32)
+	last, err2 := strconv.ParseUint(b, 10, 32)
+	switch {
+	case !ok || err1 != nil || err2 != nil:
+		return sandbox.UIDRange{}, fmt.Errorf("%q: want FIRST-LAST, as in 2100000000-2100000255", s)
+	case first == 0 || last < first:
+		return sandbox.UIDRange{}, fmt.Errorf("%q: want 0 < FIRST <= LAST", s)
+	case last-first >= 1<<16:
+		return sandbox.UIDRange{}, fmt.Errorf("%q: at most 65536 uids", s)
+	}
+	return sandbox.UIDRange{First: uint32(first), Count: int(last - first + 1)}, nil
 }
