@@ -161,19 +161,24 @@ func ReadAPIToken(path string) (string, error) {
 // not "", on that loopback TCP address, where requests need the token of DataDir/api.token
 // (created on first use). It returns the TCP address (nil without tcp). The servers stop on
 // Close.
+//
+// The socket needs the token too: its mode keeps other users out, and the token keeps out
+// what runs as the daemon's own user but cannot read its data dir, such as a job of a
+// non-root daemon that got past the stub and seccomp (Landlock denies it the token file,
+// not connecting to a socket by path).
 func (n *Node) ServeAPI(tcp string) (net.Addr, error) {
+	tok, err := LoadAPIToken(filepath.Join(n.dir, APITokenFile))
+	if err != nil {
+		return nil, err
+	}
 	sock, err := listenSocket(filepath.Join(n.dir, APISocket))
 	if err != nil {
 		return nil, err
 	}
-	n.serve(sock, n.APIHandler(), func() { os.Remove(filepath.Join(n.dir, APISocket)) })
+	n.serve(sock, requireToken(tok, n.APIHandler()), func() { os.Remove(filepath.Join(n.dir, APISocket)) })
 	n.log.Info("submit API listening", "socket", filepath.Join(n.dir, APISocket))
 	if tcp == "" {
 		return nil, nil
-	}
-	tok, err := LoadAPIToken(filepath.Join(n.dir, APITokenFile))
-	if err != nil {
-		return nil, err
 	}
 	ln, err := ListenAPI(tcp)
 	if err != nil {
@@ -269,11 +274,13 @@ func requireToken(tok string, h http.Handler) http.Handler {
 type APIClient struct {
 	// Addr is the path of the unix socket (anything with a '/'), or HOST:PORT on loopback.
 	Addr string
-	// Token is sent as a bearer token: for TCP, the daemon's api.token.
+	// Token is sent as a bearer token: the daemon's api.token. Empty, for a socket, means
+	// the api.token beside the socket.
 	Token string
 }
 
-// SubmitAPI submits req through the API at addr with no token (a unix socket).
+// SubmitAPI submits req through the API at addr (a socket path, whose token is read from
+// beside it).
 func SubmitAPI(ctx context.Context, addr string, req jobs.Request) (*jobs.Report, error) {
 	return (&APIClient{Addr: addr}).Submit(ctx, req)
 }
@@ -283,6 +290,12 @@ func (c *APIClient) Submit(ctx context.Context, req jobs.Request) (*jobs.Report,
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, err
+	}
+	tok := c.Token
+	if tok == "" && strings.Contains(c.Addr, "/") {
+		if tok, err = ReadAPIToken(filepath.Join(filepath.Dir(c.Addr), APITokenFile)); err != nil {
+			return nil, fmt.Errorf("api token beside the socket: %w", err)
+		}
 	}
 	client, url := http.DefaultClient, "http://"+c.Addr+"/v1/submit"
 	if strings.Contains(c.Addr, "/") {
@@ -298,8 +311,8 @@ func (c *APIClient) Submit(ctx context.Context, req jobs.Request) (*jobs.Report,
 		return nil, err
 	}
 	hr.Header.Set("Content-Type", "application/json")
-	if c.Token != "" {
-		hr.Header.Set("Authorization", "Bearer "+c.Token)
+	if tok != "" {
+		hr.Header.Set("Authorization", "Bearer "+tok)
 	}
 	resp, err := client.Do(hr)
 	if err != nil {

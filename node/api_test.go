@@ -80,6 +80,15 @@ func TestAPISocket(t *testing.T) {
 			t.Fatalf("child as uid 65534: got %v, %s; want permission denied (exit 3)", err, out)
 		}
 	})
+	t.Run("no token", func(t *testing.T) {
+		// What runs as the daemon's user but cannot read its data dir (a non-root daemon's
+		// job past the stub, with Landlock) can still connect; the token keeps it out.
+		// Without the token check on the socket this request was accepted.
+		_, err := (&APIClient{Addr: path, Token: "not-the-token"}).Submit(ctx, jobs.Request{Binary: fakeELF})
+		if err == nil || !strings.Contains(err.Error(), "unauthorized") {
+			t.Fatalf("got %v, want unauthorized", err)
+		}
+	})
 	t.Run("accepted", func(t *testing.T) {
 		rep, err := SubmitAPI(ctx, path, jobs.Request{Binary: fakeELF, Input: []byte("via socket"), Replicas: 2})
 		if err != nil {

@@ -43,7 +43,8 @@ to stderr. SIGINT or SIGTERM stop it; running jobs are killed and reported cance
 The limits below are the largest a job may ask for.
 
 The local submit API ('gridnode submit --api') is served on the unix socket DIR/api.sock,
-which only this user may open (mode 0600); --api adds loopback TCP with a bearer token.
+which only this user may open (mode 0600), with the bearer token in DIR/api.token (0600);
+--api adds loopback TCP with the same token.
 
 Flags:
 `)
