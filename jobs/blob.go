@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"slices"
 
 	"github.com/gridnode/gridnode/cids"
 	"github.com/gridnode/gridnode/protocol"
@@ -84,7 +83,7 @@ func fetchBytes(ctx context.Context, h host.Host, p peer.ID, c cid.Cid, maxSize 
 	err := withBlob(ctx, h, p, c, maxSize, func(r io.Reader, size int64) error {
 		v := cids.NewVerifier(c)
 		var err error
-		if b, err = readGrowing(ctxReader{ctx, io.TeeReader(r, v)}, size); err != nil {
+		if b, err = protocol.ReadGrowing(ctxReader{ctx, io.TeeReader(r, v)}, int(size), copyBuffer); err != nil {
 			return err
 		}
 		return v.Verify()
@@ -93,25 +92,6 @@ func fetchBytes(ctx context.Context, h host.Host, p peer.ID, c cid.Cid, maxSize 
 		return nil, err
 	}
 	return b, nil
-}
-
-// readGrowing reads exactly n bytes from r into a buffer that grows only as they arrive.
-func readGrowing(r io.Reader, n int64) ([]byte, error) {
-	buf := make([]byte, 0, min(n, copyBuffer))
-	for int64(len(buf)) < n {
-		if len(buf) == cap(buf) {
-			buf = slices.Grow(buf, int(min(n-int64(len(buf)), int64(cap(buf)))))
-		}
-		m, err := io.ReadFull(r, buf[len(buf):min(int(n), cap(buf))])
-		buf = buf[:len(buf)+m]
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				err = io.ErrUnexpectedEOF
-			}
-			return nil, err
-		}
-	}
-	return buf, nil
 }
 
 // withBlob asks p for blob c and calls recv with the body (exactly size bytes, at most
