@@ -405,11 +405,11 @@ func TestIsolationReport(t *testing.T) {
 	requireRoot(t)
 	got := (&Runner{}).Isolation()
 	abi := landlockABI()
-	want := Isolation{User: "job-uid", NoNewPrivs: true, PIDNamespace: true, NetNamespace: true, FixedLayout: true, Landlock: abi}
+	want := Isolation{User: "job-uid", NoNewPrivs: true, PIDNamespace: true, NetNamespace: true, IPCNamespace: true, FixedLayout: true, Landlock: abi}
 	if got != want {
 		t.Errorf("got %+v, want %+v", got, want)
 	}
-	if s, want := got.String(), "user=job-uid nnp pidns netns fixed-layout"+landlockSuffix(abi); s != want {
+	if s, want := got.String(), "user=job-uid nnp pidns netns ipcns fixed-layout"+landlockSuffix(abi); s != want {
 		t.Errorf("got %q, want %q", s, want)
 	}
 }
@@ -521,7 +521,7 @@ func TestEscapeNonRoot(t *testing.T) {
 		isolation  string
 		namespaces bool
 	}{
-		{"user=userns nnp pidns netns fixed-layout" + ll, true},
+		{"user=userns nnp pidns netns ipcns fixed-layout" + ll, true},
 		{"user=daemon-uid nnp fixed-layout" + ll + " daemon-not-dumpable", false},
 	} {
 		got := fields([]byte(modes[i]))

@@ -106,6 +106,10 @@ func (l *launcher) setup() {
 		}
 	}
 	l.netns = unix.Unshare(unix.CLONE_NEWNET) == nil
+	// Nice 19, inherited by every job: the stub makes a job SCHED_IDLE, and one that got
+	// past it still yields to the donor's programs. (Not SCHED_IDLE here: this thread may
+	// hold one of the Go runtime's Ps while it forks, and a starved thread would stall it.)
+	unix.Setpriority(unix.PRIO_PROCESS, l.tid, 19)
 	if l.nnp {
 		l.landlock = landlock(l.userns) // last: the thread opens no file after this
 	}
@@ -149,7 +153,12 @@ type isolation struct {
 	userns     bool     // per-job user namespace with maps
 	warning    string   // said once in the log: a layer the kernel refused
 	uids       UIDRange // when root
+	maxProcs   bool     // RLIMIT_NPROC is jobMaxProcs (root)
 }
+
+// jobMaxProcs bounds the processes of one job uid (RLIMIT_NPROC): a job has one; room is
+// left for the threads of the non-root helpers a root daemon's tests start.
+const jobMaxProcs = 64
 
 // setup returns the layers for r's jobs, decided once per process and mode.
 func (r *Runner) setup() *isolation {
@@ -196,8 +205,18 @@ func launcherIsolation(user string) *isolation {
 // forbid them.
 var rootIsolation = sync.OnceValue(func() *isolation {
 	iso := launcherIsolation(userJobUID)
+	// RLIMIT_NPROC counts a uid's processes; each running job has a uid of its own, and root
+	// (this daemon) is exempt, so this bounds what one job that got past the stub can fork
+	// (a fork bomb) without touching the daemon. It is process-wide: non-root children the
+	// daemon starts get it too.
+	iso.maxProcs = unix.Setrlimit(unix.RLIMIT_NPROC, &unix.Rlimit{Cur: jobMaxProcs, Max: jobMaxProcs}) == nil
 	iso.root, iso.uids = true, DefaultJobUIDs
-	iso.cloneflags = unix.CLONE_NEWPID
+	// A System V IPC namespace per job too: without it a job could leave shared memory
+	// behind (it outlives the job and its PID namespace) or read a host process's.
+	iso.cloneflags = unix.CLONE_NEWPID | unix.CLONE_NEWIPC
+	if iso.probe() != nil {
+		iso.cloneflags = unix.CLONE_NEWPID
+	}
 	if err := iso.probe(); err != nil {
 		iso.cloneflags = 0
 		iso.warning = fmt.Sprintf("no PID namespace for jobs (%v): a job's processes are killed by process group and uid instead", err)
@@ -206,7 +225,8 @@ var rootIsolation = sync.OnceValue(func() *isolation {
 			iso.User = "" // Run refuses
 		}
 	}
-	iso.PIDNamespace = iso.cloneflags != 0
+	iso.PIDNamespace = iso.cloneflags&unix.CLONE_NEWPID != 0
+	iso.IPCNamespace = iso.cloneflags&unix.CLONE_NEWIPC != 0
 	return iso
 })
 
@@ -214,14 +234,14 @@ var rootIsolation = sync.OnceValue(func() *isolation {
 var usernsIsolation = sync.OnceValue(func() *isolation {
 	iso := launcherIsolation(userNamespace)
 	iso.userns = true
-	iso.cloneflags = unix.CLONE_NEWUSER | unix.CLONE_NEWPID | unix.CLONE_NEWNET
+	iso.cloneflags = unix.CLONE_NEWUSER | unix.CLONE_NEWPID | unix.CLONE_NEWNET | unix.CLONE_NEWIPC
 	if err := iso.probe(); err != nil {
 		d := *daemonIsolation()
 		iso = &d
 		iso.warning = fmt.Sprintf("no user namespace for jobs (%v): they share the daemon's uid and namespaces (see Runner.NoUserNamespace)", err)
 		return iso
 	}
-	iso.PIDNamespace, iso.NetNamespace = true, true
+	iso.PIDNamespace, iso.NetNamespace, iso.IPCNamespace = true, true, true
 	return iso
 })
 
