@@ -426,4 +426,3 @@ func TestReviewHeldKernelSurface(t *testing.T) {
 		}
 	}
 }
-
