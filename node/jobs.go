@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"runtime"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -48,7 +49,15 @@ func openJobs(n *Node) (*jobsPart, error) {
 	if cfg.Worker {
 		runner := cfg.Runner
 		if runner == nil {
-			runner = &sandbox.Runner{Logger: n.log.With("component", "sandbox"), JobUIDs: cfg.JobUIDs}
+			// JobsMemory: what the slots' jobs may use together, plus room for the kernel's own
+			// per-process memory, so a job that got past the stub's RLIMIT_AS is still held.
+			slots := cfg.Slots
+			if slots <= 0 {
+				slots = runtime.NumCPU()
+			}
+			mem := cfg.Limits.Or(sandbox.DefaultLimits()).Memory
+			runner = &sandbox.Runner{Logger: n.log.With("component", "sandbox"), JobUIDs: cfg.JobUIDs,
+				JobsMemory: int64(slots) * (mem + 16<<20)}
 		}
 		var validate func([]byte, sandbox.Limits) error // nil: sandbox.Validate
 		var isolation string

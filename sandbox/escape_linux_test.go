@@ -405,11 +405,16 @@ func TestIsolationReport(t *testing.T) {
 	requireRoot(t)
 	got := (&Runner{}).Isolation()
 	abi := landlockABI()
-	want := Isolation{User: "job-uid", NoNewPrivs: true, PIDNamespace: true, NetNamespace: true, IPCNamespace: true, FixedLayout: true, Landlock: abi}
+	// Cgroup is on once any Runner of this test process asked for it (JobsMemory).
+	want := Isolation{User: "job-uid", NoNewPrivs: true, PIDNamespace: true, NetNamespace: true, IPCNamespace: true, Cgroup: jobCgroupJoined(), FixedLayout: true, Landlock: abi}
 	if got != want {
 		t.Errorf("got %+v, want %+v", got, want)
 	}
-	if s, want := got.String(), "user=job-uid nnp pidns netns ipcns fixed-layout"+landlockSuffix(abi); s != want {
+	cg := ""
+	if want.Cgroup {
+		cg = " cgroup"
+	}
+	if s, want := got.String(), "user=job-uid nnp pidns netns ipcns"+cg+" fixed-layout"+landlockSuffix(abi); s != want {
 		t.Errorf("got %q, want %q", s, want)
 	}
 }

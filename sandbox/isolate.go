@@ -54,6 +54,8 @@ type Isolation struct {
 	NetNamespace bool
 	// IPCNamespace: each job has a System V IPC namespace of its own, gone with it.
 	IPCNamespace bool
+	// Cgroup: jobs run in memory and pids cgroups that cap them together (Runner.JobsMemory).
+	Cgroup bool
 	// FixedLayout: jobs start with ADDR_NO_RANDOMIZE, the same memory layout every run.
 	FixedLayout bool
 	// Landlock is the Landlock ABI version restricting jobs, 0 for none: they can open,
@@ -73,7 +75,7 @@ func (i Isolation) String() string {
 	for _, l := range []struct {
 		on   bool
 		name string
-	}{{i.NoNewPrivs, "nnp"}, {i.PIDNamespace, "pidns"}, {i.NetNamespace, "netns"}, {i.IPCNamespace, "ipcns"}, {i.FixedLayout, "fixed-layout"}} {
+	}{{i.NoNewPrivs, "nnp"}, {i.PIDNamespace, "pidns"}, {i.NetNamespace, "netns"}, {i.IPCNamespace, "ipcns"}, {i.Cgroup, "cgroup"}, {i.FixedLayout, "fixed-layout"}} {
 		if l.on {
 			parts = append(parts, l.name)
 		}

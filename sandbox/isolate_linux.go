@@ -178,6 +178,14 @@ func (r *Runner) setup() *isolation {
 		if iso.uids.Count <= 0 {
 			iso.uids = DefaultJobUIDs
 		}
+		if iso.root && r.JobsMemory > 0 {
+			if err := joinJobCgroups(iso.l.tid, r.JobsMemory, jobMaxProcs*4); err != nil {
+				iso.warning = fmt.Sprintf("no memory cgroup for jobs (%v): a job's memory is bounded by the stub's RLIMIT_AS alone", err)
+			}
+		}
+		// The launcher thread is the process's: once a Runner made it join, every root
+		// Runner's jobs are in the cgroup.
+		iso.Cgroup = iso.root && jobCgroupJoined()
 		if r.noPIDNamespace && !iso.userns {
 			iso.cloneflags &^= unix.CLONE_NEWPID
 			iso.PIDNamespace = false

@@ -47,7 +47,8 @@ var reviewBuild = sync.OnceValues(func() ([]byte, error) {
 	return os.ReadFile(out)
 })
 
-var reviewRunner = &Runner{}
+// reviewRunner caps its jobs' memory with a cgroup, as a node's Runner does.
+var reviewRunner = &Runner{JobsMemory: 1 << 30}
 
 // bypass runs the bypass job with stdin through the default (root) isolation.
 func bypass(t *testing.T, stdin string, wall time.Duration) (map[string]string, Result) {
@@ -204,6 +205,24 @@ func TestReviewHeldSegmentsNearStackAndVDSO(t *testing.T) {
 }
 
 // ---- Angle 2: the stub bypassed (unpatched glibc program through the real launcher) ----
+
+// TestReviewHeldMemoryBounded: without the stub nothing bounded a job's memory: the limit
+// is checked on the ELF's segments and enforced by the stub's RLIMIT_AS, and a job that got
+// past the stub mmapped and touched 600 MiB past the 256 MiB default limit. Fixed: a root
+// daemon's jobs are born in a memory cgroup (Runner.JobsMemory, 1 GiB here), and a job that
+// touches 1500 MiB is killed by the kernel before it can report it.
+func TestReviewHeldMemoryBounded(t *testing.T) {
+	if got := bypassControl(t, "mem 600\n"); got["touched"] != "600" {
+		t.Fatalf("control: got %v", got)
+	}
+	if !reviewRunner.Isolation().Cgroup {
+		t.Fatalf("no job cgroup on this machine (needs root and cgroup v1 memory and pids controllers): %v", reviewRunner.Isolation())
+	}
+	got, res := bypass(t, "mem 1500\n", 20*time.Second)
+	if got["touched"] == "1500" {
+		t.Errorf("a job without the stub touched 1500 MiB past the 1 GiB jobs' memory (RLIMIT_AS %s, status %s)", got["rlimit-as"], res.Status)
+	}
+}
 
 // TestReviewHeldProcessesBounded: without the stub a job could fork as many processes as
 // the daemon's RLIMIT_NPROC allowed the job uid (96549 here, threads-max/2); the PID

@@ -44,6 +44,12 @@ type Runner struct {
 	// ptrace the launching thread (and so take over the daemon), signal it, use UDP and
 	// other non-TCP sockets, and children it moves out of its process group outlive it.
 	NoUserNamespace bool
+	// JobsMemory, when the daemon is root and the machine has cgroup v1's memory and pids
+	// controllers, caps what all running jobs use together (a cgroup the launcher's thread
+	// joins; the first Runner of a process sets it), so a job that got past the stub's
+	// RLIMIT_AS still cannot take the donor's memory; jobs are then also capped at
+	// jobMaxProcs processes each on average. Zero means no cgroup.
+	JobsMemory int64
 
 	isoOnce sync.Once
 	iso     *isolation
@@ -247,7 +253,7 @@ func (r *Runner) launch(ctx context.Context, img *os.File, stdin io.Reader, lim 
 	stderrDone := make(chan struct{})
 	go func() {
 		defer close(stderrDone)
-		stderr, _ = collect(errR, StderrLimit, false, drainBy, nil)
+		stderr, _ = collect(errR, StderrLimit, nil, drainBy, nil)
 	}()
 
 	// The launcher's thread never exits, so Pdeathsig fires only when the daemon dies, and
@@ -284,10 +290,7 @@ func (r *Runner) launch(ctx context.Context, img *os.File, stdin io.Reader, lim 
 	// Read stdout here, not in another goroutine: the first byte is then seen without a
 	// goroutine hand-off, which measurably cuts time-to-first-output.
 	var firstByte time.Time
-	out, over := collect(outR, lim.MaxOutput, true, drainBy, func() { firstByte = time.Now() })
-	if over {
-		kill(killOutput)
-	}
+	out, _ := collect(outR, lim.MaxOutput, func() { kill(killOutput) }, drainBy, func() { firstByte = time.Now() })
 	if err := <-started; err != nil {
 		<-stderrDone
 		inW.Close()
@@ -365,7 +368,8 @@ const (
 
 // collect reads f until EOF, an error or drainBy (a UnixNano time once set; nil when it
 // never will be; f's read deadline is set with it), keeping at most keep bytes. More than
-// keep ends the read with over set if stop, and is read and dropped otherwise. first, if
+// keep, if stop is not nil, calls stop (before f is closed) and ends the read with over
+// set; otherwise it is read and dropped. first, if
 // not nil, is called at the first byte. collect closes f.
 //
 // It reads through Go's poller, which sees the first byte soonest, until the job has
@@ -373,7 +377,7 @@ const (
 // so every further byte would wake its thread, even while collect sleeps: collect then
 // takes the pipe out of the poller and waits with poll(2), which listens only while it
 // waits.
-func collect(f *os.File, keep int64, stop bool, drainBy *atomic.Int64, first func()) (data []byte, over bool) {
+func collect(f *os.File, keep int64, stop func(), drainBy *atomic.Int64, first func()) (data []byte, over bool) {
 	buf := make([]byte, 32<<10)
 	short := 0
 	add := func(n int) bool {
@@ -388,7 +392,13 @@ func collect(f *os.File, keep int64, stop bool, drainBy *atomic.Int64, first fun
 		} else {
 			short++
 		}
-		return n > room && stop
+		if n > room && stop != nil {
+			// Before the pipe closes: a job that wrote past the limit must die of the
+			// kill, not of SIGPIPE (or exit on EPIPE) first.
+			stop()
+			return true
+		}
+		return false
 	}
 	for short < coalesceAfter {
 		n, err := f.Read(buf)
