@@ -13,6 +13,7 @@ type Runner struct {
 	Logger          *slog.Logger
 	JobUIDs         UIDRange
 	NoUserNamespace bool
+	JobsMemory      int64
 }
 
 // Run returns ErrUnsupported: strict-seccomp jobs need linux/amd64.
