@@ -53,6 +53,16 @@ func (b *budget) take(p peer.ID, now time.Time) bool {
 	return true
 }
 
+// spent reports whether p is tracked and has no whole token left at time now. An untracked
+// peer has its whole burst, even when the budget tracks all the peers it may: spent refuses
+// nothing to newcomers, take then charges nothing beyond maxPeers.
+func (b *budget) spent(p peer.ID, now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	bk, ok := b.peers[p]
+	return ok && b.refill(bk, now).tokens < 1
+}
+
 func (b *budget) refill(bk bucket, now time.Time) bucket {
 	if d := now.Sub(bk.at); d > 0 {
 		bk.tokens = min(float64(b.burst), bk.tokens+float64(d)/float64(b.period))

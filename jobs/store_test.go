@@ -208,14 +208,14 @@ func TestPutRepairsTornFile(t *testing.T) {
 	}
 }
 
-// TestStoreQuota fills a store with a 3 KiB quota with 1 KiB blobs: the least recently used
+// TestStoreQuota fills a store with a 12 KiB quota with 4 KiB blobs: the least recently used
 // unpinned ones go first, a blob above the quota is refused, and so is one that fits only by
-// evicting pinned blobs.
+// evicting pinned blobs. Only a local use (Get) makes a blob recently used, not serving it.
 func TestStoreQuota(t *testing.T) {
 	ctx := context.Background()
 	st := newStore(t)
-	st.Quota = 3 << 10
-	blob := func(i byte) []byte { return bytes.Repeat([]byte{i}, 1<<10) }
+	st.Quota = 12 << 10
+	blob := func(i byte) []byte { return bytes.Repeat([]byte{i}, 4<<10) }
 	var cs []cid.Cid
 	for i := range byte(3) {
 		c, err := st.Put(ctx, blob(i))
@@ -224,33 +224,112 @@ func TestStoreQuota(t *testing.T) {
 		}
 		cs = append(cs, c)
 	}
-	st.blobs[cs[0]].last = time.Now().Add(-time.Hour) // order the uses beyond the clock's grain
-	st.blobs[cs[1]].last = time.Now().Add(-2 * time.Hour)
-	if _, err := st.Get(ctx, cs[1]); err != nil { // now 0 is the least recently used
+	if _, err := st.Get(ctx, cs[0]); err != nil { // now 1 is the least recently used
 		t.Fatal(err)
 	}
+	rc, _, err := st.Open(ctx, cs[1]) // serving it does not change that
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, rc)
+	rc.Close()
 	c3, err := st.Put(ctx, blob(3))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for c, want := range map[cid.Cid]bool{cs[0]: false, cs[1]: true, cs[2]: true, c3: true} {
+	for c, want := range map[cid.Cid]bool{cs[0]: true, cs[1]: false, cs[2]: true, c3: true} {
 		if got := st.Has(c); got != want {
 			t.Errorf("Has(%s): got %v, want %v", c, got, want)
 		}
 	}
-	if got := st.Used(); got != 3<<10 {
-		t.Errorf("used: got %d, want %d", got, 3<<10)
+	if got := st.Used(); got != 12<<10 {
+		t.Errorf("used: got %d, want %d", got, 12<<10)
 	}
-	if _, err := st.Put(ctx, make([]byte, 4<<10)); !errors.Is(err, ErrTooLarge) {
+	if _, err := st.Put(ctx, make([]byte, 12<<10+1)); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("blob above the quota: got %v, want ErrTooLarge", err)
 	}
-	unpin := []func(){st.pin(cs[1]), st.pin(cs[2]), st.pin(c3)}
+	unpin := []func(){st.pin(cs[0]), st.pin(cs[2]), st.pin(c3)}
 	if _, err := st.Put(ctx, blob(4)); !errors.Is(err, ErrFull) {
 		t.Errorf("all blobs pinned: got %v, want ErrFull", err)
 	}
 	unpin[0]()
-	if _, err := st.Put(ctx, blob(4)); err != nil || st.Has(cs[1]) {
-		t.Errorf("after unpinning one: got %v, evicted %v; want it evicted", err, !st.Has(cs[1]))
+	if _, err := st.Put(ctx, blob(4)); err != nil || st.Has(cs[0]) {
+		t.Errorf("after unpinning one: got %v, evicted %v; want it evicted", err, !st.Has(cs[0]))
+	}
+}
+
+// TestStoreQuotaCharges checks what a blob counts against the quota: its size in whole
+// 4 KiB blocks (an empty blob one block), and at most one file per 64 KiB of quota (at
+// least 64 files).
+func TestStoreQuotaCharges(t *testing.T) {
+	for _, tt := range []struct {
+		size, want int64
+	}{{0, 4096}, {1, 4096}, {219, 4096}, {4096, 4096}, {4097, 8192}, {1 << 20, 1 << 20}} {
+		if got := charge(tt.size); got != tt.want {
+			t.Errorf("charge(%d): got %d, want %d", tt.size, got, tt.want)
+		}
+	}
+	ctx := context.Background()
+	st := newStore(t)
+	st.Quota = 128 * bytesPerFile // 128 files of 1 byte, though 2048 blocks would fit
+	var first cid.Cid
+	for i := range 200 {
+		c, err := st.Put(ctx, []byte{byte(i), byte(i >> 8)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first = c
+		}
+	}
+	if names := dirNames(t, st); len(names) != 128 || st.Used() != 128*blockSize {
+		t.Errorf("got %d files, Used %d; want 128 files, %d", len(names), st.Used(), 128*blockSize)
+	}
+	if st.Has(first) {
+		t.Error("the least recently used blob was kept")
+	}
+}
+
+// TestStoreSkipsRehash checks that a file the store hashed on a read, unchanged since, is
+// marked checked (later reads skip the hash), and that one replaced by a file of the same
+// size and mtime is hashed again: its corrupted bytes are found and the file deleted.
+// (TestStoreCorruption: files changed in place, just after they were written.)
+func TestStoreSkipsRehash(t *testing.T) {
+	ctx := context.Background()
+	st := newStore(t)
+	blob := []byte("a blob read by many jobs")
+	c, err := st.Put(ctx, blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-time.Hour) // a write this recent could leave the mtime unchanged
+	if err := os.Chtimes(st.path(c), old, old); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(st.path(c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := st.Get(ctx, c); err != nil || !bytes.Equal(got, blob) {
+		t.Fatalf("Get: got %q, %v", got, err)
+	}
+	if !st.wasChecked(c, fi) {
+		t.Fatal("a blob read and hashed is not marked checked")
+	}
+	// The same size and even the same mtime, but a new inode: as a copy put in its place.
+	torn := st.path(c) + ".new"
+	if err := os.WriteFile(torn, make([]byte, len(blob)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.Chtimes(torn, fi.ModTime(), fi.ModTime())
+	if err := os.Rename(torn, st.path(c)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Get(ctx, c); !errors.Is(err, cids.ErrMismatch) {
+		t.Fatalf("replaced file: got %v, want ErrMismatch", err)
+	}
+	if st.Has(c) {
+		t.Error("the corrupted file was kept")
 	}
 }
 
@@ -282,7 +361,7 @@ func TestStoreRemovesPartialWrites(t *testing.T) {
 	if names := dirNames(t, st); len(names) != 1 || names[0] != c.String() {
 		t.Errorf("after reopening: got files %v, want just %s", names, c)
 	}
-	if got := st.Used(); got != 4 {
-		t.Errorf("used: got %d, want 4", got)
+	if got := st.Used(); got != blockSize {
+		t.Errorf("used: got %d, want %d (4 bytes in one block)", got, blockSize)
 	}
 }

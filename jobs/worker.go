@@ -78,7 +78,26 @@ const (
 	allLookupBurst    = 16
 	allLookupPeriod   = 2 * time.Second
 	lookupTimeout     = 20 * time.Second
+
+	// Admitted jobs a peer abandons (goes away, breaks the protocol or lets the input
+	// deadline pass) before the job runs: each costs the worker its binary read and
+	// validated for nothing, so per peer abandonBurst, then one per abandonPeriod; a peer
+	// with none left is refused BUSY. (Two identities made the worker read, hash and
+	// validate 1.2-1.8 GB/s of a stored 64 MiB binary for 99-byte requests.)
+	abandonBurst  = 4
+	abandonPeriod = 15 * time.Second
+
+	// inputBase plus the input at 1 MiB/s is how long a submitter has to send an inline
+	// input once the worker asks for it; its slot is taken back after that. (The deadline
+	// set at admission once covered fetch, wall and reply: 36.5 min of a slot held for a
+	// 1-byte input never sent.)
+	inputBase = 5 * time.Second
 )
+
+// inputTimeout is how long a submitter has to send an inline input of size bytes.
+func inputTimeout(size int64) time.Duration {
+	return inputBase + time.Duration(max(size, 0)>>20)*time.Second
+}
 
 // WorkerConfig configures a Worker. Zero fields take defaults.
 type WorkerConfig struct {
@@ -110,13 +129,14 @@ type WorkerConfig struct {
 // refuses job requests, fetches binaries, runs jobs through a Runner and returns results
 // with signed receipts.
 type Worker struct {
-	cfg     WorkerConfig
-	log     *slog.Logger
-	key     crypto.PrivKey
-	policy  sandbox.Limits // the most a job may ask for
-	deflt   sandbox.Limits // what a job that names no limit gets: the defaults, capped by policy
-	lookups *budget        // provider lookups per requesting peer
-	all     *budget        // provider lookups of all peers, under ""
+	cfg      WorkerConfig
+	log      *slog.Logger
+	key      crypto.PrivKey
+	policy   sandbox.Limits // the most a job may ask for
+	deflt    sandbox.Limits // what a job that names no limit gets: the defaults, capped by policy
+	lookups  *budget        // provider lookups per requesting peer
+	all      *budget        // provider lookups of all peers, under ""
+	abandons *budget        // admitted jobs abandoned before they ran, per peer
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -165,6 +185,7 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 		deflt:     minLimits(sandbox.DefaultLimits(), policy),
 		lookups:   newBudget(lookupBurst, lookupPeriod, lookupPeers),
 		all:       newBudget(allLookupBurst, allLookupPeriod, 1),
+		abandons:  newBudget(abandonBurst, abandonPeriod, lookupPeers),
 		ctx:       ctx,
 		cancel:    cancel,
 		protected: make(map[peer.ID]int),
@@ -368,6 +389,7 @@ type spec struct {
 	inline    bool // the input comes on the job stream, when asked for
 	lim       sandbox.Limits
 	nonce     []byte
+	ran       bool // the runner was called (set by execute)
 }
 
 // admit checks a request against the protocol and the worker's policy.
@@ -430,6 +452,9 @@ func (w *Worker) handleJob(s network.Stream) {
 		return
 	}
 	sp, err := w.admit(&req, from)
+	if err == nil && w.abandons.spent(from, time.Now()) {
+		err = protocol.Errorf(protocol.Code_BUSY, "you abandoned %d admitted jobs before they ran; try again in %v", abandonBurst, abandonPeriod)
+	}
 	if err == nil {
 		if err = w.take(from); err == nil {
 			defer w.give(from)
@@ -446,7 +471,8 @@ func (w *Worker) handleJob(s network.Stream) {
 	}
 	defer w.protect(from)()
 
-	protocol.SetDeadline(s, protocol.FetchTimeout+protocol.BlobTimeout(sp.inputSize)+sp.lim.Wall+protocol.ReplyTimeout)
+	// Long enough to fetch the binary; the input and the run set their own deadlines.
+	protocol.SetDeadline(s, protocol.FetchTimeout+protocol.ReplyTimeout)
 	if err := protocol.WriteMsg(s, &protocol.JobAdmit{}); err != nil {
 		s.Reset()
 		return
@@ -478,7 +504,10 @@ func (w *Worker) handleJob(s network.Stream) {
 		s.CloseWrite()
 		<-watched
 	case ctx.Err() != nil:
-		log.Info("job cancelled: submitter gone", "job", sp.jobCID)
+		log.Info("job cancelled: submitter gone", "job", sp.jobCID, "ran", sp.ran)
+		if !sp.ran {
+			w.abandons.take(from, time.Now())
+		}
 		s.Reset()
 		return
 	default:
@@ -542,8 +571,10 @@ func readByte(r io.Reader, b []byte) error {
 	}
 }
 
-// input asks the submitter for the inline input and waits for it.
+// input asks the submitter for the inline input and waits for it, until the input
+// deadline: past it, the watcher's read fails and ctx ends.
 func (in *streamInput) input(ctx context.Context) ([]byte, error) {
+	protocol.SetDeadline(in.s, inputTimeout(in.sp.inputSize))
 	close(in.asked)
 	if err := protocol.WriteMsg(in.s, &protocol.JobResult{SendInput: true}); err != nil {
 		return nil, err
@@ -597,6 +628,7 @@ func (w *Worker) execute(ctx context.Context, sp *spec, in *streamInput) (*proto
 		case sp.inline && sp.inputSize > 0:
 			input, err = in.input(ctx)
 		case sp.inputSize > 0:
+			protocol.SetDeadline(in.s, protocol.FetchTimeout+protocol.ReplyTimeout)
 			input, err = w.fetchInput(ctx, sp)
 		}
 		if err != nil {
@@ -605,6 +637,9 @@ func (w *Worker) execute(ctx context.Context, sp *spec, in *streamInput) (*proto
 			}
 			return nil, fmt.Errorf("input: %w", err)
 		}
+		// The wall budget starts with the run.
+		protocol.SetDeadline(in.s, sp.lim.Wall+protocol.ReplyTimeout)
+		sp.ran = true
 		r, err = w.cfg.Runner.Run(ctx, sandbox.Job{Binary: bin, Stdin: bytes.NewReader(input)}, sp.lim)
 		if err != nil {
 			if ctx.Err() != nil {

@@ -252,3 +252,73 @@ func TestWorkerProviders(t *testing.T) {
 		t.Fatalf("got output %q, binary stored %v", res.Output, g.stores[0].Has(jobCID))
 	}
 }
+
+// TestWorkerAbandonBudget checks that a peer that abandons admitted jobs before they run
+// (here: it resets once the worker asks for the input) is refused BUSY after abandonBurst
+// of them, that another peer is not, and that jobs that run are not charged.
+func TestWorkerAbandonBudget(t *testing.T) {
+	ctx := context.Background()
+	g := newGrid(t, WorkerConfig{Runner: echo, Slots: 2})
+	wid := g.hosts[0].ID()
+	c, _ := g.stores[0].Put(ctx, testBinary)
+	in := []byte{1}
+	req := &protocol.JobRequest{JobCid: c.Bytes(), Nonce: nonce(), InputSize: 1, InputInline: true, InputCid: cids.Sum(in).Bytes()}
+	a, honest := newHost(t), newHost(t)
+	for _, h := range []host.Host{a, honest} {
+		if err := h.Connect(ctx, addrInfo(g.hosts[0])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := func(h host.Host) error {
+		_, err := rawJob(t, h, wid, &protocol.JobRequest{JobCid: c.Bytes(), Nonce: nonce()})
+		for try := 0; protocol.CodeOf(err) == protocol.Code_BUSY && g.workers[0].Running() > 0 && try < 100; try++ {
+			time.Sleep(time.Millisecond) // the slot is given back just after the reply
+			_, err = rawJob(t, h, wid, &protocol.JobRequest{JobCid: c.Bytes(), Nonce: nonce()})
+		}
+		return err
+	}
+	for i := range abandonBurst + 2 {
+		if err := run(honest); err != nil {
+			t.Fatalf("honest job %d: %v", i, err)
+		}
+	}
+	for i := range abandonBurst {
+		waitFor(t, "a free slot", func() bool { return g.workers[0].Running() == 0 })
+		if !abortAfterAsk(a, wid, req) {
+			t.Fatalf("abandoned job %d was not admitted", i)
+		}
+	}
+	waitFor(t, "the abandoned jobs to be counted", func() bool { return g.workers[0].abandons.spent(a.ID(), time.Now()) })
+	if err := run(a); protocol.CodeOf(err) != protocol.Code_BUSY {
+		t.Errorf("after %d abandoned jobs: got %v, want BUSY", abandonBurst, err)
+	}
+	if err := run(honest); err != nil {
+		t.Errorf("another peer: got %v, want a run", err)
+	}
+}
+
+func TestBudgetSpent(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	b := newBudget(2, 10*time.Second, 1)
+	tests := []struct {
+		name string
+		take peer.ID // taken before the check, if set
+		p    peer.ID
+		at   time.Duration
+		want bool
+	}{
+		{name: "untracked", p: "a", want: false},
+		{name: "one left", take: "a", p: "a", want: false},
+		{name: "none left", take: "a", p: "a", want: true},
+		{name: "refilled", p: "a", at: 10 * time.Second, want: false},
+		{name: "newcomer beyond maxPeers", p: "b", want: false},
+	}
+	for _, tt := range tests {
+		if tt.take != "" {
+			b.take(tt.take, t0)
+		}
+		if got := b.spent(tt.p, t0.Add(tt.at)); got != tt.want {
+			t.Errorf("%s: got %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
