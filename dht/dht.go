@@ -107,7 +107,10 @@ func New(ctx context.Context, h host.Host, cfg Config) (*DHT, error) {
 	opts := []kaddht.Option{
 		kaddht.ProtocolPrefix(ProtocolPrefix),
 		kaddht.Mode(mode),
-		kaddht.ProviderManagerOpts(records.ProvideValidity(cfg.ProvideValidity)),
+		// Expired records are collected every sixth of the validity (the default is an
+		// hour), so they do not hold a peer's share of the bounded store for long.
+		kaddht.ProviderManagerOpts(records.ProvideValidity(cfg.ProvideValidity), records.CleanupInterval(cfg.ProvideValidity/6)),
+		kaddht.ProviderDatastore(newProviderStore(h.ID(), cfg.Logger)),
 		kaddht.DisableValues(),
 		kaddht.BootstrapPeers(cfg.Bootstrap...),
 	}
@@ -149,6 +152,9 @@ func New(ctx context.Context, h host.Host, cfg Config) (*DHT, error) {
 
 // Size is the number of peers in the routing table.
 func (d *DHT) Size() int { return d.kad.RoutingTable().Size() }
+
+// Routes reports whether p is in the routing table.
+func (d *DHT) Routes(p peer.ID) bool { return d.kad.RoutingTable().Find(p) != "" }
 
 // Bootstrap connects to the bootstrap peers and refreshes the routing table. It fails only
 // when bootstrap peers were given and none could be reached.

@@ -1,0 +1,116 @@
+package dht
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+
+	ds "github.com/ipfs/go-datastore"
+	dsq "github.com/ipfs/go-datastore/query"
+	"github.com/libp2p/go-libp2p-kad-dht/records"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/host/peerstore/pstoremem"
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+func randomPeer(t *testing.T) peer.ID {
+	t.Helper()
+	_, pub, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := peer.IDFromPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// TestProviderStoreBounds drives kad-dht's own provider manager over providerStore, as the
+// DHT's ADD_PROVIDER handler does, and reads the records back through it.
+func TestProviderStoreBounds(t *testing.T) {
+	ctx := context.Background()
+	self, a, b, c := randomPeer(t), randomPeer(t), randomPeer(t), randomPeer(t)
+	ps, err := pstoremem.NewPeerstore()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ps.Close()
+	st := newProviderStore(self, slog.New(slog.DiscardHandler))
+	st.total, st.perPeer = 25, 10
+	pm, err := records.NewProviderManager(self, ps, st, records.ProvideValidity(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pm.Close()
+	addr := ma.StringCast("/ip4/127.0.0.1/tcp/1")
+	key := func(p peer.ID, i int) []byte { return []byte(fmt.Sprintf("%s/%d", p, i)) }
+	add := func(p peer.ID, n int) {
+		for i := range n {
+			if err := pm.AddProvider(ctx, key(p, i), peer.AddrInfo{ID: p, Addrs: []ma.Multiaddr{addr}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	held := func(p peer.ID, n int) (got int) {
+		for i := range n {
+			provs, err := pm.GetProviders(ctx, key(p, i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got += len(provs)
+		}
+		return got
+	}
+	add(a, 1000)
+	add(a, 5) // renewals of records it holds
+	add(b, 1000)
+	add(c, 1000)
+	add(self, 100)
+	// Close flushes the manager's write buffer; a second one reads what the store kept.
+	if err := pm.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if pm, err = records.NewProviderManager(self, ps, st, records.ProvideValidity(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		p    peer.ID
+		want int
+	}{
+		{"per peer", a, 10},
+		{"second peer", b, 10},
+		{"total", c, 5},
+		{"self unbounded", self, 100},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := held(tc.p, 1000); got != tc.want {
+				t.Errorf("got %d records, want %d", got, tc.want)
+			}
+		})
+	}
+	// A deleted (expired) record frees its peer's share.
+	res, err := st.Query(ctx, dsq.Query{KeysOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	es, _ := res.Rest()
+	for _, e := range es {
+		if k := ds.NewKey(e.Key); k.Name() == keySegment(a) {
+			if err := st.Delete(ctx, k); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	st.mu.Lock()
+	n, na := st.n, st.byPeer[keySegment(a)]
+	st.mu.Unlock()
+	if n != 115 || na != 0 {
+		t.Errorf("after deleting a's records: got %d held, %d of a's, want 115, 0", n, na)
+	}
+}
