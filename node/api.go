@@ -19,6 +19,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/net/netutil"
+
 	"github.com/gridnode/gridnode/jobs"
 	"github.com/gridnode/gridnode/protocol"
 	"github.com/gridnode/gridnode/sandbox"
@@ -189,9 +191,27 @@ func (n *Node) ServeAPI(tcp string) (net.Addr, error) {
 	return ln.Addr(), nil
 }
 
+// API connection bounds. Without them, 3000 token-less connections that got their 401 and
+// then idled stayed open for good (14.7 KiB and one goroutine each, and one of the daemon's
+// fds): any local user could take every fd the daemon has. A connection past apiMaxConns
+// waits in the kernel's backlog for a free one.
+const (
+	apiMaxConns    = 64
+	apiIdleTimeout = 30 * time.Second
+)
+
+// apiReadTimeout covers the largest body at 1 MiB/s, far below loopback speed.
+var apiReadTimeout = 10*time.Second + time.Duration(apiMaxBody>>20)*time.Second
+
 // serve runs an HTTP server on ln until Close, which then calls cleanup.
 func (n *Node) serve(ln net.Listener, h http.Handler, cleanup func()) {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	ln = netutil.LimitListener(ln, apiMaxConns)
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       apiReadTimeout,
+		IdleTimeout:       apiIdleTimeout,
+	}
 	n.apiMu.Lock()
 	n.api = append(n.api, func() {
 		srv.Close()
@@ -227,6 +247,9 @@ func (n *Node) APIHandler() http.Handler {
 			http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
 			return
 		}
+		// The body is read; a job may run longer than apiReadTimeout, and the deadline
+		// left on the connection would end r.Context() when it passes.
+		http.NewResponseController(w).SetReadDeadline(time.Time{})
 		rep, err := n.Submit(r.Context(), req)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadGateway)
@@ -263,6 +286,7 @@ func requireToken(tok string, h http.Handler) http.Handler {
 	want := []byte("Bearer " + tok)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("Connection", "close") // one who lacks the token gets no idle connection
 			http.Error(w, "unauthorized: send Authorization: Bearer <the daemon's "+APITokenFile+">", http.StatusUnauthorized)
 			return
 		}
