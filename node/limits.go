@@ -2,9 +2,11 @@ package node
 
 import (
 	"runtime"
+	"time"
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 	p2pproto "github.com/libp2p/go-libp2p/core/protocol"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 
@@ -75,4 +77,73 @@ func jobStreamsPerPeer(cfg Config) int {
 		share = (slots + 1) / 2
 	}
 	return perPeerStreams + min(share, slots)
+}
+
+// A peer whose last connection closed is forgotten (its key, protocols, identify metadata
+// and addresses leave the peerstore) forgetAfter later, unless it reconnected, is a
+// bootstrap peer, is protected (jobs in flight) or is in the DHT's routing table. Peer IDs
+// are free, and the peerstore kept every identity that ever connected (4.5-5.4 KiB each)
+// until restart. forgetAfter is longer than a worker's re-announce period (a third of the
+// provide validity), so a worker that keeps announcing to this node keeps its addresses in
+// this node's provider records. At most forgetMax disconnected peers wait; past that the
+// oldest are forgotten at once, which bounds what churn can pin to ~forgetMax x 5 KiB
+// (~20 MiB) however fast identities come. Variables, for tests.
+var (
+	forgetAfter = 15 * time.Minute
+	forgetMax   = 4096
+)
+
+// forgetQueue decides when disconnected peers are forgotten; it is pure, for testing.
+type forgetQueue struct {
+	after time.Duration
+	max   int
+	since map[peer.ID]time.Time // waiting peers, by when they disconnected
+	order []forgetEntry         // disconnections, oldest first; entries not in since are stale
+}
+
+type forgetEntry struct {
+	p  peer.ID
+	at time.Time
+}
+
+func newForgetQueue(after time.Duration, max int) *forgetQueue {
+	return &forgetQueue{after: after, max: max, since: make(map[peer.ID]time.Time)}
+}
+
+// disconnected records that p's last connection closed at now.
+func (q *forgetQueue) disconnected(p peer.ID, now time.Time) {
+	q.since[p] = now
+	q.order = append(q.order, forgetEntry{p, now})
+	if len(q.order) > 2*q.max+16 { // a peer that reconnects and leaves over and over
+		live := q.order[:0]
+		for _, e := range q.order {
+			if at, ok := q.since[e.p]; ok && at.Equal(e.at) {
+				live = append(live, e)
+			}
+		}
+		clear(q.order[len(live):])
+		q.order = live
+	}
+}
+
+// connected records that p is connected again.
+func (q *forgetQueue) connected(p peer.ID) { delete(q.since, p) }
+
+// due removes and returns the peers to forget at now: those that left after ago or more,
+// and the oldest beyond max.
+func (q *forgetQueue) due(now time.Time) []peer.ID {
+	var out []peer.ID
+	for len(q.order) > 0 {
+		e := q.order[0]
+		if at, ok := q.since[e.p]; ok && at.Equal(e.at) {
+			if now.Sub(e.at) < q.after && len(q.since) <= q.max {
+				break
+			}
+			delete(q.since, e.p)
+			out = append(out, e.p)
+		}
+		q.order[0] = forgetEntry{}
+		q.order = q.order[1:]
+	}
+	return out
 }

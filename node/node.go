@@ -15,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
@@ -69,6 +70,12 @@ type Node struct {
 	jobs *jobsPart
 
 	announced chan struct{}
+	forgetMu  sync.Mutex
+	forget    *forgetQueue
+	notifiee  network.Notifiee
+	stop      context.CancelFunc // ends the forget loop
+	wg        sync.WaitGroup
+
 	apiMu     sync.Mutex
 	api       []func() // stop the API servers (ServeAPI)
 	closeOnce sync.Once
@@ -157,6 +164,7 @@ func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if cfg.Worker {
 		n.d.AnnounceLoop(dht.WorkerNamespace(), n.announced)
 	}
+	n.forgetPeers(boot)
 	n.log.Info("node started", "peer", n.h.ID(), "worker", cfg.Worker, "addrs", n.h.Addrs(), "reach", cfg.Reach)
 	return n, nil
 }
@@ -261,6 +269,74 @@ func autoReach(cfg Config, boot []peer.AddrInfo) (Reach, error) {
 	return deriveReach(addrs), nil
 }
 
+// forgetPeers removes peers from the peerstore some time after their last connection
+// closed (see forgetAfter), bootstrap peers excepted, until Close.
+func (n *Node) forgetPeers(boot []peer.AddrInfo) {
+	keep := make(map[peer.ID]bool, len(boot))
+	for _, b := range boot {
+		keep[b.ID] = true
+	}
+	n.forget = newForgetQueue(forgetAfter, forgetMax)
+	n.notifiee = &network.NotifyBundle{
+		ConnectedF: func(_ network.Network, c network.Conn) {
+			n.forgetMu.Lock()
+			n.forget.connected(c.RemotePeer())
+			n.forgetMu.Unlock()
+		},
+		DisconnectedF: func(nw network.Network, c network.Conn) {
+			p := c.RemotePeer()
+			if keep[p] || nw.Connectedness(p) == network.Connected {
+				return
+			}
+			n.forgetMu.Lock()
+			n.forget.disconnected(p, time.Now())
+			n.forgetMu.Unlock()
+			n.forgetDue() // past forgetMax, the oldest go now
+		},
+	}
+	n.h.Network().Notify(n.notifiee)
+	ctx, cancel := context.WithCancel(context.Background())
+	n.stop = cancel
+	n.wg.Go(func() {
+		t := time.NewTicker(min(forgetAfter/4, time.Minute))
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				n.forgetDue()
+			}
+		}
+	})
+}
+
+// forgetDue forgets the peers that are due, keeping those that reconnected, are protected
+// or are in the routing table: those wait another round.
+func (n *Node) forgetDue() {
+	n.forgetMu.Lock()
+	ps := n.forget.due(time.Now())
+	n.forgetMu.Unlock()
+	var again []peer.ID
+	for _, p := range ps {
+		switch {
+		case n.h.Network().Connectedness(p) == network.Connected:
+		case n.h.ConnManager().IsProtected(p, "") || n.d.Routes(p):
+			again = append(again, p)
+		default:
+			n.h.Peerstore().RemovePeer(p)
+			n.h.Peerstore().ClearAddrs(p)
+		}
+	}
+	if len(again) > 0 {
+		n.forgetMu.Lock()
+		for _, p := range again {
+			n.forget.disconnected(p, time.Now())
+		}
+		n.forgetMu.Unlock()
+	}
+}
+
 // ParseAddrs parses full /p2p/ multiaddrs, merging addresses of the same peer.
 func ParseAddrs(ss []string) ([]peer.AddrInfo, error) {
 	var mas []multiaddr.Multiaddr
@@ -352,6 +428,11 @@ func (n *Node) Close() error {
 		if n.jobs != nil {
 			// The worker waits until its submitters have read their "cancelled" replies.
 			errs = append(errs, n.jobs.close())
+		}
+		if n.stop != nil {
+			n.h.Network().StopNotify(n.notifiee)
+			n.stop()
+			n.wg.Wait()
 		}
 		if n.d != nil {
 			errs = append(errs, n.d.Close())
