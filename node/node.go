@@ -297,8 +297,9 @@ func (n *Node) forgetPeers(boot []peer.AddrInfo) {
 	n.h.Network().Notify(n.notifiee)
 	ctx, cancel := context.WithCancel(context.Background())
 	n.stop = cancel
+	every := max(min(forgetAfter/4, time.Minute), 10*time.Millisecond)
 	n.wg.Go(func() {
-		t := time.NewTicker(min(forgetAfter/4, time.Minute))
+		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
 			select {
