@@ -52,7 +52,8 @@ type Isolation struct {
 	PIDNamespace bool
 	// NetNamespace: jobs run in a network namespace with only a down loopback.
 	NetNamespace bool
-	// IPCNamespace: each job has a System V IPC namespace of its own, gone with it.
+	// IPCNamespace: jobs run in a System V IPC namespace of their own, in which no shared
+	// memory, message queue or semaphore set can be made.
 	IPCNamespace bool
 	// Cgroup: jobs run in memory and pids cgroups that cap them together (Runner.JobsMemory).
 	Cgroup bool

@@ -35,6 +35,7 @@ type launcher struct {
 	tid      int           // the launcher's thread
 	layout   bool          // ADDR_NO_RANDOMIZE set
 	netns    bool          // in the empty network namespace
+	ipcns    bool          // in an IPC namespace with no System V IPC allowed
 }
 
 const addrNoRandomize = 0x0040000 // <linux/personality.h>
@@ -106,10 +107,11 @@ func (l *launcher) setup() {
 		}
 	}
 	l.netns = unix.Unshare(unix.CLONE_NEWNET) == nil
-	// Nice 19, inherited by every job: the stub makes a job SCHED_IDLE, and one that got
-	// past it still yields to the donor's programs. (Not SCHED_IDLE here: this thread may
-	// hold one of the Go runtime's Ps while it forks, and a starved thread would stall it.)
-	unix.Setpriority(unix.PRIO_PROCESS, l.tid, 19)
+	// A System V IPC namespace shared by jobs, in which none can be made: a job that got
+	// past the stub could otherwise leave shared memory behind (it outlives the job and its
+	// PID namespace) or read a host process's segment. One for all, set up once: an IPC
+	// namespace per job costs about 20 us a start (its mqueue mount).
+	l.ipcns = unix.Unshare(unix.CLONE_NEWIPC) == nil && noSysVIPC()
 	if l.nnp {
 		l.landlock = landlock(l.userns) // last: the thread opens no file after this
 	}
@@ -206,7 +208,7 @@ func (r *Runner) setup() *isolation {
 func launcherIsolation(user string) *isolation {
 	l := theLauncher(user == userNamespace)
 	return &isolation{l: l, Isolation: Isolation{User: user, NoNewPrivs: l.nnp, FixedLayout: l.layout,
-		NetNamespace: l.netns, Landlock: l.landlock}}
+		NetNamespace: l.netns, IPCNamespace: l.ipcns, Landlock: l.landlock}}
 }
 
 // rootIsolation: a job uid and a PID namespace, each probed once, since a container may
@@ -219,12 +221,7 @@ var rootIsolation = sync.OnceValue(func() *isolation {
 	// daemon starts get it too.
 	iso.maxProcs = unix.Setrlimit(unix.RLIMIT_NPROC, &unix.Rlimit{Cur: jobMaxProcs, Max: jobMaxProcs}) == nil
 	iso.root, iso.uids = true, DefaultJobUIDs
-	// A System V IPC namespace per job too: without it a job could leave shared memory
-	// behind (it outlives the job and its PID namespace) or read a host process's.
-	iso.cloneflags = unix.CLONE_NEWPID | unix.CLONE_NEWIPC
-	if iso.probe() != nil {
-		iso.cloneflags = unix.CLONE_NEWPID
-	}
+	iso.cloneflags = unix.CLONE_NEWPID
 	if err := iso.probe(); err != nil {
 		iso.cloneflags = 0
 		iso.warning = fmt.Sprintf("no PID namespace for jobs (%v): a job's processes are killed by process group and uid instead", err)
@@ -233,8 +230,7 @@ var rootIsolation = sync.OnceValue(func() *isolation {
 			iso.User = "" // Run refuses
 		}
 	}
-	iso.PIDNamespace = iso.cloneflags&unix.CLONE_NEWPID != 0
-	iso.IPCNamespace = iso.cloneflags&unix.CLONE_NEWIPC != 0
+	iso.PIDNamespace = iso.cloneflags != 0
 	return iso
 })
 
@@ -413,4 +409,20 @@ func uidState(pid int) (uid, state string) {
 		uid, _, _ = strings.Cut(rest, "\t")
 	}
 	return uid, state
+}
+
+// noSysVIPC sets this thread's IPC namespace's limits so that no shared memory segment,
+// message queue or semaphore set can be made in it. Preconditions: the calling goroutine is
+// locked to the thread, which is the namespace's only user so far.
+func noSysVIPC() bool {
+	for _, w := range [][2]string{
+		{"/proc/sys/kernel/shmmni", "0"},
+		{"/proc/sys/kernel/msgmni", "0"},
+		{"/proc/sys/kernel/sem", "0 0 0 0"},
+	} {
+		if os.WriteFile(w[0], []byte(w[1]), 0) != nil {
+			return false
+		}
+	}
+	return true
 }
