@@ -30,24 +30,27 @@ func jobELF(t testing.TB, pad int) []byte {
 	noteOff := uint64(ehdr + 3*phdr)
 	note := []byte("\x09\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00gridnode\x00\x00\x00\x00")
 	copy(b[noteOff:], note)
-	put := func(i int, typ, flags uint32, off, vaddr, filesz, memsz uint64) {
-		p := b[ehdr+i*phdr:]
-		le.PutUint32(p, typ)
-		le.PutUint32(p[4:], flags)
-		le.PutUint64(p[8:], off)
-		le.PutUint64(p[16:], vaddr)
-		le.PutUint64(p[24:], vaddr)
-		le.PutUint64(p[32:], filesz)
-		le.PutUint64(p[40:], memsz)
-		le.PutUint64(p[48:], page)
-	}
 	n := noteOff + uint64(len(note))
-	put(0, 1, 4, 0, base, n, n)
-	put(1, 1, 5, page, base+page, uint64(len(code)), uint64(len(code)))
-	put(2, 4, 4, noteOff, base+noteOff, uint64(len(note)), uint64(len(note)))
+	putPhdr(b, 0, 1, 4, 0, base, n, n, page)
+	putPhdr(b, 1, 1, 5, page, base+page, uint64(len(code)), uint64(len(code)), page)
+	putPhdr(b, 2, 4, 4, noteOff, base+noteOff, uint64(len(note)), uint64(len(note)), page)
 	copy(b[page:], code)
 	if err := sandbox.Validate(b, sandbox.Limits{}); err != nil {
 		t.Fatalf("jobELF: %v", err)
 	}
 	return b
+}
+
+// putPhdr writes program header i of a 64-bit ELF whose table follows its 64-byte header.
+func putPhdr(b []byte, i int, typ, flags uint32, off, vaddr, filesz, memsz, align uint64) {
+	p := b[64+i*56:]
+	le := binary.LittleEndian
+	le.PutUint32(p, typ)
+	le.PutUint32(p[4:], flags)
+	le.PutUint64(p[8:], off)
+	le.PutUint64(p[16:], vaddr)
+	le.PutUint64(p[24:], vaddr)
+	le.PutUint64(p[32:], filesz)
+	le.PutUint64(p[40:], memsz)
+	le.PutUint64(p[48:], align)
 }

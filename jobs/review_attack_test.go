@@ -55,19 +55,8 @@ func tinyELF(t testing.TB) []byte {
 	le.PutUint16(b[52:], ehdr)
 	le.PutUint16(b[54:], phdr)
 	le.PutUint16(b[56:], 2)
-	put := func(i int, typ, flags uint32, off, vaddr, filesz, memsz, align uint64) {
-		p := b[ehdr+i*phdr:]
-		le.PutUint32(p, typ)
-		le.PutUint32(p[4:], flags)
-		le.PutUint64(p[8:], off)
-		le.PutUint64(p[16:], vaddr)
-		le.PutUint64(p[24:], vaddr)
-		le.PutUint64(p[32:], filesz)
-		le.PutUint64(p[40:], memsz)
-		le.PutUint64(p[48:], align)
-	}
-	put(0, 1, 5, 0, base, uint64(len(b)), uint64(len(b)), 4096)
-	put(1, 4, 4, uint64(noteOff), uint64(base+noteOff), uint64(len(note)), uint64(len(note)), 4)
+	putPhdr(b, 0, 1, 5, 0, base, uint64(len(b)), uint64(len(b)), 4096)
+	putPhdr(b, 1, 4, 4, uint64(noteOff), uint64(base+noteOff), uint64(len(note)), uint64(len(note)), 4)
 	copy(b[noteOff:], note)
 	copy(b[codeOff:], code)
 	if err := sandbox.Validate(b, sandbox.Limits{}); err != nil {
