@@ -536,7 +536,7 @@ func TestAbuse(t *testing.T) {
 // every protocol and a job whose binary fetch never ends: Close must not wait for them and
 // must leave nothing running.
 func TestAbuseCloseLeavesNoGoroutines(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	defer goleak.VerifyNone(t, ignoreLauncher)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	w, err := Open(ctx, Config{Ephemeral: true, Loopback: true, Worker: true, Runner: echoRunner, Slots: 2})

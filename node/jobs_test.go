@@ -56,7 +56,7 @@ func openGrid(t *testing.T, ctx context.Context, workers int, r Runner) (ws []*N
 }
 
 func TestSubmitAndCloseWithoutLeaks(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	defer goleak.VerifyNone(t, ignoreLauncher)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	t.Run("grid", func(t *testing.T) {
