@@ -317,6 +317,9 @@ func (c *APIClient) Submit(ctx context.Context, req jobs.Request) (*jobs.Report,
 	}
 	tok := c.Token
 	if tok == "" && strings.Contains(c.Addr, "/") {
+		if _, serr := os.Stat(c.Addr); errors.Is(serr, os.ErrNotExist) {
+			return nil, fmt.Errorf("no daemon's API at %s: is 'gridnode run' running with this data dir (--data)?", c.Addr)
+		}
 		if tok, err = ReadAPIToken(filepath.Join(filepath.Dir(c.Addr), APITokenFile)); err != nil {
 			return nil, fmt.Errorf("api token beside the socket: %w", err)
 		}

@@ -14,7 +14,7 @@ import (
 )
 
 // A job that got past the stub has no RLIMIT_AS: the stub sets it. As a second bound, the
-// launcher's thread joins cgroup v1 memory and pids cgroups of this process's own, so every
+// launcher's thread joins a cgroup v1 memory cgroup of this process's own, so every
 // job it starts is born in them (a forked child inherits its thread's cgroups; cgroup v1
 // lets one thread join): what all running jobs use together is capped, and the kernel's
 // OOM killer then kills a job, not the donor's programs. Cgroup v2 has no per-thread
@@ -30,22 +30,23 @@ var jobCgroup struct {
 	joined atomic.Bool
 }
 
-// joinJobCgroups caps the memory and processes of every job the launcher thread tid starts
-// at memMax bytes and pidsMax processes together. It runs once per process; later calls
+// joinJobCgroups caps the memory of every job the launcher thread tid starts at memMax
+// bytes together. It runs once per process; later calls
 // return the first one's result.
-func joinJobCgroups(tid int, memMax int64, pidsMax int) error {
+func joinJobCgroups(tid int, memMax int64) error {
 	jobCgroup.once.Do(func() {
 		own, err := ownCgroupsV1()
 		if err != nil {
 			jobCgroup.err = err
 			return
 		}
+		// No pids cgroup: a total shared by all jobs would let a few fork-bombing jobs block
+		// every other job's start; RLIMIT_NPROC bounds each job uid instead.
 		for _, c := range []struct {
 			ctrl   string
 			limits [][2]string
 		}{
 			{"memory", [][2]string{{"memory.limit_in_bytes", strconv.FormatInt(memMax, 10)}, {"memory.memsw.limit_in_bytes", strconv.FormatInt(memMax, 10)}}},
-			{"pids", [][2]string{{"pids.max", strconv.Itoa(pidsMax)}}},
 		} {
 			base, ok := own[c.ctrl]
 			if !ok {

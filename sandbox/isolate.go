@@ -55,7 +55,7 @@ type Isolation struct {
 	// IPCNamespace: jobs run in a System V IPC namespace of their own, in which no shared
 	// memory, message queue or semaphore set can be made.
 	IPCNamespace bool
-	// Cgroup: jobs run in memory and pids cgroups that cap them together (Runner.JobsMemory).
+	// Cgroup: jobs run in a memory cgroup that caps them together (Runner.JobsMemory).
 	Cgroup bool
 	// FixedLayout: jobs start with ADDR_NO_RANDOMIZE, the same memory layout every run.
 	FixedLayout bool

@@ -181,7 +181,7 @@ func (r *Runner) setup() *isolation {
 			iso.uids = DefaultJobUIDs
 		}
 		if iso.root && r.JobsMemory > 0 {
-			if err := joinJobCgroups(iso.l.tid, r.JobsMemory, jobMaxProcs*4); err != nil {
+			if err := joinJobCgroups(iso.l.tid, r.JobsMemory); err != nil {
 				iso.warning = fmt.Sprintf("no memory cgroup for jobs (%v): a job's memory is bounded by the stub's RLIMIT_AS alone", err)
 			}
 		}
@@ -215,11 +215,6 @@ func launcherIsolation(user string) *isolation {
 // forbid them.
 var rootIsolation = sync.OnceValue(func() *isolation {
 	iso := launcherIsolation(userJobUID)
-	// RLIMIT_NPROC counts a uid's processes; each running job has a uid of its own, and root
-	// (this daemon) is exempt, so this bounds what one job that got past the stub can fork
-	// (a fork bomb) without touching the daemon. It is process-wide: non-root children the
-	// daemon starts get it too.
-	iso.maxProcs = unix.Setrlimit(unix.RLIMIT_NPROC, &unix.Rlimit{Cur: jobMaxProcs, Max: jobMaxProcs}) == nil
 	iso.root, iso.uids = true, DefaultJobUIDs
 	iso.cloneflags = unix.CLONE_NEWPID
 	if err := iso.probe(); err != nil {
@@ -231,6 +226,15 @@ var rootIsolation = sync.OnceValue(func() *isolation {
 		}
 	}
 	iso.PIDNamespace = iso.cloneflags != 0
+	// RLIMIT_NPROC counts a uid's processes; each running job has a uid of its own, and the
+	// initial user namespace's root (this daemon) is exempt, so this bounds what one job
+	// that got past the stub can fork (a fork bomb) without touching the daemon. Not for a
+	// root of another user namespace (a container), whose own threads would count against
+	// it, nor when jobs cannot run anyway. It is process-wide: non-root children the daemon
+	// starts get it too.
+	if iso.User != "" && initialUserNS() {
+		iso.maxProcs = unix.Setrlimit(unix.RLIMIT_NPROC, &unix.Rlimit{Cur: jobMaxProcs, Max: jobMaxProcs}) == nil
+	}
 	return iso
 })
 
@@ -412,13 +416,14 @@ func uidState(pid int) (uid, state string) {
 }
 
 // noSysVIPC sets this thread's IPC namespace's limits so that no shared memory segment,
-// message queue or semaphore set can be made in it. Preconditions: the calling goroutine is
+// message queue (System V or POSIX) or semaphore set can be made in it. Preconditions: the calling goroutine is
 // locked to the thread, which is the namespace's only user so far.
 func noSysVIPC() bool {
 	for _, w := range [][2]string{
 		{"/proc/sys/kernel/shmmni", "0"},
 		{"/proc/sys/kernel/msgmni", "0"},
 		{"/proc/sys/kernel/sem", "0 0 0 0"},
+		{"/proc/sys/fs/mqueue/queues_max", "0"}, // POSIX queues live in the IPC namespace too
 	} {
 		if os.WriteFile(w[0], []byte(w[1]), 0) != nil {
 			return false

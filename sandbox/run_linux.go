@@ -44,11 +44,10 @@ type Runner struct {
 	// ptrace the launching thread (and so take over the daemon), signal it, use UDP and
 	// other non-TCP sockets, and children it moves out of its process group outlive it.
 	NoUserNamespace bool
-	// JobsMemory, when the daemon is root and the machine has cgroup v1's memory and pids
-	// controllers, caps what all running jobs use together (a cgroup the launcher's thread
-	// joins; the first Runner of a process sets it), so a job that got past the stub's
-	// RLIMIT_AS still cannot take the donor's memory; jobs are then also capped at
-	// jobMaxProcs processes each on average. Zero means no cgroup.
+	// JobsMemory, when the daemon is root and the machine has cgroup v1's memory
+	// controller, caps what all running jobs use together (a cgroup the launcher's thread
+	// joins; the first Runner of a process that asks sets it), so a job that got past the
+	// stub's RLIMIT_AS still cannot take the donor's memory. Zero means no cgroup.
 	JobsMemory int64
 
 	isoOnce sync.Once
@@ -239,8 +238,16 @@ func (r *Runner) launch(ctx context.Context, img *os.File, stdin io.Reader, lim 
 		outR.SetReadDeadline(by) // for as long as collect reads through the poller
 		errR.SetReadDeadline(by)
 	}
-	timer := time.AfterFunc(lim.Wall, func() { kill(killWall) })
-	defer timer.Stop()
+	// The wall timer starts with the process (below), as WallTime is measured: time spent
+	// waiting for the launcher is not the job's.
+	var timer *time.Timer
+	defer func() {
+		mu.Lock()
+		if timer != nil {
+			timer.Stop()
+		}
+		mu.Unlock()
+	}()
 	stopCtx := context.AfterFunc(ctx, func() { kill(killCtx) })
 	defer stopCtx()
 	go func() {
@@ -265,12 +272,14 @@ func (r *Runner) launch(ctx context.Context, img *os.File, stdin io.Reader, lim 
 	// Times run from the process's start, as the plain-exec baseline's do: the moment the
 	// launcher calls cmd.Start, not the hand-over to it (which total times include).
 	started := make(chan error, 1)
+	procSet := make(chan struct{}) // closed once proc is set, or the start failed
 	var start time.Time
 	iso.l.startAsync(cmd, func(at time.Time, err error) {
 		start = at
 		closeAll(inR, outW, errW)
 		if err != nil {
 			close(watched)
+			close(procSet)
 			started <- err
 			return
 		}
@@ -279,7 +288,9 @@ func (r *Runner) launch(ctx context.Context, img *os.File, stdin io.Reader, lim 
 		if reason != killNone {
 			proc.Kill()
 		}
+		timer = time.AfterFunc(lim.Wall, func() { kill(killWall) })
 		mu.Unlock()
+		close(procSet)
 		if drainBy != nil {
 			go watch(proc.Pid)
 		} else {
@@ -290,7 +301,9 @@ func (r *Runner) launch(ctx context.Context, img *os.File, stdin io.Reader, lim 
 	// Read stdout here, not in another goroutine: the first byte is then seen without a
 	// goroutine hand-off, which measurably cuts time-to-first-output.
 	var firstByte time.Time
-	out, _ := collect(outR, lim.MaxOutput, func() { kill(killOutput) }, drainBy, func() { firstByte = time.Now() })
+	// The output-limit kill must be sent before collect closes the pipe (else the job may
+	// exit on EPIPE first, and replicas disagree on the signal): wait for proc.
+	out, _ := collect(outR, lim.MaxOutput, func() { kill(killOutput); <-procSet }, drainBy, func() { firstByte = time.Now() })
 	if err := <-started; err != nil {
 		<-stderrDone
 		inW.Close()
