@@ -238,16 +238,12 @@ func (r *Runner) launch(ctx context.Context, img *os.File, stdin io.Reader, lim 
 		outR.SetReadDeadline(by) // for as long as collect reads through the poller
 		errR.SetReadDeadline(by)
 	}
-	// The wall timer starts with the process (below), as WallTime is measured: time spent
-	// waiting for the launcher is not the job's.
-	var timer *time.Timer
-	defer func() {
-		mu.Lock()
-		if timer != nil {
-			timer.Stop()
-		}
-		mu.Unlock()
-	}()
+	// The wall limit runs from the process's start, as WallTime does: a start that waited
+	// for the launcher more than a millisecond restarts the timer (below), so time spent in
+	// its queue is not the job's. (Made here, not at the start, to keep that path short.)
+	handed := time.Now()
+	timer := time.AfterFunc(lim.Wall, func() { kill(killWall) })
+	defer timer.Stop()
 	stopCtx := context.AfterFunc(ctx, func() { kill(killCtx) })
 	defer stopCtx()
 	go func() {
@@ -288,8 +284,10 @@ func (r *Runner) launch(ctx context.Context, img *os.File, stdin io.Reader, lim 
 		if reason != killNone {
 			proc.Kill()
 		}
-		timer = time.AfterFunc(lim.Wall, func() { kill(killWall) })
 		mu.Unlock()
+		if at.Sub(handed) > time.Millisecond {
+			timer.Reset(lim.Wall)
+		}
 		close(procSet)
 		if drainBy != nil {
 			go watch(proc.Pid)
