@@ -26,19 +26,30 @@ func TestBinfmtTakesOver(t *testing.T) {
 	if err := os.WriteFile(interp, []byte("#!/bin/sh\necho TAKEN-OVER\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestBinfmtChild$", "-test.v")
-	cmd.Env = append(os.Environ(), "GRIDNODE_BINFMT_CHILD="+dir)
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS,
-		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}},
-		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}},
+	runTestChild(t, "TestBinfmtChild", "GRIDNODE_BINFMT_CHILD="+dir, userMountNS())
+}
+
+// userMountNS is a child's own user and mount namespaces, our uid and gid as its root: where
+// it can mount its own binfmt_misc instance (Linux 6.7+), which affects nothing outside.
+func userMountNS(idmaps ...syscall.SysProcIDMap) *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{
+		Cloneflags:                 syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS,
+		UidMappings:                append([]syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}}, idmaps...),
+		GidMappings:                append([]syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}}, idmaps...),
+		GidMappingsEnableSetgroups: len(idmaps) > 0,
 	}
+}
+
+// runTestChild runs test name of this test binary with env set and attr, and fails unless
+// the child's test passed.
+func runTestChild(t *testing.T, name, env string, attr *syscall.SysProcAttr) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^"+name+"$", "-test.v")
+	cmd.Env = append(os.Environ(), env)
+	cmd.SysProcAttr = attr
 	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("child in a user namespace with its own binfmt_misc (needs Linux 6.7+ and user namespaces): %v\n%s", err, out)
-	}
-	if !strings.Contains(string(out), "--- PASS: TestBinfmtChild") {
-		t.Fatalf("child did not pass:\n%s", out)
+	if err != nil || !strings.Contains(string(out), "--- PASS: "+name) {
+		t.Fatalf("child %s (needs user namespaces and Linux 6.7+ for its own binfmt_misc): %v\n%s", name, err, out)
 	}
 }
 
@@ -92,12 +103,7 @@ func TestBinfmtChild(t *testing.T) {
 	// unmounts it and must still find the handler, through its private mount. (Without that
 	// mount it sees no instance and refuses jobs for not knowing; in the initial user
 	// namespace, where that is not an error, it would have allowed them.)
-	cmd := exec.Command(os.Args[0], "-test.run=^TestBinfmtGrandchild$", "-test.v")
-	cmd.Env = append(os.Environ(), "GRIDNODE_BINFMT_GRANDCHILD=1")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNS}
-	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "--- PASS: TestBinfmtGrandchild") {
-		t.Fatalf("grandchild: %v\n%s", err, out)
-	}
+	runTestChild(t, "TestBinfmtGrandchild", "GRIDNODE_BINFMT_GRANDCHILD=1", &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNS})
 }
 
 // TestBinfmtGrandchild is TestBinfmtChild's child; it does nothing unless started by it.

@@ -30,29 +30,26 @@ import (
 // (Runner.noIsolation, the launcher as it was before it), where the escape must work,
 // which shows the test can see it; then with the default isolation, where it must not.
 
-var escapeBuilds sync.Map // name -> func() ([]byte, error)
+var cBuilds sync.Map // key -> func() ([]byte, error)
 
-// escapeJob returns testdata/escape/name.c built static against glibc (SDK jobs, which
-// run under the stub, are built with sdk.Compile when sdkJob is set), once per test binary.
-func escapeJob(t *testing.T, name string, sdkJob bool) []byte {
+// buildC returns the C program src, built once per test binary under key: static against
+// glibc when hosted (a program for the tests of a job that got past the stub), else an SDK
+// job, which runs under the stub.
+func buildC(t *testing.T, key string, src []byte, hosted bool) []byte {
 	t.Helper()
-	f, _ := escapeBuilds.LoadOrStore(name, sync.OnceValues(func() ([]byte, error) {
-		src, err := os.ReadFile(filepath.Join("testdata", "escape", name+".c"))
-		if err != nil {
-			return nil, err
-		}
-		dir, err := os.MkdirTemp("", "escape-")
+	f, _ := cBuilds.LoadOrStore(key, sync.OnceValues(func() ([]byte, error) {
+		dir, err := os.MkdirTemp("", "sandbox-test-")
 		if err != nil {
 			return nil, err
 		}
 		defer os.RemoveAll(dir)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		out := filepath.Join(dir, name)
-		if sdkJob {
-			err = sdk.Compile(ctx, src, out)
-		} else {
+		out := filepath.Join(dir, "job")
+		if hosted {
 			err = sdk.CompileHosted(ctx, src, out)
+		} else {
+			err = sdk.Compile(ctx, src, out)
 		}
 		if err != nil {
 			return nil, err
@@ -61,9 +58,22 @@ func escapeJob(t *testing.T, name string, sdkJob bool) []byte {
 	}))
 	bin, err := f.(func() ([]byte, error))()
 	if err != nil {
-		t.Fatalf("build %s: %v", name, err)
+		t.Fatalf("build %s: %v", key, err)
 	}
 	return bin
+}
+
+// testdataDir is absolute: some tests run jobs from another working directory.
+var testdataDir, _ = filepath.Abs("testdata")
+
+// testdataC builds testdata/path with buildC.
+func testdataC(t *testing.T, path string, hosted bool) []byte {
+	t.Helper()
+	src, err := os.ReadFile(filepath.Join(testdataDir, path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return buildC(t, path, src, hosted)
 }
 
 // runNoStub runs bin unpatched through r's launcher: the test hook for a job that got past
@@ -112,7 +122,7 @@ func requireRoot(t *testing.T) {
 // with suid-euid 0: the job became root again.
 func TestEscapeIdentity(t *testing.T) {
 	requireRoot(t)
-	bin := escapeJob(t, "whoami", false)
+	bin := testdataC(t, "escape/whoami.c", true)
 	dir, err := os.MkdirTemp("", "escape-suid-")
 	if err != nil {
 		t.Fatal(err)
@@ -173,7 +183,7 @@ func TestEscapeIdentity(t *testing.T) {
 // With the defence off it printed "read: identity-secret" and "connect: ok".
 func TestEscapeDataDir(t *testing.T) {
 	requireRoot(t)
-	bin := escapeJob(t, "readfile", false)
+	bin := testdataC(t, "escape/readfile.c", true)
 	dir := t.TempDir()
 	if err := os.Chmod(dir, 0o700); err != nil {
 		t.Fatal(err)
@@ -198,7 +208,7 @@ func TestEscapeDataDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	connect := escapeJob(t, "unixconnect", false)
+	connect := testdataC(t, "escape/unixconnect.c", true)
 	if out := runNoStub(t, &Runner{noIsolation: true}, connect, sock+"\n", 10*time.Second).Output; string(out) != "connect: ok\n" {
 		t.Fatalf("control: got %q, want a connection", out)
 	}
@@ -211,9 +221,9 @@ func TestEscapeDataDir(t *testing.T) {
 // With only the job uid (Landlock off) it printed "read: public".
 func TestEscapeWorldReadable(t *testing.T) {
 	if landlockABI() == 0 {
-		t.Skip("no Landlock in this kernel")
+		t.Fatal("this kernel has no Landlock (CONFIG_SECURITY_LANDLOCK, lsm=landlock): the layer this test checks is missing")
 	}
-	bin := escapeJob(t, "readfile", false)
+	bin := testdataC(t, "escape/readfile.c", true)
 	dir, err := os.MkdirTemp("", "escape-public-")
 	if err != nil {
 		t.Fatal(err)
@@ -236,7 +246,7 @@ func TestEscapeWorldReadable(t *testing.T) {
 // With the defence off all three were "reached".
 func TestEscapeSignal(t *testing.T) {
 	requireRoot(t)
-	bin := escapeJob(t, "signal", false)
+	bin := testdataC(t, "escape/signal.c", true)
 	victim := exec.Command("sleep", "60")
 	if err := victim.Start(); err != nil {
 		t.Fatal(err)
@@ -269,7 +279,7 @@ func TestEscapeSignal(t *testing.T) {
 // With the defence off it printed "connect: ok" and the listener got "ESCAPED".
 func TestEscapeNetwork(t *testing.T) {
 	requireRoot(t)
-	bin := escapeJob(t, "connect", false)
+	bin := testdataC(t, "escape/connect.c", true)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -308,7 +318,7 @@ func TestEscapeNetwork(t *testing.T) {
 // With the defence off Run took 4 s (past the 1 s wall limit: it waited for the setsid
 // child's stdout) and the hour-long sleeper outlived the job.
 func TestEscapeLeftovers(t *testing.T) {
-	bin := escapeJob(t, "forker", false)
+	bin := testdataC(t, "escape/forker.c", true)
 	// As a subreaper this process inherits whatever outlives the job, so leftovers show up
 	// as its children, whatever uid or namespace they have.
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
@@ -488,7 +498,7 @@ func TestNonRootHelper(t *testing.T) {
 // daemon dumpable, the NoUserNamespace job seized the launcher's thread with PTRACE_SEIZE.
 func TestEscapeNonRoot(t *testing.T) {
 	requireRoot(t) // to become nobody
-	whoami, readfile, signal := escapeJob(t, "whoami", false), escapeJob(t, "readfile", false), escapeJob(t, "signal", false)
+	whoami, readfile, signal := testdataC(t, "escape/whoami.c", true), testdataC(t, "escape/readfile.c", true), testdataC(t, "escape/signal.c", true)
 	dir, err := os.MkdirTemp("", "escape-nonroot-")
 	if err != nil {
 		t.Fatal(err)

@@ -16,8 +16,6 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/gridnode/gridnode/sdk"
 )
 
 // A final review of the last changes. Its findings were fixed before landing, and its tests
@@ -71,20 +69,10 @@ func TestFinalHeldOOMSparesDaemon(t *testing.T) {
 				ballast[i] = 1
 			}
 		}
-		dir := t.TempDir()
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		out := filepath.Join(dir, "spread")
-		if err := sdk.CompileHosted(ctx, []byte(finalSpreadC), out); err != nil {
-			t.Fatal(err)
-		}
-		bin, err := os.ReadFile(out)
-		if err != nil {
-			t.Fatal(err)
-		}
+		bin := buildC(t, "final/spread", []byte(finalSpreadC), true)
 		r := &Runner{JobsMemory: 256 << 20}
 		if !r.Isolation().Cgroup {
-			t.Skipf("no job cgroup: %v", r.Isolation())
+			t.Fatalf("no job cgroup (needs root and cgroup v1's memory controller): %v", r.Isolation())
 		}
 		res := runNoStub(t, r, bin, "", 20*time.Second)
 		t.Logf("job: %s (%s) %q", res.Status, res.Reason, res.Output)
@@ -97,9 +85,6 @@ func TestFinalHeldOOMSparesDaemon(t *testing.T) {
 	t.Logf("child: %v\n%s", err, outb)
 	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 		t.Fatalf("the daemon process was killed by %v while a job used more than JobsMemory: the memcg OOM killer chose the daemon (its launcher thread is in the job cgroup)", ws.Signal())
-	}
-	if strings.Contains(string(outb), "SKIP") {
-		t.Skip("child skipped")
 	}
 	if !strings.Contains(string(outb), "DAEMON-SURVIVED") {
 		t.Fatalf("child did not finish: %v", err)
@@ -208,10 +193,7 @@ func lastLines(s string, n int) string {
 // Here the launcher is kept busy for 700 ms by a request ahead of the job.
 func TestFinalHeldWallTimeExcludesQueue(t *testing.T) {
 	requireRoot(t)
-	bin, err := reviewBuild()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := testdataC(t, "review/bypass.c", true)
 	iso := reviewRunner.setup()
 	busy := make(chan struct{})
 	go func() {
@@ -238,7 +220,7 @@ func TestFinalHeldSharedIPCNamespaceAllowsMqueue(t *testing.T) {
 	requireRoot(t)
 	iso := reviewRunner.setup()
 	if !iso.IPCNamespace {
-		t.Skip("no IPC namespace")
+		t.Fatalf("no jobs' IPC namespace (needs root): %v", iso.Isolation)
 	}
 	type res struct {
 		max string
@@ -279,7 +261,7 @@ func TestFinalHeldSharedIPCNamespaceAllowsMqueue(t *testing.T) {
 // callback sets only after cmd.Start returns; output past a tiny limit can be read (and the
 // pipe closed) before that. Counts runs whose signal is not SIGKILL.
 func TestFinalHeldOutputKillRace(t *testing.T) {
-	bin := reviewSDKJobFrom(t, filepath.Join("testdata", "hostile", "flood.c"))
+	bin := testdataC(t, "hostile/flood.c", false)
 	other := map[string]int{}
 	for _, max := range []int64{1, 64 << 10} {
 		for range 200 {
@@ -295,25 +277,6 @@ func TestFinalHeldOutputKillRace(t *testing.T) {
 	if len(other) > 0 {
 		t.Errorf("runs past the output limit that did not end as output_limit/SIGKILL: %v", other)
 	}
-}
-
-func reviewSDKJobFrom(t *testing.T, path string) []byte {
-	t.Helper()
-	src, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(t.TempDir(), "job")
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := sdk.Compile(ctx, src, out); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 const finalHoldC = `
@@ -340,22 +303,15 @@ int main(void) {
 func TestFinalHeldPidsCgroupShared(t *testing.T) {
 	requireRoot(t)
 	if !reviewRunner.Isolation().Cgroup {
-		t.Skip("no job cgroup")
+		t.Fatalf("no job cgroup (needs root and cgroup v1's memory controller): %v", reviewRunner.Isolation())
 	}
-	dir := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	out := filepath.Join(dir, "hold")
-	if err := sdk.CompileHosted(ctx, []byte(finalHoldC), out); err != nil {
-		t.Fatal(err)
-	}
-	bin, _ := os.ReadFile(out)
+	bin := buildC(t, "final/hold", []byte(finalHoldC), true)
 	done := make(chan Result, 4)
 	for range 4 {
 		go func() { done <- runNoStub(t, reviewRunner, bin, "", 20*time.Second) }()
 	}
 	time.Sleep(2 * time.Second)
-	honest := reviewSDKJobFrom(t, filepath.Join("testdata", "hostile", "flood.c"))
+	honest := testdataC(t, "hostile/flood.c", false)
 	res, err := reviewRunner.Run(context.Background(), Job{Binary: honest}, Limits{MaxOutput: 1, Wall: 10 * time.Second})
 	for range 4 {
 		r := <-done

@@ -11,13 +11,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/gridnode/gridnode/sdk"
 )
 
 // The review tests run testdata/review/bypass.c, a static glibc program, as a job that got
@@ -28,25 +25,6 @@ import (
 // other jobs' abstract sockets, host uevents, user namespaces and io_uring) is listed in
 // docs/SECURITY.md under "Knowingly not defended".
 
-var reviewBuild = sync.OnceValues(func() ([]byte, error) {
-	src, err := os.ReadFile(filepath.Join("testdata", "review", "bypass.c"))
-	if err != nil {
-		return nil, err
-	}
-	dir, err := os.MkdirTemp("", "review-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	out := filepath.Join(dir, "bypass")
-	if err := sdk.CompileHosted(ctx, src, out); err != nil {
-		return nil, err
-	}
-	return os.ReadFile(out)
-})
-
 // reviewRunner caps its jobs' memory with a cgroup, as a node's Runner does.
 var reviewRunner = &Runner{JobsMemory: 1 << 30}
 
@@ -54,10 +32,7 @@ var reviewRunner = &Runner{JobsMemory: 1 << 30}
 func bypass(t *testing.T, stdin string, wall time.Duration) (map[string]string, Result) {
 	t.Helper()
 	requireRoot(t)
-	bin, err := reviewBuild()
-	if err != nil {
-		t.Fatalf("build bypass: %v", err)
-	}
+	bin := testdataC(t, "review/bypass.c", true)
 	res := runNoStub(t, reviewRunner, bin, stdin, wall)
 	t.Logf("%s %q: %s (%s) output:\n%s", stdin[:min(len(stdin), 40)], "", res.Status, res.Reason, res.Output)
 	return fields(res.Output), res
@@ -66,42 +41,9 @@ func bypass(t *testing.T, stdin string, wall time.Duration) (map[string]string, 
 // bypassControl runs it with isolation off: the attack must work there.
 func bypassControl(t *testing.T, stdin string) map[string]string {
 	t.Helper()
-	bin, err := reviewBuild()
-	if err != nil {
-		t.Fatalf("build bypass: %v", err)
-	}
+	bin := testdataC(t, "review/bypass.c", true)
 	res := runNoStub(t, &Runner{noIsolation: true}, bin, stdin, 10*time.Second)
 	return fields(res.Output)
-}
-
-var reviewSDKBuilds sync.Map
-
-// reviewSDKJob builds testdata/review/name.c as an SDK job (freestanding, run under the stub).
-func reviewSDKJob(t *testing.T, name string) []byte {
-	t.Helper()
-	f, _ := reviewSDKBuilds.LoadOrStore(name, sync.OnceValues(func() ([]byte, error) {
-		src, err := os.ReadFile(filepath.Join("testdata", "review", name+".c"))
-		if err != nil {
-			return nil, err
-		}
-		dir, err := os.MkdirTemp("", "review-")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(dir)
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		out := filepath.Join(dir, name)
-		if err := sdk.Compile(ctx, src, out); err != nil {
-			return nil, err
-		}
-		return os.ReadFile(out)
-	}))
-	bin, err := f.(func() ([]byte, error))()
-	if err != nil {
-		t.Fatalf("build %s: %v", name, err)
-	}
-	return bin
 }
 
 // ---- Angle 1: the stub's in-place stack (the kernel's stack already ends at the top) ----
@@ -109,7 +51,7 @@ func reviewSDKJob(t *testing.T, name string) []byte {
 // probeStack runs probe_stack under the stub and returns its fields and raw output.
 func probeStack(t *testing.T, r *Runner) (map[string]string, []byte) {
 	t.Helper()
-	res, err := r.Run(context.Background(), Job{Binary: reviewSDKJob(t, "probe_stack")}, Limits{Wall: 20 * time.Second})
+	res, err := r.Run(context.Background(), Job{Binary: testdataC(t, "review/probe_stack.c", false)}, Limits{Wall: 20 * time.Second})
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
@@ -130,12 +72,11 @@ func TestReviewHeldStackScrubbed(t *testing.T) {
 	if first["rsp"] != fmt.Sprintf("%016x", 0x7fffffffeef0) || first["nonzero-below-rsp"] != "0000000000000000" {
 		t.Fatalf("got %s", raw)
 	}
-	check := func(name string, r *Runner) {
-		got, graw := probeStack(t, r)
-		if string(graw) != string(raw) {
+	check := func(t *testing.T, name string, r *Runner) {
+		t.Helper()
+		if _, graw := probeStack(t, r); string(graw) != string(raw) {
 			t.Errorf("%s: the stack differs:\n%s\nfirst:\n%s", name, graw, raw)
 		}
-		_ = got
 	}
 	// Push the memfd's fd number to three digits: /proc/self/fd/NNN is longer, which moves
 	// everything the kernel puts on the stack.
@@ -147,18 +88,16 @@ func TestReviewHeldStackScrubbed(t *testing.T) {
 		}
 		extra = append(extra, f)
 	}
-	check("300 extra fds", reviewRunner)
+	check(t, "300 extra fds", reviewRunner)
 	for _, f := range extra {
 		f.Close()
 	}
-	wd, _ := os.Getwd()
-	if err := os.Chdir(t.TempDir()); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("REVIEW_LONG_ENV", strings.Repeat("x", 5000))
-	check("other cwd and env", reviewRunner)
-	os.Chdir(wd)
-	check("no isolation (no ADDR_NO_RANDOMIZE: the remap path)", &Runner{noIsolation: true})
+	t.Run("other cwd and env", func(t *testing.T) {
+		t.Chdir(t.TempDir())
+		t.Setenv("REVIEW_LONG_ENV", strings.Repeat("x", 5000))
+		check(t, "other cwd and env", reviewRunner)
+	})
+	check(t, "no isolation (no ADDR_NO_RANDOMIZE: the remap path)", &Runner{noIsolation: true})
 }
 
 // TestReviewHeldSegmentsNearStackAndVDSO: jobs whose segments lie where the in-place path

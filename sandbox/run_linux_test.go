@@ -96,7 +96,7 @@ func TestRunCancel(t *testing.T) {
 // 2,000,000 bytes cost the host 1.57 s of CPU for 0.78 s of job CPU; reading in batches,
 // first through the poller, then with poll(2) outside it, 19 ms for 0.34 s.
 func TestHostCPUTrickle(t *testing.T) {
-	bin := escapeJob(t, "trickle", true)
+	bin := testdataC(t, "escape/trickle.c", false)
 	const n = 2000000
 	var r Runner
 	r.Run(context.Background(), Job{Binary: bin, Stdin: strings.NewReader("1")}, Limits{}) // set-up costs out of the way
