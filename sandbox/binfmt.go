@@ -70,7 +70,7 @@ func parseBinfmtEntry(name, text string) (binfmtEntry, error) {
 	return e, nil
 }
 
-// jobHeader is what validation fixes in the first bytes of every job it accepts: value and
+// jobHeaderBits is what validation fixes in the first bytes of every job it accepts: value and
 // which bits of it are fixed. Every other byte is the job author's to choose.
 func jobHeaderBits(typ uint16) (val, fixed [128]byte) {
 	set := func(off int, b ...byte) {

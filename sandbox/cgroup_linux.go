@@ -25,56 +25,48 @@ const cgroupV1 = "/sys/fs/cgroup"
 
 var jobCgroup struct {
 	once   sync.Once
-	dirs   []string // the cgroups made, one per controller
 	err    error
 	joined atomic.Bool
 }
 
 // joinJobCgroups caps the memory of every job the launcher thread tid starts at memMax
-// bytes together. It runs once per process; later calls
-// return the first one's result.
+// bytes together. It runs once per process; later calls return the first one's result.
+// (No pids cgroup: a total shared by all jobs would let a few fork-bombing jobs block every
+// other job's start; RLIMIT_NPROC bounds each job uid instead.)
 func joinJobCgroups(tid int, memMax int64) error {
 	jobCgroup.once.Do(func() {
-		own, err := ownCgroupsV1()
-		if err != nil {
-			jobCgroup.err = err
-			return
-		}
-		// No pids cgroup: a total shared by all jobs would let a few fork-bombing jobs block
-		// every other job's start; RLIMIT_NPROC bounds each job uid instead.
-		for _, c := range []struct {
-			ctrl   string
-			limits [][2]string
-		}{
-			{"memory", [][2]string{{"memory.limit_in_bytes", strconv.FormatInt(memMax, 10)}, {"memory.memsw.limit_in_bytes", strconv.FormatInt(memMax, 10)}}},
-		} {
-			base, ok := own[c.ctrl]
-			if !ok {
-				jobCgroup.err = fmt.Errorf("no cgroup v1 %s controller", c.ctrl)
-				return
-			}
-			dir := filepath.Join(cgroupV1, c.ctrl, base, fmt.Sprintf("gridnode-jobs-%d", os.Getpid()))
-			removeStaleJobCgroups(filepath.Dir(dir))
-			if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
-				jobCgroup.err = err
-				return
-			}
-			jobCgroup.dirs = append(jobCgroup.dirs, dir)
-			for i, l := range c.limits {
-				err := os.WriteFile(filepath.Join(dir, l[0]), []byte(l[1]), 0)
-				if err != nil && (i == 0 || !os.IsNotExist(err)) { // memsw exists only with swap accounting
-					jobCgroup.err = fmt.Errorf("%s: %w", l[0], err)
-					return
-				}
-			}
-			if err := os.WriteFile(filepath.Join(dir, "tasks"), []byte(strconv.Itoa(tid)), 0); err != nil {
-				jobCgroup.err = fmt.Errorf("join %s: %w", dir, err)
-				return
-			}
-		}
-		jobCgroup.joined.Store(true)
+		jobCgroup.err = joinMemoryCgroup(tid, memMax)
+		jobCgroup.joined.Store(jobCgroup.err == nil)
 	})
 	return jobCgroup.err
+}
+
+func joinMemoryCgroup(tid int, memMax int64) error {
+	own, err := ownCgroupsV1()
+	if err != nil {
+		return err
+	}
+	base, ok := own["memory"]
+	if !ok {
+		return fmt.Errorf("no cgroup v1 memory controller")
+	}
+	dir := filepath.Join(cgroupV1, "memory", base, fmt.Sprintf("gridnode-jobs-%d", os.Getpid()))
+	removeStaleJobCgroups(filepath.Dir(dir))
+	if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
+		return err
+	}
+	limit := []byte(strconv.FormatInt(memMax, 10))
+	if err := os.WriteFile(filepath.Join(dir, "memory.limit_in_bytes"), limit, 0); err != nil {
+		return fmt.Errorf("memory.limit_in_bytes: %w", err)
+	}
+	// Memory plus swap, where swap is accounted (the file exists only then).
+	if err := os.WriteFile(filepath.Join(dir, "memory.memsw.limit_in_bytes"), limit, 0); err != nil && !os.IsNotExist(err) {
+		return fmt.Errorf("memory.memsw.limit_in_bytes: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "tasks"), []byte(strconv.Itoa(tid)), 0); err != nil {
+		return fmt.Errorf("join %s: %w", dir, err)
+	}
+	return nil
 }
 
 // jobCgroupJoined reports whether the launcher's thread is in the job cgroups.

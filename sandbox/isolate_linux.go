@@ -155,7 +155,6 @@ type isolation struct {
 	userns     bool     // per-job user namespace with maps
 	warning    string   // said once in the log: a layer the kernel refused
 	uids       UIDRange // when root
-	maxProcs   bool     // RLIMIT_NPROC is jobMaxProcs (root)
 }
 
 // jobMaxProcs bounds the processes of one job uid (RLIMIT_NPROC): a job has one; room is
@@ -233,7 +232,9 @@ var rootIsolation = sync.OnceValue(func() *isolation {
 	// it, nor when jobs cannot run anyway. It is process-wide: non-root children the daemon
 	// starts get it too.
 	if iso.User != "" && initialUserNS() {
-		iso.maxProcs = unix.Setrlimit(unix.RLIMIT_NPROC, &unix.Rlimit{Cur: jobMaxProcs, Max: jobMaxProcs}) == nil
+		if err := unix.Setrlimit(unix.RLIMIT_NPROC, &unix.Rlimit{Cur: jobMaxProcs, Max: jobMaxProcs}); err != nil {
+			iso.warning = fmt.Sprintf("no process bound for job uids (RLIMIT_NPROC: %v)", err)
+		}
 	}
 	return iso
 })
