@@ -455,9 +455,13 @@ func (w *Worker) handleJob(s network.Stream) {
 	if err == nil && w.abandons.spent(from, time.Now()) {
 		err = protocol.Errorf(protocol.Code_BUSY, "you abandoned %d admitted jobs before they ran; try again in %v", abandonBurst, abandonPeriod)
 	}
+	// The slot is given back before the result is written, so that a submitter that sends
+	// its next job as soon as it reads this one's result finds the slot free.
+	release := func() {}
 	if err == nil {
 		if err = w.take(from); err == nil {
-			defer w.give(from)
+			release = sync.OnceFunc(func() { w.give(from) })
+			defer release()
 		}
 	}
 	if err != nil {
@@ -494,6 +498,7 @@ func (w *Worker) handleJob(s network.Stream) {
 	res, err := w.execute(ctx, sp, in)
 	switch {
 	case w.ctx.Err() != nil:
+		release()
 		protocol.SetDeadline(s, 5*time.Second)
 		if protocol.WriteMsg(s, &protocol.JobResult{Code: protocol.Code_CANCELLED, Message: "worker shutting down"}) != nil {
 			s.Reset()
@@ -518,6 +523,7 @@ func (w *Worker) handleJob(s network.Stream) {
 		} else {
 			log.Info("job done", "job", sp.jobCID, "status", res.Status, "exit", res.ExitCode)
 		}
+		release()
 		protocol.SetDeadline(s, protocol.ReplyTimeout)
 		stop := context.AfterFunc(w.ctx, func() { s.Reset() })
 		err = protocol.WriteMsg(s, res)
