@@ -23,4 +23,9 @@ var (
 
 	// ErrNoQuorum is returned when the replicas that ran did not reach the quorum.
 	ErrNoQuorum = errors.New("no quorum")
+
+	// ErrRejected is returned when the binary is not a job the sandbox accepts: refused
+	// locally before sending, or by the workers with the protocol's REJECTED code (it is
+	// that code's sentinel).
+	ErrRejected = protocol.ErrRejected
 )
