@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"sync"
 	"time"
 
@@ -77,13 +76,9 @@ type DHT struct {
 	wg     sync.WaitGroup
 }
 
-// WorkerNamespace is the namespace under which workers of this machine's class announce.
-func WorkerNamespace() string { return WorkerNamespaceFor(runtime.GOOS, runtime.GOARCH) }
-
-// WorkerNamespaceFor is the worker namespace for an OS and architecture.
-func WorkerNamespaceFor(goos, goarch string) string {
-	return "gridnode/v1/workers/" + goos + "/" + goarch
-}
+// WorkerNamespace is the namespace under which workers that run jobs for arch ("os/arch",
+// as sandbox.Arches and sandbox.ArchOf name it) announce.
+func WorkerNamespace(arch string) string { return "gridnode/v1/workers/" + arch }
 
 // NamespaceCID is the key provider records of namespace ns live under; the same CID as
 // routing.NewRoutingDiscovery uses (CIDv1, raw, sha2-256 of the name).

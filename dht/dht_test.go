@@ -67,7 +67,7 @@ func startNet(t *testing.T, n, bucket int) []*DHT {
 }
 
 func TestNamespaceCIDMatchesRoutingDiscovery(t *testing.T) {
-	ns := WorkerNamespaceFor("linux", "amd64")
+	ns := WorkerNamespace("linux/amd64")
 	if ns != "gridnode/v1/workers/linux/amd64" {
 		t.Fatalf("got %q", ns)
 	}

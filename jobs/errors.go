@@ -28,4 +28,11 @@ var (
 	// locally before sending, or by the workers with the protocol's REJECTED code (it is
 	// that code's sentinel).
 	ErrRejected = protocol.ErrRejected
+
+	// A replica's Err matches one of these (or wraps a worker's coded error, or a context
+	// error when the submit ended before it answered).
+	ErrRefused    = errors.New("refused")                    // not admitted; wraps the worker's coded error
+	ErrBadReceipt = errors.New("bad receipt")                // not signed by the worker, or not for this job, nonce, output and stderr
+	ErrDisagrees  = errors.New("disagrees with the quorum")  // a valid result other than the accepted one
+	ErrNotNeeded  = errors.New("not needed: quorum reached") // answered after the quorum was reached
 )

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gridnode/gridnode/cids"
+	"github.com/gridnode/gridnode/internal/testelf"
 	"github.com/gridnode/gridnode/sandbox"
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -162,6 +163,6 @@ func (g *grid) preferFirst(p peer.ID) {
 	}
 }
 
-var testBinary = []byte("\x7fELF not really an ELF, the fake runners do not care")
+var testBinary = testelf.Exit0([]byte("the fake runners do not read it"))
 
 func acceptAny([]byte, sandbox.Limits) error { return nil }

@@ -25,48 +25,100 @@ import (
 
 // Request is one job to run on the grid.
 type Request struct {
-	Binary []byte         // the job's ELF file; the submitter stores and serves it
-	Input  []byte         // the job's stdin
-	Limits sandbox.Limits // zero fields take sandbox.DefaultLimits; MaxBinary the binary's size
+	Binary []byte // the job's ELF file; the submitter stores and serves it
+	Input  []byte // the job's stdin
+	// Limits bound each run; unset fields take each worker's defaults (a worker fills
+	// them, the one layer that does).
+	Limits sandbox.Limits
 	// Replicas is how many workers run the job at first (R); 0 means 2.
 	Replicas int
-	// Quorum is how many replicas must agree on (output CID, status, exit code, signal)
-	// (Q); 0 means Replicas.
+	// Quorum is how many replicas must agree on a Verdict (Q), at most Replicas; 0 means
+	// Replicas.
 	Quorum int
-	// MaxReplicas bounds the workers that run the job, retries included; 0 means
-	// 2*Replicas+1. Refusals do not count.
+	// MaxReplicas bounds the workers that run the job, retries included, at least
+	// Replicas; 0 means 2*Replicas+1. Refusals do not count.
 	MaxReplicas int
+}
+
+// Settle gives r's unset counts their defaults and reports counts that contradict each
+// other; it never adjusts a count that was given.
+func (r *Request) Settle() error {
+	switch {
+	case r.Replicas < 0 || r.Quorum < 0 || r.MaxReplicas < 0:
+		return fmt.Errorf("replicas %d, quorum %d, max replicas %d: counts cannot be negative", r.Replicas, r.Quorum, r.MaxReplicas)
+	case r.Replicas == 0:
+		r.Replicas = 2
+	}
+	if r.Quorum == 0 {
+		r.Quorum = r.Replicas
+	}
+	if r.MaxReplicas == 0 {
+		r.MaxReplicas = 2*r.Replicas + 1
+	}
+	switch {
+	case r.Quorum > r.Replicas:
+		return fmt.Errorf("a quorum of %d needs at least %d replicas, not %d: raise the replicas or lower the quorum", r.Quorum, r.Quorum, r.Replicas)
+	case r.MaxReplicas < r.Replicas:
+		return fmt.Errorf("max replicas %d is below the %d replicas started at first", r.MaxReplicas, r.Replicas)
+	}
+	return nil
+}
+
+// Verdict is what replicas must agree on: the outcome their signed receipts state.
+type Verdict struct {
+	OutputCID cid.Cid
+	StderrCID cid.Cid
+	Status    string
+	ExitCode  int    // when Status is "exited"
+	Signal    string // the fatal signal, when the job was killed
+}
+
+func verdictOf(r *protocol.Receipt) Verdict {
+	return Verdict{OutputCID: r.OutputCID, StderrCID: r.StderrCID, Status: r.Status, ExitCode: r.ExitCode, Signal: r.Signal}
+}
+
+// Outcome says how the job ended in words: "exited 3", "crashed SIGSEGV", "wall_timeout".
+func (v Verdict) Outcome() string {
+	switch {
+	case v.Status == string(sandbox.StatusExited):
+		return fmt.Sprintf("%s %d", v.Status, v.ExitCode)
+	case v.Signal != "":
+		return v.Status + " " + v.Signal
+	}
+	return v.Status
 }
 
 // Replica is what one worker answered.
 type Replica struct {
-	Worker       peer.ID
-	Status       string
-	ExitCode     int
-	Signal       string
-	OutputCID    cid.Cid // of the output bytes received
-	ReceiptValid bool    // the receipt is signed by Worker and matches this job, nonce and output
-	Err          string  // why the replica does not count: refusal, failure, bad receipt
-	CPU, Wall    time.Duration
+	Worker peer.ID
+	// Verdict is what the worker's receipt states (zero without a valid receipt).
+	Verdict
+	ReceiptValid bool   // the receipt is signed by Worker and matches this job, nonce, output and stderr
 	Receipt      []byte // the sealed receipt as received
+	CPU, Wall    time.Duration
+	Reason       string // the worker's words for how the job ended (not signed)
+	// Err is why the replica does not count, nil when it does: a refusal (ErrRefused and
+	// the worker's coded error: protocol.ErrBusy, ErrRejected, ...), a failure, a bad
+	// receipt (ErrBadReceipt), ErrDisagrees, or ErrNotNeeded.
+	Err error
 }
 
-// Report is the outcome of a job.
+// Report is the outcome of a job: the verdict a quorum agreed on, and every replica.
 type Report struct {
-	JobCID, InputCID, OutputCID cid.Cid
-	Status                      string
-	ExitCode                    int
-	Signal                      string
-	Output                      []byte
-	Replicas                    []Replica // every worker asked, in the order they answered
+	JobCID, InputCID cid.Cid
+	Verdict                    // accepted; zero without a quorum
+	Reason           string    // an agreeing replica's words for how the job ended
+	Output, Stderr   []byte    // of an agreeing replica (they agree on both CIDs)
+	Replicas         []Replica // every worker asked, in the order they answered
 }
 
 // SubmitterConfig configures a Submitter.
 type SubmitterConfig struct {
 	Host  host.Host
 	Store *Store
-	// FindWorkers returns candidate workers; the submitter skips itself.
-	FindWorkers func(ctx context.Context) ([]peer.AddrInfo, error)
+	// FindWorkers returns candidate workers for jobs of an architecture ("linux/amd64");
+	// the submitter skips itself.
+	FindWorkers func(ctx context.Context, arch string) ([]peer.AddrInfo, error)
 	Logger      *slog.Logger
 	// Progress, if set, receives human progress lines.
 	Progress func(msg string)
@@ -115,46 +167,45 @@ type job struct {
 }
 
 // Submit runs req on R workers, more on failure or disagreement up to MaxReplicas, and
-// returns the output once Quorum replicas agree. Without a quorum the error wraps
-// ErrNoQuorum (or ErrNoWorkers) and the report still lists every replica.
+// returns the output once Quorum replicas agree. A binary the sandbox would refuse is
+// refused here, before anything is sent (ErrRejected, with the sandbox's reason). Without
+// a quorum the error wraps ErrNoQuorum (or ErrNoWorkers) and the report still lists every
+// replica.
 func (s *Submitter) Submit(ctx context.Context, req Request) (*Report, error) {
 	j, err := s.prepare(ctx, req)
 	if err != nil {
 		return nil, err
 	}
 	rep := &Report{JobCID: j.jobCID, InputCID: j.inputCID}
-	workers, err := s.workers(ctx, j)
+	offers, err := s.workers(ctx, j)
 	if err != nil {
 		return rep, err
 	}
-	return s.dispatch(ctx, j, workers, rep)
+	return s.dispatch(ctx, j, offers, rep)
 }
 
 func (s *Submitter) prepare(ctx context.Context, req Request) (*job, error) {
-	if req.Replicas <= 0 {
-		req.Replicas = 2
+	if err := req.Settle(); err != nil {
+		return nil, fmt.Errorf("submit: %w", err)
 	}
-	if req.Quorum <= 0 {
-		req.Quorum = req.Replicas
+	if err := req.Limits.Check(); err != nil {
+		return nil, fmt.Errorf("submit: %w", err)
 	}
-	if req.MaxReplicas <= 0 {
-		req.MaxReplicas = 2*req.Replicas + 1
-	}
-	req.MaxReplicas = max(req.MaxReplicas, req.Replicas, req.Quorum)
-	if req.Limits.MaxBinary <= 0 {
-		req.Limits.MaxBinary = int64(len(req.Binary)) // asks no more of workers than needed
-	}
-	req.Limits = req.Limits.Or(sandbox.DefaultLimits())
 	switch {
 	case len(req.Binary) == 0:
 		return nil, errors.New("submit: empty binary")
-	case int64(len(req.Binary)) > req.Limits.MaxBinary:
-		return nil, fmt.Errorf("submit: %w: binary of %d bytes, limit %d", ErrTooLarge, len(req.Binary), req.Limits.MaxBinary)
 	case req.Limits.MaxOutput > protocol.MaxOutput:
 		return nil, fmt.Errorf("submit: %w: output limit %d above the protocol's %d", ErrTooLarge, req.Limits.MaxOutput, protocol.MaxOutput)
 	}
-	j := &job{Request: req, inline: len(req.Input) <= protocol.MaxInline, arch: archOf(req.Binary)}
-	var err error
+	// The same checks a worker makes, so that a file that is not a job never leaves.
+	arch, err := sandbox.ArchOf(req.Binary)
+	if err == nil {
+		err = sandbox.Validate(req.Binary, req.Limits)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("submit: %w: %s", ErrRejected, strings.TrimPrefix(err.Error(), "rejected: "))
+	}
+	j := &job{Request: req, inline: len(req.Input) <= protocol.MaxInline, arch: arch}
 	if j.jobCID, err = s.cfg.Store.Put(ctx, req.Binary); err != nil {
 		return nil, fmt.Errorf("submit: store binary: %w", err)
 	}
@@ -179,11 +230,11 @@ const (
 	offerGrace = time.Second
 )
 
-// workers returns the candidates whose live offers fit j, best first.
-func (s *Submitter) workers(ctx context.Context, j *job) ([]peer.ID, error) {
-	found, err := s.cfg.FindWorkers(ctx)
+// workers returns the live offers that fit j, best first.
+func (s *Submitter) workers(ctx context.Context, j *job) ([]*protocol.Offer, error) {
+	found, err := s.cfg.FindWorkers(ctx, j.arch)
 	if err != nil {
-		return nil, fmt.Errorf("submit: find workers: %w", err)
+		return nil, fmt.Errorf("submit: find %s workers: %w", j.arch, err)
 	}
 	self := s.cfg.Host.ID()
 	seen := map[peer.ID]bool{self: true}
@@ -195,17 +246,19 @@ func (s *Submitter) workers(ctx context.Context, j *job) ([]peer.ID, error) {
 		}
 	}
 	if len(cands) == 0 {
-		return nil, fmt.Errorf("submit: %w: no candidates found", ErrNoWorkers)
+		return nil, fmt.Errorf("submit: %w: no %s workers found", ErrNoWorkers, j.arch)
 	}
 	// A random order, so that where a candidate sits in the DHT's answer buys it nothing.
 	mrand.Shuffle(len(cands), func(a, b int) { cands[a], cands[b] = cands[b], cands[a] })
 	s.progress("asking %s for offers", plural(len(cands), "candidate"))
 	fit, asked := s.offers(ctx, j, cands)
-	if len(fit) == 0 {
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("submit: %w", ctx.Err())
-		}
-		return nil, fmt.Errorf("submit: %w: none of %s can take the job", ErrNoWorkers, plural(asked, "candidate"))
+	switch {
+	case ctx.Err() != nil:
+		return nil, fmt.Errorf("submit: %w", ctx.Err())
+	case len(fit) < j.Quorum:
+		return nil, fmt.Errorf("submit: %w: a quorum of %d needs %d workers, and %d of %s can take the job", ErrNoWorkers, j.Quorum, j.Quorum, len(fit), plural(asked, "candidate"))
+	case len(fit) < j.Replicas:
+		s.progress("only %s can take the job, fewer than the %d replicas asked for", plural(len(fit), "worker"), j.Replicas)
 	}
 	mrand.Shuffle(len(fit), func(a, b int) { fit[a], fit[b] = fit[b], fit[a] })
 	s.mu.Lock()
@@ -217,12 +270,8 @@ func (s *Submitter) workers(ctx context.Context, j *job) ([]peer.ID, error) {
 		return cmp.Or(c, cmp.Compare(b.SlotsFree, a.SlotsFree))
 	})
 	s.mu.Unlock()
-	ids := make([]peer.ID, len(fit))
-	for i, o := range fit {
-		ids[i] = o.Peer
-	}
-	s.progress("%s can take the job", plural(len(ids), "worker"))
-	return ids, nil
+	s.progress("%s can take the job", plural(len(fit), "worker"))
+	return fit, nil
 }
 
 // offers asks cands, in order and offerQueries at a time, for offers that fit j. It returns
@@ -333,12 +382,12 @@ func (s *Submitter) unfit(o *protocol.Offer, j *job) string {
 		return fmt.Sprintf("runs %s, job is for %s", o.Arch, j.arch)
 	case o.SlotsFree == 0 && !s.ignoreSlots:
 		return "no free slot"
-	case int64(len(j.Binary)) > o.MaxBinary:
-		return fmt.Sprintf("binary of %d bytes above its %d", len(j.Binary), o.MaxBinary)
+	case int64(len(j.Binary)) > o.Max.MaxBinary:
+		return fmt.Sprintf("binary of %d bytes above its %d", len(j.Binary), o.Max.MaxBinary)
 	case int64(len(j.Input)) > o.MaxInput:
 		return fmt.Sprintf("input of %d bytes above its %d", len(j.Input), o.MaxInput)
 	}
-	if err := exceeds(j.Limits, offerLimits(o)); err != nil {
+	if err := j.Limits.Exceeds(o.Max); err != nil {
 		return err.Error()
 	}
 	return ""
@@ -348,108 +397,143 @@ func (s *Submitter) unfit(o *protocol.Offer, j *job) string {
 type attempt struct {
 	Replica
 	refused bool   // not admitted: costs nothing, does not count toward MaxReplicas
-	output  []byte // when ReceiptValid
+	output  []byte // when the replica counts
+	stderr  []byte
 }
 
-// verdict is what replicas must agree on.
-type verdict struct {
-	out    cid.Cid
-	status string
-	exit   int
-	signal string
+// tally counts the verdicts of replicas until one has a quorum. It is pure, for testing.
+type tally struct {
+	quorum   int
+	votes    map[Verdict]int
+	accepted *Verdict
 }
 
-// dispatch sends j to workers, in order, until Quorum replicas agree or no budget or
-// workers remain.
-func (s *Submitter) dispatch(parent context.Context, j *job, workers []peer.ID, rep *Report) (*Report, error) {
+func newTally(quorum int) *tally { return &tally{quorum: quorum, votes: make(map[Verdict]int)} }
+
+// add counts a replica's verdict and reports whether v has just reached the quorum. Votes
+// after a verdict was accepted do not count.
+func (t *tally) add(v Verdict) bool {
+	if t.accepted != nil {
+		return false
+	}
+	if t.votes[v]++; t.votes[v] >= t.quorum {
+		t.accepted = &v
+		return true
+	}
+	return false
+}
+
+// best is the most votes any verdict has.
+func (t *tally) best() int {
+	n := 0
+	for _, k := range t.votes {
+		n = max(n, k)
+	}
+	return n
+}
+
+// short is how many more agreeing replicas the quorum needs at least: 0 once accepted.
+func (t *tally) short() int {
+	if t.accepted != nil {
+		return 0
+	}
+	return t.quorum - t.best()
+}
+
+// dispatch sends j to the workers of offers, in order, until Quorum replicas agree or no
+// budget or workers remain. Once parent ends (a timeout, Ctrl-C) no replica more is sent.
+func (s *Submitter) dispatch(parent context.Context, j *job, offers []*protocol.Offer, rep *Report) (*Report, error) {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	results := make(chan attempt)
 	next, used, inflight := 0, 0, 0
 	launch := func() bool {
-		if next >= len(workers) || used >= j.MaxReplicas {
+		if next >= len(offers) || used >= j.MaxReplicas || parent.Err() != nil {
 			return false
 		}
-		p := workers[next]
+		o := offers[next]
 		next, used, inflight = next+1, used+1, inflight+1
-		s.progress("%s: sending job %s", short(p), j.jobCID)
-		go func() { results <- s.runOne(ctx, p, j) }()
+		s.progress("%s: sending job %s", short(o.Peer), j.jobCID)
+		go func() { results <- s.runOne(ctx, o, j) }()
 		return true
 	}
-	for range max(j.Replicas, j.Quorum) {
+	for range j.Replicas {
 		launch()
 	}
-	votes := map[verdict]int{}
-	outputs := map[verdict][]byte{}
-	var accepted *verdict
+	t := newTally(j.Quorum)
+	var agreed *attempt
 	for inflight > 0 {
 		a := <-results
 		inflight--
 		if a.refused {
 			used--
 		}
+		if t.accepted != nil && errors.Is(a.Err, context.Canceled) {
+			a.Err = ErrNotNeeded // cancelled once the quorum was reached
+		}
+		switch {
+		case t.accepted != nil: // a late result still counts against a worker that disagrees
+		case a.Err != nil:
+			s.progress("%s: %v", short(a.Worker), a.Err)
+		case t.add(a.Verdict):
+			agreed = &a
+			cancel() // the replicas still running are not needed
+		default:
+			s.progress("%s: %s, output %s (%d of %d needed)", short(a.Worker), a.Outcome(), a.OutputCID, t.votes[a.Verdict], j.Quorum)
+		}
 		rep.Replicas = append(rep.Replicas, a.Replica)
-		if accepted != nil {
-			continue
-		}
-		if a.Err != "" {
-			s.progress("%s: %s", short(a.Worker), a.Err)
-		} else {
-			v := verdict{a.OutputCID, a.Status, a.ExitCode, a.Signal}
-			votes[v]++
-			if _, ok := outputs[v]; !ok {
-				outputs[v] = a.output
-			}
-			s.progress("%s: %s %d, output %s (%d of %d needed)", short(a.Worker), a.Status, a.ExitCode, a.OutputCID, votes[v], j.Quorum)
-			if votes[v] >= j.Quorum {
-				accepted = &v
-				cancel() // the replicas still running are not needed
-				continue
-			}
-		}
-		for inflight < j.Quorum-maxVotes(votes) && launch() {
+		for inflight < t.short() && launch() {
 		}
 	}
-	if accepted == nil && parent.Err() != nil {
+	if agreed == nil && parent.Err() != nil {
 		return rep, fmt.Errorf("submit: %w", parent.Err())
 	}
-	if accepted == nil {
+	if agreed == nil {
 		var errs []string
 		for _, r := range rep.Replicas {
-			if r.Err != "" {
-				errs = append(errs, short(r.Worker)+": "+r.Err)
+			if r.Err != nil {
+				errs = append(errs, fmt.Sprintf("%s: %v", short(r.Worker), r.Err))
+			} else {
+				errs = append(errs, fmt.Sprintf("%s: %s", short(r.Worker), r.Outcome()))
 			}
 		}
-		msg := fmt.Sprintf("%s answered, the most that agreed was %d of %d needed", plural(len(rep.Replicas), "worker"), maxVotes(votes), j.Quorum)
+		msg := fmt.Sprintf("%s answered, the most that agreed was %d of %d needed", plural(len(rep.Replicas), "worker"), t.best(), j.Quorum)
 		if len(errs) > 0 {
 			msg += "; " + strings.Join(errs, "; ")
 		}
-		return rep, fmt.Errorf("submit: %w: %s", ErrNoQuorum, msg)
+		err := fmt.Errorf("submit: %w: %s", ErrNoQuorum, msg)
+		if allRejected(rep.Replicas) {
+			err = fmt.Errorf("submit: %w by every worker asked: %v", ErrRejected, rep.Replicas[0].Err)
+		}
+		return rep, err
 	}
-	rep.OutputCID, rep.Status, rep.ExitCode, rep.Signal = accepted.out, accepted.status, accepted.exit, accepted.signal
-	rep.Output = outputs[*accepted]
+	rep.Verdict, rep.Reason, rep.Output, rep.Stderr = agreed.Verdict, agreed.Reason, agreed.output, agreed.stderr
 	s.mu.Lock()
 	for i, r := range rep.Replicas {
-		if r.Err == "" && (verdict{r.OutputCID, r.Status, r.ExitCode, r.Signal}) != *accepted {
-			rep.Replicas[i].Err = "disagrees with the quorum"
+		if r.Err == nil && r.Verdict != rep.Verdict {
+			rep.Replicas[i].Err = ErrDisagrees
 			s.disagreed[r.Worker]++
 		}
 	}
 	s.mu.Unlock()
-	s.progress("quorum: %d workers agree on output %s", j.Quorum, rep.OutputCID)
+	s.progress("quorum: %d workers agree: %s, output %s", j.Quorum, rep.Outcome(), rep.OutputCID)
 	return rep, nil
 }
 
-func maxVotes(votes map[verdict]int) int {
-	best := 0
-	for _, n := range votes {
-		best = max(best, n)
+// allRejected reports whether every replica was refused as not a job (ErrRejected).
+func allRejected(rs []Replica) bool {
+	for _, r := range rs {
+		if !errors.Is(r.Err, ErrRejected) {
+			return false
+		}
 	}
-	return best
+	return len(rs) > 0
 }
 
-// runOne sends j to worker p and checks its answer. Preconditions: p is not the host.
-func (s *Submitter) runOne(ctx context.Context, p peer.ID, j *job) (a attempt) {
+// runOne sends j to the worker of offer o and checks its answer. Preconditions: o.Peer is
+// not the host.
+func (s *Submitter) runOne(ctx context.Context, o *protocol.Offer, j *job) (a attempt) {
+	p := o.Peer
 	a.Worker = p
 	nonce := newNonce()
 	// The request is a header: the input follows on the stream once the worker asks for it,
@@ -459,14 +543,14 @@ func (s *Submitter) runOne(ctx context.Context, p peer.ID, j *job) (a attempt) {
 		InputCid:    j.inputCID.Bytes(),
 		InputSize:   uint64(len(j.Input)),
 		InputInline: j.inline,
-		Limits:      limitsToProto(j.Limits),
+		Limits:      protocol.WireLimits(j.Limits),
 		Nonce:       nonce,
 		BinarySize:  uint64(len(j.Binary)),
 		Arch:        j.arch,
 	}
 	st, err := s.cfg.Host.NewStream(ctx, p, protocol.JobID)
 	if err != nil {
-		a.refused, a.Err = true, fmt.Sprintf("open stream: %v", err)
+		a.refused, a.Err = true, fmt.Errorf("%w: open stream: %w", ErrRefused, err)
 		return a
 	}
 	stop := context.AfterFunc(ctx, func() { st.Reset() })
@@ -483,10 +567,12 @@ func (s *Submitter) runOne(ctx context.Context, p peer.ID, j *job) (a attempt) {
 	}
 	if err != nil {
 		st.Reset()
-		a.refused, a.Err = true, fmt.Sprintf("refused: %v", err)
+		a.refused, a.Err = true, fmt.Errorf("%w: %w", ErrRefused, err)
 		return a
 	}
-	protocol.SetDeadline(st, protocol.FetchTimeout+protocol.BlobTimeout(int64(len(j.Input)))+j.Limits.Wall+protocol.ReplyTimeout)
+	// Unset, the wall limit is the worker's default, which its maximum bounds.
+	wall := cmp.Or(j.Limits.Wall, o.Max.Wall)
+	protocol.SetDeadline(st, protocol.FetchTimeout+protocol.BlobTimeout(int64(len(j.Input)))+wall+protocol.ReplyTimeout)
 	var res protocol.JobResult
 	sent := false
 	for {
@@ -512,46 +598,46 @@ func (s *Submitter) runOne(ctx context.Context, p peer.ID, j *job) (a attempt) {
 	if err != nil {
 		st.Reset()
 		if ctx.Err() != nil {
-			a.Err = fmt.Sprintf("cancelled: %v", ctx.Err())
+			a.Err = fmt.Errorf("cancelled: %w", ctx.Err())
 		} else {
-			a.Err = fmt.Sprintf("failed: %v", err)
+			a.Err = fmt.Errorf("failed: %w", err)
 		}
 		return a
 	}
 	st.Close()
-	a.Status, a.ExitCode, a.Signal = res.Status, int(res.ExitCode), res.Signal
-	a.CPU, a.Wall = protocol.FromMicros(res.CpuUs), protocol.FromMicros(res.WallUs)
-	a.OutputCID, a.Receipt = cids.Sum(res.Output), res.Receipt
-	if err := checkReceipt(res.Receipt, p, nonce, j, &a.Replica); err != nil {
-		a.Err = fmt.Sprintf("bad receipt: %v", err)
+	a.Receipt, a.Reason = res.Receipt, res.Reason
+	r, err := checkReceipt(res.Receipt, p, nonce, j, res.Output, res.Stderr)
+	if err != nil {
+		a.Err = fmt.Errorf("%w: %w", ErrBadReceipt, err)
 		return a
 	}
-	a.ReceiptValid, a.output = true, res.Output
+	a.Verdict, a.CPU, a.Wall, a.ReceiptValid = verdictOf(r), r.CPU, r.Wall, true
+	a.output, a.stderr = res.Output, res.Stderr
 	return a
 }
 
-// checkReceipt checks that sealed is p's receipt for this job, nonce and answer.
-func checkReceipt(sealed []byte, p peer.ID, nonce []byte, j *job, got *Replica) error {
+// checkReceipt checks that sealed is p's receipt for this job and nonce, and for the
+// output and stderr received, and returns it.
+func checkReceipt(sealed []byte, p peer.ID, nonce []byte, j *job, output, stderr []byte) (*protocol.Receipt, error) {
 	r, signer, err := protocol.OpenReceipt(sealed)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	switch {
 	case signer != p:
-		return fmt.Errorf("signed by %s", signer)
+		return nil, fmt.Errorf("signed by %s", signer)
 	case !bytes.Equal(r.Nonce, nonce):
-		return errors.New("nonce of another request")
+		return nil, errors.New("nonce of another request")
 	case !r.JobCID.Equals(j.jobCID):
-		return fmt.Errorf("job %s", r.JobCID)
+		return nil, fmt.Errorf("job %s", r.JobCID)
 	case !r.InputCID.Equals(j.inputCID):
-		return fmt.Errorf("input %s", r.InputCID)
-	case !r.OutputCID.Equals(got.OutputCID):
-		return fmt.Errorf("output %s, received %s", r.OutputCID, got.OutputCID)
-	case r.Status != got.Status || r.ExitCode != got.ExitCode || r.Signal != got.Signal:
-		return fmt.Errorf("status %s %d %s, result says %s %d %s", r.Status, r.ExitCode, r.Signal, got.Status, got.ExitCode, got.Signal)
+		return nil, fmt.Errorf("input %s", r.InputCID)
+	case !r.OutputCID.Equals(cids.Sum(output)):
+		return nil, fmt.Errorf("output %s, received %s", r.OutputCID, cids.Sum(output))
+	case !r.StderrCID.Equals(cids.Sum(stderr)):
+		return nil, fmt.Errorf("stderr %s, received %s", r.StderrCID, cids.Sum(stderr))
 	}
-	got.CPU, got.Wall = r.CPU, r.Wall
-	return nil
+	return r, nil
 }
 
 func newNonce() []byte {

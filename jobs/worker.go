@@ -8,10 +8,12 @@ import (
 	"io"
 	"log/slog"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/gridnode/gridnode/cids"
+	"github.com/gridnode/gridnode/internal/platform"
 	"github.com/gridnode/gridnode/protocol"
 	"github.com/gridnode/gridnode/sandbox"
 	"github.com/ipfs/go-cid"
@@ -116,8 +118,11 @@ type WorkerConfig struct {
 	MaxInput int64
 	// Validate checks a job binary before it is stored and before its input is fetched;
 	// nil means sandbox.Validate. A binary it rejects under the worker's policy is not
-	// kept; one it rejects under the job's limits gets a "rejected" result.
+	// kept; one it rejects under the job's limits is refused with REJECTED and the reason.
 	Validate func(bin []byte, lim sandbox.Limits) error
+	// Arch is the architecture the worker runs jobs for; "" means the sandbox's
+	// (sandbox.Arches), and NewWorker fails on a machine whose sandbox runs none.
+	Arch string
 	// Providers optionally lists other peers that may hold a blob (from the DHT).
 	Providers func(ctx context.Context, c cid.Cid) []peer.AddrInfo
 	// Isolation describes the sandbox's isolation layers, for the offer; may be empty.
@@ -173,6 +178,16 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	if cfg.Validate == nil {
 		cfg.Validate = sandbox.Validate
 	}
+	if cfg.Arch == "" {
+		arches := sandbox.Arches()
+		if len(arches) == 0 {
+			return nil, fmt.Errorf("new worker: %w: this machine (%s) cannot run jobs", sandbox.ErrUnsupported, platform.Current)
+		}
+		cfg.Arch = arches[0]
+	}
+	if err := cfg.Limits.Check(); err != nil {
+		return nil, fmt.Errorf("new worker: %w", err)
+	}
 	policy := cfg.Limits.Or(sandbox.DefaultLimits())
 	policy.MaxOutput = min(policy.MaxOutput, protocol.MaxOutput)
 	policy.MaxBinary = min(policy.MaxBinary, MaxBlobSize)
@@ -182,7 +197,7 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 		log:       orDiscard(cfg.Logger),
 		key:       key,
 		policy:    policy,
-		deflt:     minLimits(sandbox.DefaultLimits(), policy),
+		deflt:     sandbox.DefaultLimits().Min(policy),
 		lookups:   newBudget(lookupBurst, lookupPeriod, lookupPeers),
 		all:       newBudget(allLookupBurst, allLookupPeriod, 1),
 		abandons:  newBudget(abandonBurst, abandonPeriod, lookupPeers),
@@ -224,6 +239,9 @@ func (w *Worker) Close() error {
 	w.wg.Wait()
 	return nil
 }
+
+// Arch returns the architecture the worker runs jobs for.
+func (w *Worker) Arch() string { return w.cfg.Arch }
 
 // Running returns how many jobs are admitted and not yet answered.
 func (w *Worker) Running() int {
@@ -361,18 +379,12 @@ func (w *Worker) handleInfo(s network.Stream) {
 
 // offer is the worker's offer to peer asker: the slots free are those it could take.
 func (w *Worker) offer(asker peer.ID, nonce []byte) *protocol.Offer {
-	p := w.policy
 	return &protocol.Offer{
 		Peer:       w.cfg.Host.ID(),
-		Arch:       protocol.LocalArch(),
+		Arch:       w.cfg.Arch,
 		SlotsFree:  w.free(asker),
 		SlotsTotal: w.cfg.Slots,
-		MaxCPU:     p.CPU,
-		MaxWall:    p.Wall,
-		MaxMemory:  p.Memory,
-		MaxStack:   p.Stack,
-		MaxOutput:  p.MaxOutput,
-		MaxBinary:  p.MaxBinary,
+		Max:        w.policy,
 		MaxInput:   w.cfg.MaxInput,
 		Time:       time.Now(),
 		Nonce:      nonce,
@@ -387,6 +399,7 @@ type spec struct {
 	inputCID  cid.Cid // always set
 	inputSize int64
 	inline    bool // the input comes on the job stream, when asked for
+	binSize   int64
 	lim       sandbox.Limits
 	nonce     []byte
 	ran       bool // the runner was called (set by execute)
@@ -397,12 +410,13 @@ func (w *Worker) admit(req *protocol.JobRequest, from peer.ID) (*spec, error) {
 	if err := req.Check(); err != nil {
 		return nil, err
 	}
-	if req.Arch != "" && req.Arch != protocol.LocalArch() {
-		return nil, protocol.Errorf(protocol.Code_ARCH, "job for %s, worker runs %s", req.Arch, protocol.LocalArch())
+	if req.Arch != w.cfg.Arch {
+		return nil, protocol.Errorf(protocol.Code_ARCH, "job for %q, worker runs %s", req.Arch, w.cfg.Arch)
 	}
-	lim := limitsFromProto(req.Limits).Or(w.deflt)
-	if err := exceeds(lim, w.policy); err != nil {
-		return nil, err
+	// The one place a grid job's unset limits get their defaults.
+	lim := req.Limits.Sandbox().Or(w.deflt)
+	if err := lim.Exceeds(w.policy); err != nil {
+		return nil, protocol.Errorf(protocol.Code_LIMITS, "%v", err)
 	}
 	if req.BinarySize > uint64(lim.MaxBinary) {
 		return nil, protocol.Errorf(protocol.Code_TOO_LARGE, "binary of %d bytes, limit %d", req.BinarySize, lim.MaxBinary)
@@ -410,7 +424,10 @@ func (w *Worker) admit(req *protocol.JobRequest, from peer.ID) (*spec, error) {
 	if req.InputSize > uint64(w.cfg.MaxInput) {
 		return nil, protocol.Errorf(protocol.Code_TOO_LARGE, "input of %d bytes, limit %d", req.InputSize, w.cfg.MaxInput)
 	}
-	sp := &spec{from: from, lim: lim, nonce: req.Nonce, inputSize: int64(req.InputSize), inline: req.InputInline}
+	if req.BinarySize == 0 {
+		return nil, protocol.Errorf(protocol.Code_BAD_REQUEST, "binary of 0 bytes")
+	}
+	sp := &spec{from: from, lim: lim, nonce: req.Nonce, inputSize: int64(req.InputSize), inline: req.InputInline, binSize: int64(req.BinarySize)}
 	sp.jobCID, _ = cids.Cast(req.JobCid) // checked by req.Check
 	sp.inputCID = cids.Sum(nil)
 	if len(req.InputCid) > 0 {
@@ -520,8 +537,6 @@ func (w *Worker) handleJob(s network.Stream) {
 			log.Info("job failed", "job", sp.jobCID, "err", err)
 			code, msg := protocol.Refusal(err)
 			res = &protocol.JobResult{Code: code, Message: msg}
-		} else {
-			log.Info("job done", "job", sp.jobCID, "status", res.Status, "exit", res.ExitCode)
 		}
 		release()
 		protocol.SetDeadline(s, protocol.ReplyTimeout)
@@ -624,35 +639,35 @@ func (w *Worker) execute(ctx context.Context, sp *spec, in *streamInput) (*proto
 	if err != nil {
 		return nil, fmt.Errorf("binary: %w", err)
 	}
-	var r sandbox.Result
 	if err := w.cfg.Validate(bin, sp.lim); err != nil {
-		// As the sandbox would answer: replicas agree that the job is rejected.
-		r = sandbox.Result{Status: sandbox.StatusRejected, Reason: err.Error(), OutputCID: cids.Sum(nil)}
-	} else {
-		var input []byte
-		switch {
-		case sp.inline && sp.inputSize > 0:
-			input, err = in.input(ctx)
-		case sp.inputSize > 0:
-			protocol.SetDeadline(in.s, protocol.FetchTimeout+protocol.ReplyTimeout)
-			input, err = w.fetchInput(ctx, sp)
+		return nil, rejected(err.Error())
+	}
+	var input []byte
+	switch {
+	case sp.inline && sp.inputSize > 0:
+		input, err = in.input(ctx)
+	case sp.inputSize > 0:
+		protocol.SetDeadline(in.s, protocol.FetchTimeout+protocol.ReplyTimeout)
+		input, err = w.fetchInput(ctx, sp)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
 		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			return nil, fmt.Errorf("input: %w", err)
+		return nil, fmt.Errorf("input: %w", err)
+	}
+	// The wall budget starts with the run.
+	protocol.SetDeadline(in.s, sp.lim.Wall+protocol.ReplyTimeout)
+	sp.ran = true
+	r, err := w.cfg.Runner.Run(ctx, sandbox.Job{Binary: bin, Stdin: bytes.NewReader(input)}, sp.lim)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
 		}
-		// The wall budget starts with the run.
-		protocol.SetDeadline(in.s, sp.lim.Wall+protocol.ReplyTimeout)
-		sp.ran = true
-		r, err = w.cfg.Runner.Run(ctx, sandbox.Job{Binary: bin, Stdin: bytes.NewReader(input)}, sp.lim)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			return nil, protocol.Errorf(protocol.Code_INTERNAL, "run: %v", err)
-		}
+		return nil, protocol.Errorf(protocol.Code_INTERNAL, "run: %v", err)
+	}
+	if r.Status == sandbox.StatusRejected { // refused by a check past Validate (the patched image's)
+		return nil, rejected(r.Reason)
 	}
 	if int64(len(r.Output)) > sp.lim.MaxOutput {
 		return nil, protocol.Errorf(protocol.Code_INTERNAL, "runner returned %d bytes of output, limit %d", len(r.Output), sp.lim.MaxOutput)
@@ -661,15 +676,16 @@ func (w *Worker) execute(ctx context.Context, sp *spec, in *streamInput) (*proto
 	if status == "" {
 		return nil, protocol.Errorf(protocol.Code_INTERNAL, "runner returned no status")
 	}
-	signal := protocol.Clean(r.Signal, protocol.MaxText)
-	reason := protocol.Clean(r.Reason, protocol.MaxReason)
+	stderr := r.Stderr[:min(len(r.Stderr), protocol.MaxStderr)]
+	w.log.Info("job done", "peer", sp.from, "job", sp.jobCID, "status", status, "exit", r.ExitCode, "signal", r.Signal)
 	receipt, err := protocol.SealReceipt(&protocol.Receipt{
 		JobCID:    sp.jobCID,
 		InputCID:  sp.inputCID,
 		OutputCID: outputCID(r),
+		StderrCID: cids.Sum(stderr),
 		Status:    status,
 		ExitCode:  r.ExitCode,
-		Signal:    signal,
+		Signal:    protocol.Clean(r.Signal, protocol.MaxText),
 		CPU:       r.CPUTime,
 		Wall:      r.WallTime,
 		Worker:    w.cfg.Host.ID(),
@@ -679,15 +695,16 @@ func (w *Worker) execute(ctx context.Context, sp *spec, in *streamInput) (*proto
 		return nil, protocol.Errorf(protocol.Code_INTERNAL, "%v", err)
 	}
 	return &protocol.JobResult{
-		Status:   status,
-		ExitCode: int32(r.ExitCode),
-		Signal:   signal,
-		Reason:   reason,
-		Output:   r.Output,
-		CpuUs:    protocol.ToMicros(r.CPUTime),
-		WallUs:   protocol.ToMicros(r.WallTime),
-		Receipt:  receipt,
+		Reason:  protocol.Clean(r.Reason, protocol.MaxReason),
+		Output:  r.Output,
+		Stderr:  stderr,
+		Receipt: receipt,
 	}, nil
+}
+
+// rejected is the coded refusal of a binary the sandbox does not accept, with its reason.
+func rejected(reason string) error {
+	return protocol.Errorf(protocol.Code_REJECTED, "%s", strings.TrimPrefix(protocol.Clean(reason, protocol.MaxReason), "rejected: "))
 }
 
 // binary returns the job's binary from the store or, when the store does not hold it (or
@@ -695,7 +712,7 @@ func (w *Worker) execute(ctx context.Context, sp *spec, in *streamInput) (*proto
 // providers. A fetched binary is stored (and provided) only if it is valid under the
 // worker's policy.
 func (w *Worker) binary(ctx context.Context, sp *spec) ([]byte, error) {
-	c, maxSize := sp.jobCID, sp.lim.MaxBinary
+	c, maxSize := sp.jobCID, sp.binSize
 	b, err := w.cfg.Store.get(ctx, c, maxSize)
 	switch {
 	case err == nil:

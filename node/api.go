@@ -250,13 +250,11 @@ func (n *Node) APIHandler() http.Handler {
 		// The body is read; a job may run longer than apiReadTimeout, and the deadline
 		// left on the connection would end r.Context() when it passes.
 		http.NewResponseController(w).SetReadDeadline(time.Time{})
+		// A submit that ran is answered 200 with its report, failed or not: the report
+		// carries the error, its kind and every replica, as submit --json prints them.
 		rep, err := n.Submit(r.Context(), req)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
-		}
 		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(rep)
+		json.NewEncoder(w).Encode(jobs.JSON(rep, err))
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		host, _, err := net.SplitHostPort(r.Host)
@@ -305,12 +303,13 @@ type APIClient struct {
 
 // SubmitAPI submits req through the API at addr (a socket path, whose token is read from
 // beside it).
-func SubmitAPI(ctx context.Context, addr string, req jobs.Request) (*jobs.Report, error) {
+func SubmitAPI(ctx context.Context, addr string, req jobs.Request) (*jobs.ReportJSON, error) {
 	return (&APIClient{Addr: addr}).Submit(ctx, req)
 }
 
-// Submit submits req through the API.
-func (c *APIClient) Submit(ctx context.Context, req jobs.Request) (*jobs.Report, error) {
+// Submit submits req through the API and returns the daemon's report; the submit's own
+// failure is in the report (its Err), the error is for reaching the daemon.
+func (c *APIClient) Submit(ctx context.Context, req jobs.Request) (*jobs.ReportJSON, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, err
@@ -350,7 +349,7 @@ func (c *APIClient) Submit(ctx context.Context, req jobs.Request) (*jobs.Report,
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		return nil, fmt.Errorf("submit through %s: %s", c.Addr, strings.TrimSpace(string(msg)))
 	}
-	var rep jobs.Report
+	var rep jobs.ReportJSON
 	if err := json.NewDecoder(resp.Body).Decode(&rep); err != nil {
 		return nil, fmt.Errorf("submit through %s: decode report: %w", c.Addr, err)
 	}

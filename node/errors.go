@@ -15,4 +15,8 @@ var (
 	ErrAPIInUse = errors.New("another daemon serves this data dir's API socket")
 	// ErrNotWorker is returned when a worker-only operation is asked of a client node.
 	ErrNotWorker = errors.New("node is not a worker")
+	// ErrDataDirInUse is returned when another node holds the data dir's lock.
+	ErrDataDirInUse = errors.New("in use by another node")
+	// ErrAddrInUse is returned for a listen address whose port another socket holds.
+	ErrAddrInUse = errors.New("address already in use")
 )

@@ -22,6 +22,7 @@ import (
 	"github.com/gridnode/gridnode/dht"
 	"github.com/gridnode/gridnode/jobs"
 	"github.com/gridnode/gridnode/protocol"
+	"github.com/gridnode/gridnode/sandbox"
 )
 
 // connCounter listens on 127.0.0.2 (TCP and UDP, same port) and counts every connection
@@ -126,7 +127,7 @@ func TestHostileDial(t *testing.T) {
 	}
 	stranger := sh.ID()
 	waitUntil(t, 10*time.Second, "the node to hold the stranger's provider records", func() bool {
-		ws, _ := n.FindWorkers(ctx)
+		ws, _ := n.FindWorkers(ctx, sandbox.ArchAMD64)
 		return len(ws) == 1 && ws[0].ID == stranger
 	})
 	sd.Close()

@@ -97,10 +97,10 @@ func acceptAny([]byte, sandbox.Limits) error { return nil }
 
 // findWorkers asks the DHT for workers, waiting a few seconds when it knows none yet: a
 // grid that just started may still be announcing.
-func (n *Node) findWorkers(ctx context.Context) ([]peer.AddrInfo, error) {
+func (n *Node) findWorkers(ctx context.Context, arch string) ([]peer.AddrInfo, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	return n.WaitWorkers(ctx, 1)
+	return n.WaitWorkers(ctx, arch, 1)
 }
 
 func (j *jobsPart) close() error {

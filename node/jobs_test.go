@@ -11,6 +11,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/gridnode/gridnode/cids"
+	"github.com/gridnode/gridnode/internal/testelf"
 	"github.com/gridnode/gridnode/jobs"
 	"github.com/gridnode/gridnode/sandbox"
 )
@@ -25,7 +26,7 @@ var echoRunner = jobs.RunnerFunc(func(ctx context.Context, job sandbox.Job, lim 
 })
 
 // fakeELF is enough of an ELF header for the submitter; fake runners never parse it.
-var fakeELF = append([]byte("\x7fELF\x02\x01\x01"), make([]byte, 57)...)
+var fakeELF = testelf.Exit0(nil) // valid, as the submitter checks; the fake runners ignore it
 
 // openGrid opens a bootstrap worker, more workers and a client, all closed by t.Cleanup.
 func openGrid(t *testing.T, ctx context.Context, workers int, r Runner) (ws []*Node, client *Node) {

@@ -66,7 +66,8 @@ type Node struct {
 	log  *slog.Logger
 	h    host.Host
 	d    *dht.DHT
-	dir  string // data dir; removed on Close when ephemeral
+	dir  string   // data dir; removed on Close when ephemeral
+	lock *os.File // holds the data dir's lock (lockDataDir) unless ephemeral
 	jobs *jobsPart
 
 	announced chan struct{}
@@ -127,6 +128,9 @@ func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 		if err = os.MkdirAll(n.dir, 0o700); err != nil {
 			return nil, fmt.Errorf("data dir: %w", err)
 		}
+		if n.lock, err = lockDataDir(n.dir); err != nil {
+			return nil, err
+		}
 		if key, err = LoadIdentity(filepath.Join(n.dir, IdentityFile)); err != nil {
 			return nil, err
 		}
@@ -162,7 +166,7 @@ func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 	}
 	if cfg.Worker {
-		n.d.AnnounceLoop(dht.WorkerNamespace(), n.announced)
+		n.d.AnnounceLoop(dht.WorkerNamespace(n.jobs.worker.Arch()), n.announced)
 	}
 	n.forgetPeers(boot)
 	n.log.Info("node started", "peer", n.h.ID(), "worker", cfg.Worker, "addrs", n.h.Addrs(), "reach", cfg.Reach)
@@ -184,6 +188,9 @@ func newHost(key crypto.PrivKey, cfg Config) (host.Host, error) {
 				fmt.Sprintf("/ip6/::/tcp/%d", p), fmt.Sprintf("/ip6/::/udp/%d/quic-v1", p),
 			}
 		}
+	}
+	if err := checkPortsFree(listen); err != nil {
+		return nil, err
 	}
 	rm, err := newResourceManager(jobStreamsPerPeer(cfg))
 	if err != nil {
@@ -395,19 +402,20 @@ func (n *Node) WaitAnnounced(ctx context.Context) error {
 	}
 }
 
-// FindWorkers lists the workers of this machine's class other than this node.
-func (n *Node) FindWorkers(ctx context.Context) ([]peer.AddrInfo, error) {
-	return n.d.FindWorkers(ctx, dht.WorkerNamespace())
+// FindWorkers lists the workers other than this node that run jobs for arch
+// ("linux/amd64", as sandbox.ArchOf names a binary's).
+func (n *Node) FindWorkers(ctx context.Context, arch string) ([]peer.AddrInfo, error) {
+	return n.d.FindWorkers(ctx, dht.WorkerNamespace(arch))
 }
 
-// WaitWorkers polls FindWorkers until it lists at least min workers, and returns them; it
-// fails when ctx ends first. A grid that just started may still be announcing.
-func (n *Node) WaitWorkers(ctx context.Context, min int) ([]peer.AddrInfo, error) {
+// WaitWorkers polls FindWorkers until it lists at least min workers for arch, and returns
+// them; it fails when ctx ends first. A grid that just started may still be announcing.
+func (n *Node) WaitWorkers(ctx context.Context, arch string, min int) ([]peer.AddrInfo, error) {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	found := 0
 	for {
-		ws, err := n.FindWorkers(ctx)
+		ws, err := n.FindWorkers(ctx, arch)
 		if err == nil && len(ws) >= min {
 			return ws, nil
 		}
@@ -443,6 +451,9 @@ func (n *Node) Close() error {
 		}
 		if n.cfg.Ephemeral && n.dir != "" {
 			errs = append(errs, os.RemoveAll(n.dir))
+		}
+		if n.lock != nil {
+			errs = append(errs, n.lock.Close())
 		}
 		n.closeErr = errors.Join(errs...)
 	})

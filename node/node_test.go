@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"github.com/gridnode/gridnode/sandbox"
 	"os"
 	"path/filepath"
 	"testing"
@@ -108,7 +109,7 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ws, err := c.WaitWorkers(ctx, 2)
+	ws, err := c.WaitWorkers(ctx, sandbox.ArchAMD64, 2)
 	if err != nil {
 		t.Fatal(err)
 	}

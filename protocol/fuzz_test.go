@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/gridnode/gridnode/cids"
+	"github.com/gridnode/gridnode/sandbox"
 	"github.com/libp2p/go-libp2p/core/record"
 	"google.golang.org/protobuf/proto"
 )
@@ -57,7 +58,7 @@ func FuzzReadMsg(f *testing.F) {
 }
 
 func FuzzJobRequest(f *testing.F) {
-	f.Add(frame(f, &JobRequest{JobCid: cids.Sum([]byte("job")).Bytes(), InputCid: cids.Sum([]byte("in")).Bytes(), InputSize: 2, InputInline: true, Nonce: testNonce(), Limits: &Limits{CpuMs: 1000, Memory: 1 << 20}, Arch: ArchLinuxAMD64}))
+	f.Add(frame(f, &JobRequest{JobCid: cids.Sum([]byte("job")).Bytes(), InputCid: cids.Sum([]byte("in")).Bytes(), InputSize: 2, InputInline: true, Nonce: testNonce(), Limits: &Limits{CpuMs: 1000, Memory: 1 << 20}, Arch: sandbox.ArchAMD64}))
 	f.Add(frame(f, &JobRequest{JobCid: cids.Sum([]byte("job")).Bytes(), InputCid: cids.Sum(nil).Bytes(), InputSize: 7, Nonce: testNonce()}))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var m JobRequest
@@ -80,7 +81,7 @@ func FuzzJobRequest(f *testing.F) {
 
 func FuzzJobResult(f *testing.F) {
 	receipt, _ := sealedSeeds(f)
-	f.Add(frame(f, &JobResult{Status: "exited", Output: []byte("output"), CpuUs: 1500, WallUs: 2000000, Receipt: receipt}))
+	f.Add(frame(f, &JobResult{Output: []byte("output"), Stderr: []byte("stderr"), Receipt: receipt}))
 	f.Add(frame(f, &JobResult{Code: Code_CANCELLED, Message: "worker shutting down"}))
 	f.Add(frame(f, &JobResult{SendInput: true}))
 	f.Fuzz(func(t *testing.T, data []byte) {

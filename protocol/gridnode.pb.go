@@ -98,7 +98,8 @@ func (Code) EnumDescriptor() ([]byte, []int) {
 	return file_gridnode_proto_rawDescGZIP(), []int{0}
 }
 
-// Limits bound one run. Zero fields mean "the worker's default".
+// Limits bound one run. Zero fields mean "the worker's default". The field names are the
+// limit tags of sandbox.Limits, which the conversion matches by name.
 type Limits struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	CpuMs         uint64                 `protobuf:"varint,1,opt,name=cpu_ms,json=cpuMs,proto3" json:"cpu_ms,omitempty"`
@@ -721,21 +722,21 @@ func (x *JobAdmit) GetMessage() string {
 	return ""
 }
 
+// JobResult is the worker's answer on a job stream: a coded refusal or failure, the
+// worker's go-ahead for inline input, or the result. A result carries only what the signed
+// receipt does not: the receipt is the one source of status, exit code, signal and times,
+// and names the output's and stderr's CIDs.
 type JobResult struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	Code     Code                   `protobuf:"varint,1,opt,name=code,proto3,enum=gridnode.Code" json:"code,omitempty"`
-	Message  string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
-	Status   string                 `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
-	ExitCode int32                  `protobuf:"varint,4,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
-	Signal   string                 `protobuf:"bytes,5,opt,name=signal,proto3" json:"signal,omitempty"`
-	Reason   string                 `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
-	Output   []byte                 `protobuf:"bytes,7,opt,name=output,proto3" json:"output,omitempty"`
-	CpuUs    uint64                 `protobuf:"varint,8,opt,name=cpu_us,json=cpuUs,proto3" json:"cpu_us,omitempty"`
-	WallUs   uint64                 `protobuf:"varint,9,opt,name=wall_us,json=wallUs,proto3" json:"wall_us,omitempty"`
-	Receipt  []byte                 `protobuf:"bytes,10,opt,name=receipt,proto3" json:"receipt,omitempty"` // signed envelope whose payload is a ReceiptPayload
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Code    Code                   `protobuf:"varint,1,opt,name=code,proto3,enum=gridnode.Code" json:"code,omitempty"`
+	Message string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	Reason  string                 `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`    // why the job ended as it did, in words (not signed)
+	Output  []byte                 `protobuf:"bytes,7,opt,name=output,proto3" json:"output,omitempty"`    // the job's stdout, at most the output limit
+	Receipt []byte                 `protobuf:"bytes,10,opt,name=receipt,proto3" json:"receipt,omitempty"` // signed envelope whose payload is a ReceiptPayload
 	// Not a result: the worker's go-ahead for inline input (like HTTP's 100 Continue). Every
 	// other field is empty; the submitter answers with one JobInput and waits for the result.
-	SendInput     bool `protobuf:"varint,11,opt,name=send_input,json=sendInput,proto3" json:"send_input,omitempty"`
+	SendInput     bool   `protobuf:"varint,11,opt,name=send_input,json=sendInput,proto3" json:"send_input,omitempty"`
+	Stderr        []byte `protobuf:"bytes,12,opt,name=stderr,proto3" json:"stderr,omitempty"` // the job's stderr, at most MaxStderr bytes (the rest is dropped)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -784,27 +785,6 @@ func (x *JobResult) GetMessage() string {
 	return ""
 }
 
-func (x *JobResult) GetStatus() string {
-	if x != nil {
-		return x.Status
-	}
-	return ""
-}
-
-func (x *JobResult) GetExitCode() int32 {
-	if x != nil {
-		return x.ExitCode
-	}
-	return 0
-}
-
-func (x *JobResult) GetSignal() string {
-	if x != nil {
-		return x.Signal
-	}
-	return ""
-}
-
 func (x *JobResult) GetReason() string {
 	if x != nil {
 		return x.Reason
@@ -817,20 +797,6 @@ func (x *JobResult) GetOutput() []byte {
 		return x.Output
 	}
 	return nil
-}
-
-func (x *JobResult) GetCpuUs() uint64 {
-	if x != nil {
-		return x.CpuUs
-	}
-	return 0
-}
-
-func (x *JobResult) GetWallUs() uint64 {
-	if x != nil {
-		return x.WallUs
-	}
-	return 0
 }
 
 func (x *JobResult) GetReceipt() []byte {
@@ -847,6 +813,13 @@ func (x *JobResult) GetSendInput() bool {
 	return false
 }
 
+func (x *JobResult) GetStderr() []byte {
+	if x != nil {
+		return x.Stderr
+	}
+	return nil
+}
+
 // ReceiptPayload is the payload of a receipt envelope.
 type ReceiptPayload struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -860,6 +833,7 @@ type ReceiptPayload struct {
 	WallUs        uint64                 `protobuf:"varint,8,opt,name=wall_us,json=wallUs,proto3" json:"wall_us,omitempty"`
 	Worker        []byte                 `protobuf:"bytes,9,opt,name=worker,proto3" json:"worker,omitempty"`
 	Nonce         []byte                 `protobuf:"bytes,10,opt,name=nonce,proto3" json:"nonce,omitempty"`
+	StderrCid     []byte                 `protobuf:"bytes,11,opt,name=stderr_cid,json=stderrCid,proto3" json:"stderr_cid,omitempty"` // of the stderr bytes in the JobResult
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -964,6 +938,13 @@ func (x *ReceiptPayload) GetNonce() []byte {
 	return nil
 }
 
+func (x *ReceiptPayload) GetStderrCid() []byte {
+	if x != nil {
+		return x.StderrCid
+	}
+	return nil
+}
+
 var File_gridnode_proto protoreflect.FileDescriptor
 
 const file_gridnode_proto_rawDesc = "" +
@@ -1018,21 +999,18 @@ const file_gridnode_proto_rawDesc = "" +
 	"\x04data\x18\x01 \x01(\fR\x04data\"H\n" +
 	"\bJobAdmit\x12\"\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x0e.gridnode.CodeR\x04code\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"\xaf\x02\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\xe8\x01\n" +
 	"\tJobResult\x12\"\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x0e.gridnode.CodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x16\n" +
-	"\x06status\x18\x03 \x01(\tR\x06status\x12\x1b\n" +
-	"\texit_code\x18\x04 \x01(\x05R\bexitCode\x12\x16\n" +
-	"\x06signal\x18\x05 \x01(\tR\x06signal\x12\x16\n" +
 	"\x06reason\x18\x06 \x01(\tR\x06reason\x12\x16\n" +
-	"\x06output\x18\a \x01(\fR\x06output\x12\x15\n" +
-	"\x06cpu_us\x18\b \x01(\x04R\x05cpuUs\x12\x17\n" +
-	"\awall_us\x18\t \x01(\x04R\x06wallUs\x12\x18\n" +
+	"\x06output\x18\a \x01(\fR\x06output\x12\x18\n" +
 	"\areceipt\x18\n" +
 	" \x01(\fR\areceipt\x12\x1d\n" +
 	"\n" +
-	"send_input\x18\v \x01(\bR\tsendInput\"\x90\x02\n" +
+	"send_input\x18\v \x01(\bR\tsendInput\x12\x16\n" +
+	"\x06stderr\x18\f \x01(\fR\x06stderrJ\x04\b\x03\x10\x04J\x04\b\x04\x10\x05J\x04\b\x05\x10\x06J\x04\b\b\x10\tJ\x04\b\t\x10\n" +
+	"\"\xaf\x02\n" +
 	"\x0eReceiptPayload\x12\x17\n" +
 	"\ajob_cid\x18\x01 \x01(\fR\x06jobCid\x12\x1b\n" +
 	"\tinput_cid\x18\x02 \x01(\fR\binputCid\x12\x1d\n" +
@@ -1045,7 +1023,9 @@ const file_gridnode_proto_rawDesc = "" +
 	"\awall_us\x18\b \x01(\x04R\x06wallUs\x12\x16\n" +
 	"\x06worker\x18\t \x01(\fR\x06worker\x12\x14\n" +
 	"\x05nonce\x18\n" +
-	" \x01(\fR\x05nonce*\x9a\x01\n" +
+	" \x01(\fR\x05nonce\x12\x1d\n" +
+	"\n" +
+	"stderr_cid\x18\v \x01(\fR\tstderrCid*\x9a\x01\n" +
 	"\x04Code\x12\x06\n" +
 	"\x02OK\x10\x00\x12\b\n" +
 	"\x04BUSY\x10\x01\x12\n" +

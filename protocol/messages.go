@@ -37,7 +37,7 @@ func (m *JobRequest) Check() error {
 // error is Err.
 func (m *JobResult) Check() error {
 	if m.SendInput {
-		if m.Code != Code_OK || m.Status != "" || len(m.Output) > 0 || len(m.Receipt) > 0 {
+		if m.Code != Code_OK || m.Reason != "" || len(m.Output) > 0 || len(m.Stderr) > 0 || len(m.Receipt) > 0 {
 			return fmt.Errorf("%w: input request carrying a result", ErrBadRequest)
 		}
 		return nil
@@ -46,12 +46,12 @@ func (m *JobResult) Check() error {
 		return nil
 	}
 	switch {
-	case m.Status == "" || len(m.Status) > MaxText || len(m.Signal) > MaxText:
-		return fmt.Errorf("%w: result status or signal", ErrBadRequest)
 	case len(m.Reason) > MaxReason:
 		return fmt.Errorf("%w: result reason of %d bytes", ErrBadRequest, len(m.Reason))
 	case len(m.Output) > MaxOutput:
 		return fmt.Errorf("%w: output of %d bytes", ErrTooLarge, len(m.Output))
+	case len(m.Stderr) > MaxStderr:
+		return fmt.Errorf("%w: stderr of %d bytes", ErrTooLarge, len(m.Stderr))
 	case len(m.Receipt) == 0 || len(m.Receipt) > MaxEnvelope:
 		return fmt.Errorf("%w: receipt of %d bytes", ErrBadRequest, len(m.Receipt))
 	}

@@ -1,17 +1,18 @@
 package protocol
 
 import (
-	"runtime"
 	"time"
 
 	p2pproto "github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/gridnode/gridnode/sandbox"
 )
 
 // Stream protocol IDs.
 const (
-	InfoID p2pproto.ID = "/gridnode/info/1.0.0"
+	InfoID p2pproto.ID = "/gridnode/info/2.0.0"
 	BlobID p2pproto.ID = "/gridnode/blob/1.0.0"
-	JobID  p2pproto.ID = "/gridnode/job/1.0.0"
+	JobID  p2pproto.ID = "/gridnode/job/2.0.0" // 2: the result's status and times only in the receipt; stderr
 )
 
 // Size caps, checked against every length prefix before anything is allocated.
@@ -24,8 +25,9 @@ const (
 	// ones are about 200 bytes). Input never rides in it, so what a worker buffers for a
 	// request it has not yet judged is at most this much per stream.
 	MaxJobRequest = 4 << 10
-	MaxJobInput   = MaxInline + 16 // a JobInput: the data and its field's tag and length
-	MaxJobResult  = MaxOutput + MaxEnvelope + 64<<10
+	MaxJobInput   = MaxInline + 16      // a JobInput: the data and its field's tag and length
+	MaxStderr     = sandbox.StderrLimit // stderr returned inside a JobResult
+	MaxJobResult  = MaxOutput + MaxStderr + MaxEnvelope + MaxReason + 1<<10
 	MinNonce      = 16
 	MaxNonce      = 64
 	MaxText       = 64      // status, signal, arch
@@ -41,15 +43,6 @@ const (
 	ReplyTimeout   = 60 * time.Second // to send a reply of up to MaxJobResult
 	FetchTimeout   = 5 * time.Minute  // the most a worker waits to fetch a binary and input
 )
-
-// Arch names the platform a worker runs jobs for, as in offers and requests.
-const (
-	ArchLinuxAMD64 = "linux/amd64"
-	ArchLinuxARM64 = "linux/arm64"
-)
-
-// LocalArch returns the architecture of this process, e.g. "linux/amd64".
-func LocalArch() string { return runtime.GOOS + "/" + runtime.GOARCH }
 
 // BlobTimeout returns how long a blob transfer of size bytes may take: a base for the
 // exchange plus 1 MiB/s, slow enough for home uplinks.

@@ -6,15 +6,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"runtime"
 	"testing"
 	"time"
 
 	"github.com/gridnode/gridnode/cids"
+	"github.com/gridnode/gridnode/sandbox"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // testKey returns a deterministic Ed25519 key for seed.
@@ -38,6 +41,7 @@ func testReceipt(worker peer.ID) *Receipt {
 		JobCID:    cids.Sum([]byte("job")),
 		InputCID:  cids.Sum([]byte("input")),
 		OutputCID: cids.Sum([]byte("output")),
+		StderrCID: cids.Sum([]byte("stderr")),
 		Status:    "exited",
 		ExitCode:  3,
 		CPU:       1500 * time.Microsecond,
@@ -49,10 +53,10 @@ func testReceipt(worker peer.ID) *Receipt {
 
 func testOffer(id peer.ID) *Offer {
 	return &Offer{
-		Peer: id, Arch: ArchLinuxAMD64, SlotsFree: 1, SlotsTotal: 4,
-		MaxCPU: time.Minute, MaxWall: time.Hour, MaxMemory: 1 << 28, MaxStack: 8 << 20,
-		MaxOutput: 1 << 24, MaxBinary: 1 << 26, MaxInput: 1 << 24,
-		Time: time.UnixMilli(1700000000000), Nonce: testNonce(),
+		Peer: id, Arch: sandbox.ArchAMD64, SlotsFree: 1, SlotsTotal: 4,
+		Max:      sandbox.Limits{CPU: time.Minute, Wall: time.Hour, Memory: 1 << 28, Stack: 8 << 20, MaxOutput: 1 << 24, MaxBinary: 1 << 26},
+		MaxInput: 1 << 24,
+		Time:     time.UnixMilli(1700000000000), Nonce: testNonce(),
 		Isolation: "seccomp strict, uid per slot, no_new_privs",
 	}
 }
@@ -67,7 +71,7 @@ func TestMsgRoundTrip(t *testing.T) {
 		{"blob request", &BlobRequest{Cid: cids.Sum(nil).Bytes()}, &BlobRequest{}},
 		{"job request", &JobRequest{JobCid: cids.Sum(nil).Bytes(), InputCid: cids.Sum(nil).Bytes(), InputSize: 300000, InputInline: true, Nonce: testNonce(), Limits: &Limits{CpuMs: 5}}, &JobRequest{}},
 		{"job input", &JobInput{Data: bytes.Repeat([]byte("x"), 300000)}, &JobInput{}},
-		{"job result", &JobResult{Status: "exited", Output: []byte("hi"), Receipt: []byte("r")}, &JobResult{}},
+		{"job result", &JobResult{Output: []byte("hi"), Stderr: []byte("err"), Receipt: []byte("r")}, &JobResult{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -175,7 +179,7 @@ func TestReceipt(t *testing.T) {
 		t.Fatalf("signer: got %s, want %s", signer, id)
 	}
 	if !got.JobCID.Equals(want.JobCID) || !got.InputCID.Equals(want.InputCID) || !got.OutputCID.Equals(want.OutputCID) ||
-		got.Status != want.Status || got.ExitCode != want.ExitCode || got.CPU != want.CPU || got.Wall != want.Wall ||
+		!got.StderrCID.Equals(want.StderrCID) || got.Status != want.Status || got.ExitCode != want.ExitCode || got.CPU != want.CPU || got.Wall != want.Wall ||
 		got.Worker != want.Worker || !bytes.Equal(got.Nonce, want.Nonce) {
 		t.Fatalf("got %+v, want %+v", got, want)
 	}
@@ -241,9 +245,7 @@ func TestOffer(t *testing.T) {
 		t.Fatal(err)
 	}
 	if signer != id || got.Peer != id || got.Arch != want.Arch || got.SlotsFree != 1 || got.SlotsTotal != 4 ||
-		got.MaxCPU != want.MaxCPU || got.MaxWall != want.MaxWall || got.MaxMemory != want.MaxMemory ||
-		got.MaxStack != want.MaxStack || got.MaxOutput != want.MaxOutput || got.MaxBinary != want.MaxBinary ||
-		got.MaxInput != want.MaxInput || !got.Time.Equal(want.Time) || !bytes.Equal(got.Nonce, want.Nonce) {
+		got.Max != want.Max || got.MaxInput != want.MaxInput || !got.Time.Equal(want.Time) || !bytes.Equal(got.Nonce, want.Nonce) {
 		t.Fatalf("got %+v, want %+v", got, want)
 	}
 	forged, err := SealOffer(testOffer(id), otherKey)
@@ -268,11 +270,13 @@ func TestJobResultCheck(t *testing.T) {
 		m    *JobResult
 		want error
 	}{
-		{"result", &JobResult{Status: "exited", Receipt: []byte("r")}, nil},
+		{"result", &JobResult{Output: []byte("out"), Stderr: []byte("err"), Receipt: []byte("r")}, nil},
 		{"refusal", &JobResult{Code: Code_BUSY}, nil},
-		{"no status", &JobResult{Receipt: []byte("r")}, ErrBadRequest},
+		{"no receipt", &JobResult{Output: []byte("out")}, ErrBadRequest},
+		{"stderr too large", &JobResult{Stderr: make([]byte, MaxStderr+1), Receipt: []byte("r")}, ErrTooLarge},
 		{"input request", &JobResult{SendInput: true}, nil},
-		{"input request with a result", &JobResult{SendInput: true, Status: "exited", Receipt: []byte("r")}, ErrBadRequest},
+		{"input request with a result", &JobResult{SendInput: true, Receipt: []byte("r")}, ErrBadRequest},
+		{"input request with stderr", &JobResult{SendInput: true, Stderr: []byte("e")}, ErrBadRequest},
 		{"input request with a code", &JobResult{SendInput: true, Code: Code_INTERNAL}, ErrBadRequest},
 	}
 	for _, tt := range tests {
@@ -365,5 +369,35 @@ func TestClean(t *testing.T) {
 		if got := Clean(tt.in, tt.n); got != tt.want {
 			t.Errorf("Clean(%q, %d): got %q, want %q", tt.in, tt.n, got, tt.want)
 		}
+	}
+}
+
+// TestLimitsWire checks that every sandbox limit has a uint64 field of its name in the wire
+// Limits (and the wire has no other), and that limits survive the trip in the wire's units.
+func TestLimitsWire(t *testing.T) {
+	names := sandbox.LimitNames()
+	if n := limitsFields().Len(); n != len(names) {
+		t.Errorf("wire Limits has %d fields, sandbox.Limits %d", n, len(names))
+	}
+	for _, name := range names {
+		fd := limitsFields().ByName(protoreflect.Name(name))
+		if fd == nil || fd.Kind() != protoreflect.Uint64Kind {
+			t.Errorf("sandbox limit %q has no uint64 field in the wire Limits", name)
+		}
+	}
+	l := sandbox.Limits{CPU: 1500 * time.Microsecond, Wall: time.Hour, Memory: 1 << 28, Stack: 3 << 20, MaxOutput: 5, MaxBinary: 1 << 26}
+	w := WireLimits(l)
+	if w.CpuMs != 2 || w.WallMs != 3600000 || w.Memory != 1<<28 || w.Stack != 3<<20 || w.Output != 5 || w.Binary != 1<<26 {
+		t.Fatalf("wire form of %+v: %+v", l, w)
+	}
+	back := w.Sandbox()
+	if want := l; back.CPU != 2*time.Millisecond || func() bool { want.CPU = back.CPU; return back != want }() {
+		t.Fatalf("round trip of %+v: %+v", l, back)
+	}
+	if got := (*Limits)(nil).Sandbox(); got != (sandbox.Limits{}) {
+		t.Fatalf("nil wire limits: %+v, want unset", got)
+	}
+	if got := (&Limits{CpuMs: math.MaxUint64, Memory: math.MaxUint64}).Sandbox(); got.CPU != math.MaxInt64 || got.Memory != math.MaxInt64 {
+		t.Fatalf("huge wire limits: %+v, want saturated", got)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/gridnode/gridnode/cids"
+	"github.com/gridnode/gridnode/sandbox"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -40,6 +41,7 @@ type Receipt struct {
 	JobCID    cid.Cid
 	InputCID  cid.Cid
 	OutputCID cid.Cid
+	StderrCID cid.Cid
 	Status    string
 	ExitCode  int
 	Signal    string
@@ -60,6 +62,7 @@ func (r *Receipt) MarshalRecord() ([]byte, error) {
 		JobCid:    r.JobCID.Bytes(),
 		InputCid:  r.InputCID.Bytes(),
 		OutputCid: r.OutputCID.Bytes(),
+		StderrCid: r.StderrCID.Bytes(),
 		Status:    r.Status,
 		ExitCode:  int32(r.ExitCode),
 		Signal:    r.Signal,
@@ -86,6 +89,9 @@ func (r *Receipt) UnmarshalRecord(b []byte) error {
 	}
 	if out.OutputCID, err = cids.Cast(m.OutputCid); err != nil {
 		return fmt.Errorf("%w: receipt output cid: %v", ErrBadEnvelope, err)
+	}
+	if out.StderrCID, err = cids.Cast(m.StderrCid); err != nil {
+		return fmt.Errorf("%w: receipt stderr cid: %v", ErrBadEnvelope, err)
 	}
 	if out.Worker, err = peer.IDFromBytes(m.Worker); err != nil {
 		return fmt.Errorf("%w: receipt worker: %v", ErrBadEnvelope, err)
@@ -128,12 +134,7 @@ type Offer struct {
 	Arch       string
 	SlotsFree  int
 	SlotsTotal int
-	MaxCPU     time.Duration
-	MaxWall    time.Duration
-	MaxMemory  int64
-	MaxStack   int64
-	MaxOutput  int64
-	MaxBinary  int64
+	Max        sandbox.Limits // the most a job may ask for
 	MaxInput   int64
 	Time       time.Time
 	Nonce      []byte // the asker's nonce from the InfoRequest
@@ -153,14 +154,7 @@ func (o *Offer) MarshalRecord() ([]byte, error) {
 		Arch:       o.Arch,
 		SlotsFree:  uint32(max(o.SlotsFree, 0)),
 		SlotsTotal: uint32(max(o.SlotsTotal, 0)),
-		Max: &Limits{
-			CpuMs:  ToMillis(o.MaxCPU),
-			WallMs: ToMillis(o.MaxWall),
-			Memory: uint64(max(o.MaxMemory, 0)),
-			Stack:  uint64(max(o.MaxStack, 0)),
-			Output: uint64(max(o.MaxOutput, 0)),
-			Binary: uint64(max(o.MaxBinary, 0)),
-		},
+		Max:        WireLimits(o.Max),
 		MaxInput:   uint64(max(o.MaxInput, 0)),
 		TimeUnixMs: o.Time.UnixMilli(),
 		Nonce:      o.Nonce,
@@ -187,18 +181,12 @@ func (o *Offer) UnmarshalRecord(b []byte) error {
 	if len(m.Isolation) > MaxIsolation {
 		return fmt.Errorf("%w: offer isolation of %d bytes", ErrBadEnvelope, len(m.Isolation))
 	}
-	lim := m.GetMax()
 	*o = Offer{
 		Peer:       id,
 		Arch:       m.Arch,
 		SlotsFree:  int(m.SlotsFree),
 		SlotsTotal: int(m.SlotsTotal),
-		MaxCPU:     FromMillis(lim.GetCpuMs()),
-		MaxWall:    FromMillis(lim.GetWallMs()),
-		MaxMemory:  SatInt64(lim.GetMemory()),
-		MaxStack:   SatInt64(lim.GetStack()),
-		MaxOutput:  SatInt64(lim.GetOutput()),
-		MaxBinary:  SatInt64(lim.GetBinary()),
+		Max:        m.GetMax().Sandbox(),
 		MaxInput:   SatInt64(m.MaxInput),
 		Time:       time.UnixMilli(m.TimeUnixMs),
 		Nonce:      m.Nonce,

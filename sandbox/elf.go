@@ -19,7 +19,8 @@ const (
 	minVaddr   = 0x10000 // vm.mmap_min_addr's default: ET_EXEC below it cannot map
 	etExec     = 2
 	etDyn      = 3
-	emX86_64   = 62 // the only job architecture so far
+	emX86_64   = 62 // the only job architecture the sandbox runs so far
+	emAArch64  = 183
 	ptLoad     = 1
 	ptInterp   = 3
 	ptNote     = 4

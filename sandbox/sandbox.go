@@ -20,55 +20,6 @@ const (
 	StatusRejected    Status = "rejected"     // it never started; see Result.Reason
 )
 
-// Limits bound one run. Zero fields take the defaults of DefaultLimits.
-type Limits struct {
-	CPU       time.Duration // CPU time; enforced by RLIMIT_CPU in whole seconds, rounded up
-	Wall      time.Duration // wall-clock time from start to exit
-	Memory    int64         // bytes: page-rounded segments + stub + stack, checked before exec; RLIMIT_AS
-	Stack     int64         // RLIMIT_STACK in bytes
-	MaxOutput int64         // bytes of stdout kept; more ends the run with StatusOutputLimit
-	MaxBinary int64         // size of the ELF file
-}
-
-// DefaultLimits returns the limits a worker enforces unless configured otherwise.
-func DefaultLimits() Limits {
-	return Limits{
-		CPU:       10 * time.Minute,
-		Wall:      30 * time.Minute,
-		Memory:    256 << 20,
-		Stack:     8 << 20,
-		MaxOutput: 16 << 20,
-		MaxBinary: 64 << 20,
-	}
-}
-
-// Or returns l with its zero fields taken from d. A zero Stack becomes the smaller of
-// d.Stack and a quarter of the memory limit, so that small memory limits still work.
-func (l Limits) Or(d Limits) Limits {
-	if l.CPU <= 0 {
-		l.CPU = d.CPU
-	}
-	if l.Wall <= 0 {
-		l.Wall = d.Wall
-	}
-	if l.Memory <= 0 {
-		l.Memory = d.Memory
-	}
-	if l.Stack <= 0 {
-		l.Stack = min(d.Stack, l.Memory/4)
-	}
-	if l.MaxOutput <= 0 {
-		l.MaxOutput = d.MaxOutput
-	}
-	if l.MaxBinary <= 0 {
-		l.MaxBinary = d.MaxBinary
-	}
-	return l
-}
-
-// withDefaults fills zero fields from DefaultLimits.
-func (l Limits) withDefaults() Limits { return l.Or(DefaultLimits()) }
-
 // Job is one run's input.
 type Job struct {
 	Binary []byte    // the original, unpatched ELF file; its CID is the job's CID

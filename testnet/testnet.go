@@ -117,7 +117,7 @@ func (n *Net) wait(ctx context.Context) error {
 		missing := map[peer.ID]bool{}
 		for _, nd := range n.nodes {
 			fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			ws, err := nd.FindWorkers(fctx)
+			ws, err := nd.FindWorkers(fctx, sandbox.ArchAMD64)
 			cancel()
 			if err != nil && ctx.Err() != nil {
 				return err

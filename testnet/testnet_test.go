@@ -2,6 +2,7 @@ package testnet
 
 import (
 	"context"
+	"github.com/gridnode/gridnode/sandbox"
 	"testing"
 	"time"
 )
@@ -32,7 +33,7 @@ func TestStart(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ws, err := c.FindWorkers(ctx)
+			ws, err := c.FindWorkers(ctx, sandbox.ArchAMD64)
 			if err != nil {
 				t.Fatal(err)
 			}

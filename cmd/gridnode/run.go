@@ -20,7 +20,7 @@ type RunCommand struct{}
 func (c *RunCommand) Run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("gridnode run", flag.ContinueOnError)
 	var listen, boot, relays stringsFlag
-	lim := sandbox.DefaultLimits()
+	var lim sandbox.Limits // the most a job may ask for; unset: the stock limits
 	data := fs.String("data", "", "data `DIR` holding the identity key and blob store (default $XDG_DATA_HOME/gridnode or ~/.local/share/gridnode)")
 	fs.Var(&listen, "listen", fmt.Sprintf("listen on multiaddr `ADDR` (repeatable; default TCP and QUIC on port %d)", node.DefaultPort))
 	fs.Var(&boot, "bootstrap", "join the grid through the peer at full multiaddr `ADDR` (repeatable)")
@@ -33,7 +33,7 @@ func (c *RunCommand) Run(ctx context.Context, args []string) error {
 	api := fs.String("api", "", "also serve the submit API on loopback TCP `ADDR` (127.0.0.1:PORT), where requests need the token in DIR/"+node.APITokenFile)
 	reach := fs.String("reach", "auto", "addresses the node dials: `R` is public, lan (also private and link-local), loopback, or auto (the widest of the listen and bootstrap addresses)")
 	verbose := fs.Bool("v", false, "log debug messages")
-	addLimitFlags(fs, &lim)
+	addLimitFlags(fs, &lim, "the stock limit") // here, the most a job may ask for
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: gridnode run [flags]
 
@@ -50,26 +50,22 @@ Flags:
 `)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return usageErr(err)
+	if err := parseArgs(fs, args); err != nil {
+		return err
 	}
 	if fs.NArg() != 0 {
-		fs.Usage()
-		return errUsage
+		return badUsage(fs, "no arguments expected, got %q", fs.Args())
 	}
 	if *slots < 0 || *perPeer < 0 || quota < 0 {
-		fmt.Fprintln(fs.Output(), "gridnode run: --slots, --slots-per-peer and --store-quota must not be negative")
-		return errUsage
+		return badUsage(fs, "--slots, --slots-per-peer and --store-quota must not be negative")
 	}
 	uids, err := parseUIDRange(*jobUIDs)
 	if err != nil {
-		fmt.Fprintf(fs.Output(), "gridnode run: --job-uids: %v\n", err)
-		return errUsage
+		return badUsage(fs, "--job-uids: %v", err)
 	}
 	r, ok := node.ParseReach(*reach)
 	if !ok {
-		fmt.Fprintf(fs.Output(), "gridnode run: --reach %q: want public, lan, loopback or auto\n", *reach)
-		return errUsage
+		return badUsage(fs, "--reach %q: want public, lan, loopback or auto", *reach)
 	}
 	log := newLogger(slog.LevelInfo, *verbose)
 	n, err := node.Open(ctx, node.Config{

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -8,8 +9,12 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/ipfs/go-cid"
 
 	"github.com/gridnode/gridnode/cids"
+	"github.com/gridnode/gridnode/jobs"
 	"github.com/gridnode/gridnode/sandbox"
 )
 
@@ -34,8 +39,8 @@ type sandboxReport struct {
 // Run executes the command.
 func (c *SandboxCommand) Run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("gridnode sandbox", flag.ContinueOnError)
-	lim := sandbox.DefaultLimits()
-	addLimitFlags(fs, &lim)
+	var lim sandbox.Limits // unset: the sandbox's defaults
+	addLimitFlags(fs, &lim, "the sandbox's")
 	input := fs.String("input", "", "read the job's stdin from `FILE` instead of standard input")
 	asJSON := fs.Bool("json", false, "print one JSON report instead of the job's output")
 	fs.Usage = func() {
@@ -43,10 +48,10 @@ func (c *SandboxCommand) Run(ctx context.Context, args []string) error {
 
 Runs a static ELF job in the local sandbox, exactly as a worker would: strict seccomp
 (only read, write, exit and sigreturn), the limits below, no environment, no files.
-The job's stdin comes from standard input (or --input), its stdout goes to stdout.
+The job's stdin comes from standard input (or --input), read to the end before the job
+starts and at most 16MiB, the grid's input limit; its stdout goes to stdout.
 
-Exit status: 0 when the job exited 0; the job's own code when it exited non-zero;
-1 when it was killed, stopped by a limit or rejected; 2 for bad usage.
+`+exitHelp+`
 With --json, one object with job_cid, status (exited, violation, crashed, cpu_limit,
 wall_timeout, output_limit, rejected), exit_code, signal, error, cpu_ms, wall_ms,
 output_cid, output_size, output (base64) and stderr.
@@ -55,12 +60,11 @@ Flags:
 `)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseArgs(fs, args); err != nil {
 		return usageErr(err)
 	}
 	if fs.NArg() != 1 {
-		fs.Usage()
-		return errUsage
+		return badUsage(fs, "want one JOB, got %d arguments", fs.NArg())
 	}
 	bin, err := os.ReadFile(fs.Arg(0))
 	if err != nil {
@@ -75,7 +79,15 @@ Flags:
 		defer f.Close()
 		stdin = f
 	}
-	res, runErr := (&sandbox.Runner{}).Run(ctx, sandbox.Job{Binary: bin, Stdin: stdin}, lim)
+	// As a worker would, the job gets its whole input, of at most the grid's limit.
+	in, err := io.ReadAll(io.LimitReader(stdin, jobs.DefaultMaxInput+1))
+	if err != nil {
+		return fmt.Errorf("read input: %w", err)
+	}
+	if len(in) > jobs.DefaultMaxInput {
+		return fmt.Errorf("input over the grid's %s limit: workers refuse it", formatSize(jobs.DefaultMaxInput))
+	}
+	res, runErr := (&sandbox.Runner{}).Run(ctx, sandbox.Job{Binary: bin, Stdin: bytes.NewReader(in)}, lim)
 	if *asJSON {
 		rep := sandboxReport{
 			JobCID:     cids.Sum(bin).String(),
@@ -84,7 +96,7 @@ Flags:
 			Signal:     res.Signal,
 			CPUMs:      res.CPUTime.Milliseconds(),
 			WallMs:     res.WallTime.Milliseconds(),
-			OutputCID:  cidString(res.OutputCID),
+			OutputCID:  cidOrEmpty(res.OutputCID),
 			OutputSize: len(res.Output),
 			Output:     res.Output,
 			Stderr:     string(res.Stderr),
@@ -102,15 +114,62 @@ Flags:
 		os.Stdout.Write(res.Output)
 		os.Stderr.Write(res.Stderr)
 	}
-	return jobExit(string(res.Status), res.ExitCode, res.Reason, runErr, *asJSON)
+	return jobExit(string(res.Status), res.ExitCode, res.Signal, res.Reason, runErr, *asJSON)
 }
 
-// addLimitFlags registers --cpu, --wall, --mem and --max-output on fs, defaulting to lim.
-func addLimitFlags(fs *flag.FlagSet, lim *sandbox.Limits) {
-	fs.DurationVar(&lim.CPU, "cpu", lim.CPU, "CPU time limit (Go duration; enforced in whole seconds)")
-	fs.DurationVar(&lim.Wall, "wall", lim.Wall, "wall-clock limit (Go duration)")
-	fs.Var((*sizeFlag)(&lim.Memory), "mem", "memory limit: segments + stack (e.g. 256MiB)")
-	fs.Var((*sizeFlag)(&lim.MaxOutput), "max-output", "stdout limit (e.g. 16MiB)")
+// addLimitFlags registers --cpu, --wall, --mem and --max-output on fs, filling lim. A flag
+// not given leaves its limit unset: unset names who fills it then (the sandbox, each
+// worker). A given value must be positive; 0 is not "no limit", since every job has one.
+func addLimitFlags(fs *flag.FlagSet, lim *sandbox.Limits, unset string) {
+	d := sandbox.DefaultLimits()
+	fs.Var((*durationLimit)(&lim.CPU), "cpu", fmt.Sprintf("CPU time limit `D`, a Go duration enforced in whole seconds (default: %s, stock %v)", unset, d.CPU))
+	fs.Var((*durationLimit)(&lim.Wall), "wall", fmt.Sprintf("wall-clock limit `D` (default: %s, stock %v)", unset, d.Wall))
+	fs.Var((*sizeLimit)(&lim.Memory), "mem", fmt.Sprintf("memory limit `SIZE`: segments + stack, e.g. 64MiB; the stack is at most a quarter of it (default: %s, stock %s)", unset, formatSize(d.Memory)))
+	fs.Var((*sizeLimit)(&lim.MaxOutput), "max-output", fmt.Sprintf("stdout limit `SIZE` (default: %s, stock %s)", unset, formatSize(d.MaxOutput)))
+}
+
+// durationLimit is a time limit flag: a positive Go duration.
+type durationLimit time.Duration
+
+func (d *durationLimit) String() string {
+	if d == nil || *d == 0 {
+		return ""
+	}
+	return time.Duration(*d).String()
+}
+
+func (d *durationLimit) Set(v string) error {
+	t, err := time.ParseDuration(v)
+	switch {
+	case err != nil:
+		return fmt.Errorf("want a Go duration such as 90s or 10m: %v", err)
+	case t <= 0:
+		return fmt.Errorf("%s: a limit must be positive (leave the flag out for the default)", v)
+	}
+	*d = durationLimit(t)
+	return nil
+}
+
+// sizeLimit is a size limit flag: a positive byte count.
+type sizeLimit int64
+
+func (s *sizeLimit) String() string {
+	if s == nil || *s == 0 {
+		return ""
+	}
+	return formatSize(int64(*s))
+}
+
+func (s *sizeLimit) Set(v string) error {
+	n, err := parseSize(v)
+	switch {
+	case err != nil:
+		return err
+	case n <= 0:
+		return fmt.Errorf("%s: a limit must be positive (leave the flag out for the default)", v)
+	}
+	*s = sizeLimit(n)
+	return nil
 }
 
 // sizeFlag is a byte count that accepts KiB/MiB/GiB suffixes.
@@ -158,4 +217,12 @@ func formatSize(n int64) string {
 		}
 	}
 	return strconv.FormatInt(n, 10)
+}
+
+// cidOrEmpty is c's string, or "" when c is undefined (a run that failed).
+func cidOrEmpty(c cid.Cid) string {
+	if !c.Defined() {
+		return ""
+	}
+	return c.String()
 }

@@ -11,8 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ipfs/go-cid"
-
 	"github.com/gridnode/gridnode/jobs"
 	"github.com/gridnode/gridnode/node"
 	"github.com/gridnode/gridnode/sandbox"
@@ -21,47 +19,23 @@ import (
 // SubmitCommand submits a job to the grid.
 type SubmitCommand struct{}
 
-// submitReport is the --json output; its keys are a stable interface.
-type submitReport struct {
-	JobCID    string          `json:"job_cid"`
-	InputCID  string          `json:"input_cid"`
-	OutputCID string          `json:"output_cid"`
-	Status    string          `json:"status"`
-	ExitCode  int             `json:"exit_code"`
-	Signal    string          `json:"signal"`
-	Error     string          `json:"error,omitempty"`
-	Output    []byte          `json:"output"` // base64
-	Replicas  []submitReplica `json:"replicas"`
-}
-
-type submitReplica struct {
-	Worker       string `json:"worker"`
-	Status       string `json:"status"`
-	ExitCode     int    `json:"exit_code"`
-	OutputCID    string `json:"output_cid"`
-	ReceiptValid bool   `json:"receipt_valid"`
-	Error        string `json:"error"`
-	CPUMs        int64  `json:"cpu_ms"`
-	WallMs       int64  `json:"wall_ms"`
-}
-
 // Run executes the command.
 func (c *SubmitCommand) Run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("gridnode submit", flag.ContinueOnError)
 	var boot stringsFlag
-	lim := sandbox.DefaultLimits()
+	var lim sandbox.Limits // unset: each worker's defaults
 	fs.Var(&boot, "bootstrap", "join the grid through the peer at full multiaddr `ADDR` (repeatable)")
 	var api apiFlag
 	fs.Var(&api, "api", "submit through the local daemon's unix socket (in --data); --api=ADDR for a socket path, or for the loopback HOST:PORT of 'gridnode run --api'")
 	data := fs.String("data", "", "the daemon's data `DIR`, for --api: its socket and token (default $XDG_DATA_HOME/gridnode or ~/.local/share/gridnode)")
 	input := fs.String("input", "", "the job's stdin from `FILE` (default standard input, unless it is a terminal)")
-	replicas := fs.Int("replicas", 2, "independent workers to run the job on")
-	quorum := fs.Int("quorum", 0, "identical results needed to accept one (default: replicas)")
-	maxReplicas := fs.Int("max-replicas", 0, "most workers to try when results fail or disagree (default 2*replicas+1)")
+	replicas := fs.Int("replicas", 2, "independent workers to run the job on (R)")
+	quorum := fs.Int("quorum", 0, "identical results needed to accept one (Q, at most R; default R)")
+	maxReplicas := fs.Int("max-replicas", 0, "most workers to try when results fail or disagree (M, at least R; default 2R+1)")
 	asJSON := fs.Bool("json", false, "print one JSON report instead of the output")
 	timeout := fs.Duration("timeout", 0, "give up after `D` (default: never)")
 	verbose := fs.Bool("v", false, "log debug messages")
-	addLimitFlags(fs, &lim)
+	addLimitFlags(fs, &lim, "each worker's default")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: gridnode submit [flags] JOB
 
@@ -70,27 +44,38 @@ It joins the grid as a short-lived client peer through --bootstrap, or goes thro
 running daemon with --api (its unix socket DIR/api.sock) or --api=HOST:PORT (loopback TCP;
 the token is read from DIR/api.token). Progress goes to stderr.
 
-Exit status: 0 when a quorum of workers agreed and the job exited 0; the job's own code
-when it exited non-zero; 1 on any other failure; 2 for bad usage.
-With --json, one object with job_cid, input_cid, output_cid, status, exit_code, signal,
-output (base64) and replicas: [{worker, status, exit_code, output_cid, receipt_valid,
-error, cpu_ms, wall_ms}].
+The job's binary is checked here as a worker checks it: a file the sandbox would refuse
+is never sent. The accepted replica's stdout goes to stdout and its stderr (at most
+64 KiB) to stderr after it; replicas must agree on both.
+
+`+exitHelp+`
+With --json, one object: job_cid, input_cid, and for the verdict a quorum agreed on
+output_cid, stderr_cid, status, exit_code, signal, reason, output (base64) and stderr;
+error and error_kind (rejected, no_workers, no_quorum, timeout, cancelled, failed) when
+the submit failed; replicas: [{worker, status, exit_code, signal, output_cid,
+stderr_cid, receipt_valid, receipt (base64), error, cpu_ms, wall_ms}], every worker
+asked, with why it did not count in error. It is printed on failures too.
 
 Flags:
 `)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseArgs(fs, args); err != nil {
 		return usageErr(err)
 	}
-	if fs.NArg() != 1 || (len(boot) == 0) == !api.set || *replicas < 1 {
+	if fs.NArg() != 1 || (len(boot) == 0) == !api.set {
 		switch {
 		case api.set && api.addr == "" && fs.NArg() == 2:
 			fmt.Fprintln(fs.Output(), "gridnode submit: write --api=ADDR, with '='")
-		case fs.NArg() == 1 && *replicas >= 1:
+		case fs.NArg() == 1:
 			fmt.Fprintln(fs.Output(), "gridnode submit: give exactly one of --bootstrap or --api")
 		}
 		fs.Usage()
+		return errUsage
+	}
+	req := jobs.Request{Limits: lim, Replicas: *replicas, Quorum: *quorum, MaxReplicas: *maxReplicas}
+	if err := req.Settle(); err != nil {
+		fmt.Fprintln(fs.Output(), "gridnode submit:", err)
 		return errUsage
 	}
 	bin, err := os.ReadFile(fs.Arg(0))
@@ -101,26 +86,25 @@ Flags:
 	if err != nil {
 		return err
 	}
-	if *quorum <= 0 {
-		*quorum = *replicas
-	}
+	req.Binary, req.Input = bin, in
 	if *timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, *timeout)
 		defer cancel()
 	}
-	req := jobs.Request{Binary: bin, Input: in, Limits: lim, Replicas: *replicas, Quorum: *quorum, MaxReplicas: *maxReplicas}
 	progress := func(msg string) { fmt.Fprintln(os.Stderr, "gridnode:", msg) }
 
 	start := time.Now()
-	var rep *jobs.Report
+	var rep *jobs.ReportJSON // through the daemon, the report comes as JSON; the error is in it
 	if api.set {
 		var c *node.APIClient
 		if c, err = apiClient(api.addr, *data); err != nil {
 			return err
 		}
 		progress("submitting through " + c.Addr)
-		rep, err = c.Submit(ctx, req)
+		if rep, err = c.Submit(ctx, req); err != nil {
+			rep = jobs.JSON(nil, err)
+		}
 	} else {
 		var n *node.Node
 		n, err = node.Open(ctx, node.Config{Ephemeral: true, Bootstrap: boot, Logger: newLogger(slog.LevelWarn, *verbose), Progress: progress})
@@ -128,22 +112,22 @@ Flags:
 			return err
 		}
 		defer n.Close()
-		rep, err = n.Submit(ctx, req)
+		rep = jobs.JSON(n.Submit(ctx, req))
 	}
+	err = rep.Err()
 	if err == nil {
-		progress(fmt.Sprintf("%s in %v", rep.Status, time.Since(start).Round(time.Millisecond)))
+		v := jobs.Verdict{Status: rep.Status, ExitCode: rep.ExitCode, Signal: rep.Signal}
+		progress(fmt.Sprintf("%s in %v", v.Outcome(), time.Since(start).Round(time.Millisecond)))
 	}
 	if *asJSON {
-		if jerr := printSubmitJSON(os.Stdout, rep, err); jerr != nil {
+		if jerr := printJSON(os.Stdout, rep); jerr != nil {
 			return jerr
 		}
 	} else if err == nil {
 		os.Stdout.Write(rep.Output)
+		os.Stderr.WriteString(rep.Stderr)
 	}
-	if err != nil {
-		return jobExit("", 0, "", err, *asJSON)
-	}
-	return jobExit(rep.Status, rep.ExitCode, "", nil, *asJSON)
+	return jobExit(rep.Status, rep.ExitCode, rep.Signal, rep.Reason, err, *asJSON)
 }
 
 // apiFlag is --api, with or without a value.
@@ -197,43 +181,4 @@ func readInput(name string) ([]byte, error) {
 		return nil, nil
 	}
 	return io.ReadAll(os.Stdin)
-}
-
-func printSubmitJSON(w io.Writer, rep *jobs.Report, err error) error {
-	out := submitReport{Replicas: []submitReplica{}}
-	if rep != nil {
-		out = submitReport{
-			JobCID:    cidString(rep.JobCID),
-			InputCID:  cidString(rep.InputCID),
-			OutputCID: cidString(rep.OutputCID),
-			Status:    rep.Status,
-			ExitCode:  rep.ExitCode,
-			Signal:    rep.Signal,
-			Output:    rep.Output,
-			Replicas:  make([]submitReplica, 0, len(rep.Replicas)),
-		}
-		for _, r := range rep.Replicas {
-			out.Replicas = append(out.Replicas, submitReplica{
-				Worker:       r.Worker.String(),
-				Status:       r.Status,
-				ExitCode:     r.ExitCode,
-				OutputCID:    cidString(r.OutputCID),
-				ReceiptValid: r.ReceiptValid,
-				Error:        r.Err,
-				CPUMs:        r.CPU.Milliseconds(),
-				WallMs:       r.Wall.Milliseconds(),
-			})
-		}
-	}
-	if err != nil {
-		out.Error = err.Error()
-	}
-	return printJSON(w, out)
-}
-
-func cidString(c cid.Cid) string {
-	if !c.Defined() {
-		return ""
-	}
-	return c.String()
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gridnode/gridnode/node"
+	"github.com/gridnode/gridnode/sandbox"
 )
 
 // TestnetCommand runs a local grid of `gridnode run` processes.
@@ -40,12 +41,16 @@ Flags:
 `)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return usageErr(err)
+	if err := parseArgs(fs, args); err != nil {
+		return err
 	}
-	if fs.NArg() != 0 || *n < 1 || *basePort < 0 || *basePort+*n > 65535 {
-		fs.Usage()
-		return errUsage
+	switch {
+	case fs.NArg() != 0:
+		return badUsage(fs, "no arguments expected, got %q", fs.Args())
+	case *n < 1:
+		return badUsage(fs, "-n %d: want at least 1 node", *n)
+	case *basePort < 0 || *basePort+*n > 65535:
+		return badUsage(fs, "--base-port %d: ports %d to %d are not all valid", *basePort, *basePort, *basePort+*n-1)
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -133,7 +138,7 @@ func waitWorkers(ctx context.Context, boot string, n int) error {
 		return err
 	}
 	defer c.Close()
-	_, err = c.WaitWorkers(ctx, n)
+	_, err = c.WaitWorkers(ctx, sandbox.ArchAMD64, n)
 	return err
 }
 
