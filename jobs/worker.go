@@ -424,10 +424,12 @@ func (w *Worker) admit(req *protocol.JobRequest, from peer.ID) (*spec, error) {
 	if req.InputSize > uint64(w.cfg.MaxInput) {
 		return nil, protocol.Errorf(protocol.Code_TOO_LARGE, "input of %d bytes, limit %d", req.InputSize, w.cfg.MaxInput)
 	}
-	if req.BinarySize == 0 {
-		return nil, protocol.Errorf(protocol.Code_BAD_REQUEST, "binary of 0 bytes")
+	// The binary is fetched up to its stated size, or up to the limit if it states none.
+	binSize := lim.MaxBinary
+	if req.BinarySize > 0 {
+		binSize = int64(req.BinarySize)
 	}
-	sp := &spec{from: from, lim: lim, nonce: req.Nonce, inputSize: int64(req.InputSize), inline: req.InputInline, binSize: int64(req.BinarySize)}
+	sp := &spec{from: from, lim: lim, nonce: req.Nonce, inputSize: int64(req.InputSize), inline: req.InputInline, binSize: binSize}
 	sp.jobCID, _ = cids.Cast(req.JobCid) // checked by req.Check
 	sp.inputCID = cids.Sum(nil)
 	if len(req.InputCid) > 0 {
