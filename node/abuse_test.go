@@ -27,6 +27,7 @@ import (
 	"github.com/gridnode/gridnode/cids"
 	"github.com/gridnode/gridnode/jobs"
 	"github.com/gridnode/gridnode/protocol"
+	"github.com/gridnode/gridnode/sandbox"
 )
 
 // Outcomes an abuse case can want besides a code.
@@ -231,7 +232,7 @@ func TestAbuse(t *testing.T) {
 			t.Fatalf("got output %q, want %q", got, in)
 		}
 		for _, r := range rep.Replicas {
-			if r.Worker == w.ID() && r.ReceiptValid && r.Err == "" {
+			if r.Worker == w.ID() && r.ReceiptValid && r.Err == nil {
 				return
 			}
 		}
@@ -245,7 +246,7 @@ func TestAbuse(t *testing.T) {
 
 	nonce := bytes.Repeat([]byte{1}, protocol.MinNonce)
 	job := func(c []byte, modify func(*protocol.JobRequest)) []byte {
-		m := &protocol.JobRequest{JobCid: c, Nonce: nonce}
+		m := &protocol.JobRequest{Arch: sandbox.ArchAMD64, JobCid: c, Nonce: nonce}
 		if modify != nil {
 			modify(m)
 		}
@@ -561,7 +562,7 @@ func TestAbuseCloseLeavesNoGoroutines(t *testing.T) {
 	}
 	defer s.Reset()
 	s.SetDeadline(time.Now().Add(10 * time.Second))
-	req := frameOf(t, &protocol.JobRequest{JobCid: tarpitBlob.Bytes(), Nonce: bytes.Repeat([]byte{2}, protocol.MinNonce)})
+	req := frameOf(t, &protocol.JobRequest{Arch: sandbox.ArchAMD64, JobCid: tarpitBlob.Bytes(), Nonce: bytes.Repeat([]byte{2}, protocol.MinNonce)})
 	if _, err := s.Write(req); err != nil {
 		t.Fatal(err)
 	}

@@ -122,7 +122,7 @@ func TestHostileDial(t *testing.T) {
 	if err := sd.Provide(ctx, binary); err != nil {
 		t.Fatal(err)
 	}
-	if err := sd.Announce(ctx, dht.WorkerNamespace()); err != nil {
+	if err := sd.Announce(ctx, dht.WorkerNamespace(sandbox.ArchAMD64)); err != nil {
 		t.Fatal(err)
 	}
 	stranger := sh.ID()
@@ -144,7 +144,7 @@ func TestHostileDial(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer s.Reset()
-		req := &protocol.JobRequest{JobCid: binary.Bytes(), Nonce: bytes.Repeat([]byte{1}, protocol.MinNonce)}
+		req := &protocol.JobRequest{Arch: sandbox.ArchAMD64, JobCid: binary.Bytes(), Nonce: bytes.Repeat([]byte{1}, protocol.MinNonce)}
 		if err := protocol.WriteMsg(s, req); err != nil {
 			t.Fatal(err)
 		}
@@ -255,7 +255,7 @@ func TestHostileStreams(t *testing.T) {
 			return err
 		}
 		for _, r := range rep.Replicas {
-			if r.Worker == w.ID() && r.ReceiptValid && r.Err == "" {
+			if r.Worker == w.ID() && r.ReceiptValid && r.Err == nil {
 				return nil
 			}
 		}

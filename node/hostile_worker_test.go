@@ -14,6 +14,7 @@ import (
 
 	"github.com/gridnode/gridnode/jobs"
 	"github.com/gridnode/gridnode/protocol"
+	"github.com/gridnode/gridnode/sandbox"
 )
 
 // heapInUse returns the bytes of live heap after a collection.
@@ -35,7 +36,7 @@ func submitTo(ctx context.Context, client, w *Node, in string) error {
 		return errors.New("wrong output " + string(rep.Output))
 	}
 	for _, r := range rep.Replicas {
-		if r.Worker == w.ID() && r.ReceiptValid && r.Err == "" {
+		if r.Worker == w.ID() && r.ReceiptValid && r.Err == nil {
 			return nil
 		}
 	}
@@ -205,7 +206,7 @@ func TestHostileWorkerSlots(t *testing.T) {
 	w := ws[0]
 	a := newAttacker(t, ctx, w)
 	defer a.Close()
-	req := frameOf(t, &protocol.JobRequest{JobCid: tarpitBlob.Bytes(), Nonce: make([]byte, protocol.MinNonce)})
+	req := frameOf(t, &protocol.JobRequest{Arch: sandbox.ArchAMD64, JobCid: tarpitBlob.Bytes(), Nonce: make([]byte, protocol.MinNonce)})
 	actx, stop := context.WithCancel(ctx)
 	// The attacker never answers a blob request: each fetch holds its slot for seconds.
 	a.SetStreamHandler(protocol.BlobID, func(s network.Stream) {

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http/httptest"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/gridnode/gridnode/cids"
 	"github.com/gridnode/gridnode/internal/testelf"
 	"github.com/gridnode/gridnode/jobs"
+	"github.com/gridnode/gridnode/protocol"
 	"github.com/gridnode/gridnode/sandbox"
 )
 
@@ -128,8 +130,8 @@ func TestCloseCancelsJobs(t *testing.T) {
 		t.Fatalf("got no replicas in the report (err %v)", r.err)
 	}
 	for _, rp := range r.rep.Replicas {
-		if !strings.Contains(strings.ToLower(rp.Err+rp.Status), "cancel") {
-			t.Errorf("replica %s: got status %q error %q, want cancelled", rp.Worker, rp.Status, rp.Err)
+		if !errors.Is(rp.Err, protocol.ErrCancelled) {
+			t.Errorf("replica %s: got status %q error %v, want the worker's CANCELLED", rp.Worker, rp.Status, rp.Err)
 		}
 	}
 }
@@ -142,20 +144,40 @@ func TestAPI(t *testing.T) {
 	defer srv.Close()
 	addr := strings.TrimPrefix(srv.URL, "http://")
 	rep, err := SubmitAPI(ctx, addr, jobs.Request{Binary: fakeELF, Input: []byte("via api"), Replicas: 2})
+	if err == nil {
+		err = rep.Err()
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := string(rep.Output); got != "via api" {
 		t.Errorf("got output %q, want %q", got, "via api")
 	}
-	if !rep.OutputCID.Equals(cids.Sum([]byte("via api"))) {
+	if rep.OutputCID != cids.Sum([]byte("via api")).String() {
 		t.Errorf("got output CID %s, want %s", rep.OutputCID, cids.Sum([]byte("via api")))
 	}
 	if len(rep.Replicas) < 2 || !rep.Replicas[0].ReceiptValid {
 		t.Errorf("got replicas %+v, want 2 with valid receipts", rep.Replicas)
 	}
-	if _, err := SubmitAPI(ctx, addr, jobs.Request{}); err == nil {
-		t.Error("empty job: got nil error")
+	// A submit that fails is still answered with a report that carries the error.
+	for _, tt := range []struct {
+		name string
+		req  jobs.Request
+		kind string
+		want error
+	}{
+		{"empty job", jobs.Request{}, "failed", nil},
+		{"a script", jobs.Request{Binary: []byte("#!/bin/sh\n")}, "rejected", jobs.ErrRejected},
+		{"contradictory counts", jobs.Request{Binary: fakeELF, Replicas: 2, Quorum: 3}, "failed", nil},
+	} {
+		rep, err := SubmitAPI(ctx, addr, tt.req)
+		if err != nil {
+			t.Errorf("%s: %v, want a report", tt.name, err)
+			continue
+		}
+		if rep.Err() == nil || rep.ErrorKind != tt.kind || (tt.want != nil && !errors.Is(rep.Err(), tt.want)) {
+			t.Errorf("%s: got a report with error %q (kind %q), want kind %q", tt.name, rep.Error, rep.ErrorKind, tt.kind)
+		}
 	}
 	for _, a := range []string{"0.0.0.0:0", "192.168.1.1:0", "example.com:80", "nonsense"} {
 		if ln, err := ListenAPI(a); err == nil {

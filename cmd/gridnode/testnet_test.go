@@ -14,6 +14,7 @@ import (
 	"time"
 
 	examplejobs "github.com/gridnode/gridnode/examples/jobs"
+	"github.com/gridnode/gridnode/jobs"
 	"github.com/gridnode/gridnode/internal/proctest"
 )
 
@@ -109,7 +110,7 @@ func TestTestnetAndSubmit(t *testing.T) {
 	if err != nil {
 		t.Fatalf("submit --json: %v", err)
 	}
-	var rep submitReport
+	var rep jobs.ReportJSON
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatalf("submit --json: %v\n%s", err, out)
 	}
