@@ -30,22 +30,28 @@ var flags = []string{
 	"-fno-pie", "-no-pie", "-Wl,-z,noexecstack", "-O2",
 }
 
-// Flags returns the SDK's compiler flags.
+// libs follow the sources: -nostdlib drops libgcc too, and the compiler emits calls into
+// it for what the machine has no instruction for (128-bit division: __udivti3, __divti3,
+// __umodti3). Its routines make no system calls.
+var libs = []string{"-lgcc"}
+
+// Flags returns the SDK's compiler flags; the sources go between them and Libs.
 func Flags() []string { return append([]string(nil), flags...) }
+
+// Libs returns the libraries linked after the sources.
+func Libs() []string { return append([]string(nil), libs...) }
 
 // Compile builds one C source into a static job at out with the machine's C compiler
 // ($CC, else cc, else gcc). The source may #include "gridjob.h".
 func Compile(ctx context.Context, src []byte, out string) error {
-	return build(ctx, src, out, true)
+	return build(ctx, src, "", out, true)
 }
 
-// CompileFile is Compile for a file on disk.
+// CompileFile is Compile for a file on disk, compiled where it is: the compiler's messages
+// name srcPath, and its own #include "x.h" finds the headers beside it. It is compiled as
+// C whatever its suffix.
 func CompileFile(ctx context.Context, srcPath, out string) error {
-	src, err := os.ReadFile(srcPath)
-	if err != nil {
-		return fmt.Errorf("compile %s: %w", srcPath, err)
-	}
-	if err := build(ctx, src, out, true); err != nil {
+	if err := build(ctx, nil, srcPath, out, true); err != nil {
 		return fmt.Errorf("%s: %w", srcPath, err)
 	}
 	return nil
@@ -55,10 +61,11 @@ func CompileFile(ctx context.Context, srcPath, out string) error {
 // (cc -static -O2). Such a program makes system calls the sandbox forbids; it exists to
 // show that it is killed.
 func CompileHosted(ctx context.Context, src []byte, out string) error {
-	return build(ctx, src, out, false)
+	return build(ctx, src, "", out, false)
 }
 
-func build(ctx context.Context, src []byte, out string, freestanding bool) error {
+// build compiles srcPath, or src written to a temporary job.c when srcPath is "".
+func build(ctx context.Context, src []byte, srcPath, out string, freestanding bool) error {
 	cc, err := compiler()
 	if err != nil {
 		return err
@@ -71,8 +78,12 @@ func build(ctx context.Context, src []byte, out string, freestanding bool) error
 	if err := os.WriteFile(filepath.Join(dir, "gridjob.h"), Header, 0o644); err != nil {
 		return fmt.Errorf("compile: %w", err)
 	}
-	srcPath := filepath.Join(dir, "job.c")
-	if err := os.WriteFile(srcPath, src, 0o644); err != nil {
+	if srcPath == "" {
+		srcPath = filepath.Join(dir, "job.c")
+		if err := os.WriteFile(srcPath, src, 0o644); err != nil {
+			return fmt.Errorf("compile: %w", err)
+		}
+	} else if _, err := os.Stat(srcPath); err != nil {
 		return fmt.Errorf("compile: %w", err)
 	}
 	args := append([]string(nil), cc[1:]...)
@@ -81,7 +92,15 @@ func build(ctx context.Context, src []byte, out string, freestanding bool) error
 	} else {
 		args = append(args, "-static", "-O2")
 	}
-	args = append(args, "-I", dir, "-o", out, srcPath)
+	// "-x c" makes a source of any name C; "-x none" ends it before the libraries. A
+	// leading "./" keeps a name that starts with '-' from being read as an option.
+	if strings.HasPrefix(srcPath, "-") {
+		srcPath = "." + string(filepath.Separator) + srcPath
+	}
+	args = append(args, "-I", dir, "-o", out, "-x", "c", srcPath, "-x", "none")
+	if freestanding {
+		args = append(args, libs...)
+	}
 	cmd := exec.CommandContext(ctx, cc[0], args...)
 	var stderr bytes.Buffer
 	cmd.Stdout = &stderr

@@ -5,6 +5,7 @@ import (
 	"context"
 	"debug/elf"
 	"errors"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -134,5 +135,59 @@ func TestCompileHosted(t *testing.T) {
 	out, err := exec.Command(bin).Output()
 	if err != nil || string(out) != "hello 42\n" {
 		t.Errorf("got %q, %v, want %q, nil", out, err, "hello 42\n")
+	}
+}
+
+// div128Job divides unsigned __int128 values, which the compiler turns into calls to
+// libgcc's __udivti3 and __umodti3; volatile keeps it from folding them.
+const div128Job = `#include "gridjob.h"
+int main(void) {
+	volatile unsigned __int128 a = ((unsigned __int128)0x0123456789abcdefull << 64) | 0xfedcba9876543210ull;
+	volatile unsigned __int128 b = 1000000007ull;
+	unsigned __int128 q = a / b, r = a % b;
+	gj_print_u64((uint64_t)(q >> 64));
+	gj_print_u64((uint64_t)q);
+	gj_print_u64((uint64_t)r);
+	return 0;
+}
+`
+
+func TestCompileLinksLibgcc(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "div128")
+	if err := sdk.Compile(context.Background(), []byte(div128Job), bin); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(bin).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// (0x0123456789abcdef<<64 | 0xfedcba9876543210) divmod 1000000007, by Python.
+	if got, want := string(out), "81985528\n11853659987128082656\n619465712\n"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+// TestCompileFileNamesSource checks that the compiler's messages name the user's file and
+// that a source is compiled as C whatever its name.
+func TestCompileFileNamesSource(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	os.WriteFile("broken.c", []byte("int main(void) {\n\treturn undefined_thing;\n}\n"), 0o644)
+	err := sdk.CompileFile(context.Background(), "broken.c", "broken")
+	if err == nil || !strings.Contains(err.Error(), "broken.c:2:") {
+		t.Errorf("got %v, want the compiler's message at broken.c:2", err)
+	}
+	if err != nil && strings.Contains(err.Error(), "job.c") {
+		t.Errorf("the message names the temporary copy: %v", err)
+	}
+	os.WriteFile("helper.h", []byte("#define ANSWER 42\n"), 0o644)
+	os.WriteFile("job.txt", []byte("#include \"gridjob.h\"\n#include \"helper.h\"\nint main(void) { return ANSWER; }\n"), 0o644)
+	if err := sdk.CompileFile(context.Background(), "job.txt", "job"); err != nil {
+		t.Fatal(err)
+	}
+	err = exec.Command(filepath.Join(dir, "job")).Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 42 {
+		t.Errorf("got %v, want exit status 42", err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/gridnode/gridnode/cids"
@@ -19,34 +20,29 @@ func (c *CIDCommand) Run(ctx context.Context, args []string) error {
 		fmt.Fprint(fs.Output(), `Usage: gridnode cid FILE...
 
 Prints the CID of each file (CIDv1, raw codec, sha2-256 of the whole file), the same as
-'ipfs block put --cid-codec raw' gives for a block that fits.
+'ipfs block put --cid-codec raw' gives for a block that fits. Each line is
+  CID  NAME
+as sha256sum prints them, for one file or many. FILE "-" is standard input, named "-".
 `)
 	}
-	if err := fs.Parse(args); err != nil {
-		return usageErr(err)
-	}
-	if fs.NArg() == 0 {
-		fs.Usage()
-		return errUsage
-	}
-	for _, name := range fs.Args() {
-		b, err := os.ReadFile(name)
-		if err != nil {
-			return err
-		}
-		if fs.NArg() == 1 {
-			fmt.Println(cids.Sum(b))
-		} else {
-			fmt.Printf("%s  %s\n", cids.Sum(b), name)
-		}
-	}
-	return nil
-}
-
-// usageErr maps a flag parsing error to errUsage, keeping -h/--help a success.
-func usageErr(err error) error {
-	if err == flag.ErrHelp {
+	if err := parseArgs(fs, args); err != nil {
 		return err
 	}
-	return errUsage
+	if fs.NArg() == 0 {
+		return badUsage(fs, "no FILE given (use - for standard input)")
+	}
+	for _, name := range fs.Args() {
+		var b []byte
+		var err error
+		if name == "-" {
+			b, err = io.ReadAll(os.Stdin)
+		} else {
+			b, err = os.ReadFile(name)
+		}
+		if err != nil {
+			return fmt.Errorf("cid: %w", err)
+		}
+		fmt.Printf("%s  %s\n", cids.Sum(b), name)
+	}
+	return nil
 }

@@ -13,7 +13,6 @@ import (
 
 	examplejobs "github.com/gridnode/gridnode/examples/jobs"
 	"github.com/gridnode/gridnode/jobs"
-	"github.com/gridnode/gridnode/sandbox"
 	"github.com/gridnode/gridnode/testnet"
 )
 
@@ -45,16 +44,21 @@ Starts a grid of worker nodes on 127.0.0.1 inside this process, builds an exampl
 the C compiler, submits it from a client peer that runs no jobs, and prints the verified
 result and each replica's worker, output CID and receipt check. Needs cc (gcc or clang).
 
+`+exitHelp+`
 Flags:
 `)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return usageErr(err)
+	if err := parseArgs(fs, args); err != nil {
+		return err
 	}
-	if fs.NArg() != 0 || *nodes < 1 || *replicas < 1 || *replicas > *nodes {
-		fs.Usage()
-		return errUsage
+	switch {
+	case fs.NArg() != 0:
+		return badUsage(fs, "no arguments expected, got %q", fs.Args())
+	case *nodes < 1 || *replicas < 1:
+		return badUsage(fs, "--nodes %d, --replicas %d: both must be at least 1", *nodes, *replicas)
+	case *replicas > *nodes:
+		return badUsage(fs, "--replicas %d needs at least as many --nodes, not %d", *replicas, *nodes)
 	}
 	out := c.Stdout
 	if out == nil {
@@ -106,7 +110,7 @@ Flags:
 		return fmt.Errorf("submit: %w", err)
 	}
 	fmt.Fprintf(out, "verified by %d of %d replicas in %v\n\n", countAgreeing(rep), len(rep.Replicas), time.Since(t0).Round(time.Millisecond))
-	fmt.Fprintf(out, "job    %s\ninput  %s\noutput %s\nstatus %s, exit code %d\n", rep.JobCID, rep.InputCID, rep.OutputCID, rep.Status, rep.ExitCode)
+	fmt.Fprintf(out, "job    %s\ninput  %s\noutput %s\nstatus %s\n", rep.JobCID, rep.InputCID, rep.OutputCID, rep.Outcome())
 	if utf8.Valid(rep.Output) && len(rep.Output) <= 4096 {
 		fmt.Fprintf(out, "\n%s", rep.Output)
 		if !strings.HasSuffix(string(rep.Output), "\n") {
@@ -121,17 +125,14 @@ Flags:
 		if !r.ReceiptValid {
 			valid = "INVALID"
 		}
-		line := fmt.Sprintf("  worker %s  %s  output %s  receipt %s", r.Worker, r.Status, r.OutputCID, valid)
-		if r.Err != "" {
-			line += "  error: " + r.Err
+		line := fmt.Sprintf("  worker %s  %s  output %s  receipt %s", r.Worker, r.Outcome(), r.OutputCID, valid)
+		if r.Err != nil {
+			line += "  error: " + r.Err.Error()
 		}
 		fmt.Fprintln(out, line)
 	}
 	fmt.Fprintf(out, "\ndone in %v\n", time.Since(start).Round(time.Millisecond))
-	if rep.Status != string(sandbox.StatusExited) || rep.ExitCode != 0 {
-		return exitError{1}
-	}
-	return nil
+	return jobExit(rep.Status, rep.ExitCode, rep.Signal, rep.Reason, nil, false)
 }
 
 // countAgreeing counts the replicas with a valid receipt for the accepted output.
