@@ -26,7 +26,7 @@ func (c *BuildCommand) Run(ctx context.Context, args []string) error {
 	out := fs.String("o", "", "output `FILE` (default: the source's base name without .c, in the current directory, or the example's name)")
 	example := fs.String("example", "", "build the bundled example `NAME` ("+strings.Join(examplejobs.Names(), ", ")+")")
 	var mem sizeFlag
-	fs.Var(&mem, "mem", "check the job against this memory limit: segments + stack (default 256MiB)")
+	fs.Var(&mem, "mem", "check the job against the memory limit `SIZE`: segments + stack (default 256MiB)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: gridnode build [-o FILE] [--mem SIZE] SOURCE.c
        gridnode build --example NAME [-o FILE] [--mem SIZE]
