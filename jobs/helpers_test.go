@@ -10,6 +10,7 @@ import (
 
 	"github.com/gridnode/gridnode/cids"
 	"github.com/gridnode/gridnode/internal/testelf"
+	"github.com/gridnode/gridnode/protocol"
 	"github.com/gridnode/gridnode/sandbox"
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -110,6 +111,7 @@ type grid struct {
 	hosts    []host.Host
 	stores   []*Store
 	progress []string
+	arches   []string // what FindWorkers was asked for
 	mu       sync.Mutex
 }
 
@@ -122,7 +124,7 @@ func newGrid(t testing.TB, cfgs ...WorkerConfig) *grid {
 	for _, cfg := range cfgs {
 		cfg.Host, cfg.Store = newHost(t), newStore(t)
 		if cfg.Validate == nil {
-			cfg.Validate = acceptAny // testBinary is no ELF; the fake runners do not care
+			cfg.Validate = acceptAny // raw peers' variants of testBinary need not be valid
 		}
 		w, err := NewWorker(cfg)
 		if err != nil {
@@ -136,7 +138,10 @@ func newGrid(t testing.TB, cfgs ...WorkerConfig) *grid {
 	sub, err := NewSubmitter(SubmitterConfig{
 		Host:  g.subHost,
 		Store: newStore(t),
-		FindWorkers: func(ctx context.Context) ([]peer.AddrInfo, error) {
+		FindWorkers: func(ctx context.Context, arch string) ([]peer.AddrInfo, error) {
+			g.mu.Lock()
+			g.arches = append(g.arches, arch)
+			g.mu.Unlock()
 			return append([]peer.AddrInfo{addrInfo(g.subHost)}, infos...), nil // itself too: must be skipped
 		},
 		Progress: func(msg string) {
@@ -163,6 +168,25 @@ func (g *grid) preferFirst(p peer.ID) {
 	}
 }
 
+// testBinary is a valid job, as the submitter checks; the fake runners do not run it.
 var testBinary = testelf.Exit0([]byte("the fake runners do not read it"))
+
+// findOnly returns a FindWorkers that finds ais for any architecture.
+func findOnly(ais ...peer.AddrInfo) func(context.Context, string) ([]peer.AddrInfo, error) {
+	return func(context.Context, string) ([]peer.AddrInfo, error) { return ais, nil }
+}
+
+// statusOf returns the status res's receipt states, as a submitter reads it: the receipt is
+// the one source of a result's status. A result without a valid receipt gives "".
+func statusOf(res *protocol.JobResult) string {
+	if res == nil {
+		return ""
+	}
+	r, _, err := protocol.OpenReceipt(res.Receipt)
+	if err != nil {
+		return ""
+	}
+	return r.Status
+}
 
 func acceptAny([]byte, sandbox.Limits) error { return nil }

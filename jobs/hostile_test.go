@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"io"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -20,11 +21,12 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
-// sandboxLike answers as the sandbox does: a binary its validator refuses is "rejected",
-// anything else exits 0 with its input as output.
+// sandboxLike answers as the sandbox does: a binary its validator refuses is
+// StatusRejected with the reason, anything else exits 0 with its input as output.
 var sandboxLike = RunnerFunc(func(ctx context.Context, job sandbox.Job, lim sandbox.Limits) (sandbox.Result, error) {
-	if err := sandbox.Validate(job.Binary, lim); err != nil {
-		return sandbox.Result{Status: sandbox.StatusRejected, Reason: err.Error(), OutputCID: cids.Sum(nil)}, nil
+	var rej *sandbox.RejectError
+	if errors.As(sandbox.Validate(job.Binary, lim), &rej) {
+		return sandbox.Result{Status: sandbox.StatusRejected, Reason: rej.Reason, OutputCID: cids.Sum(nil)}, nil
 	}
 	return echo.Run(ctx, job, lim)
 })
@@ -83,8 +85,9 @@ func nonce() []byte { return bytes.Repeat([]byte{9}, protocol.MinNonce) }
 
 // TestWorkerKeepsOnlyValidBinaries has a peer send jobs whose binaries are 1 MiB of random
 // bytes (served correctly: their hashes match their CIDs) with an input to fetch by CID.
-// The worker must answer "rejected" without fetching the input, keep nothing on disk and
-// provide nothing; a valid binary is kept and provided once, and its input fetched.
+// The worker must refuse each with REJECTED and the sandbox's reason, without fetching the
+// input, keep nothing on disk and provide nothing; a valid binary is kept and provided
+// once, and its input fetched.
 //
 // With the defence off (run once: no validation before storing and before the input, so
 // only the runner rejected the junk, as the worker did before) the worker kept all 8 MiB of
@@ -103,16 +106,17 @@ func TestWorkerKeepsOnlyValidBinaries(t *testing.T) {
 	served := serveCounting(a, ast)
 	input := []byte("the attacker's input")
 	inCID, _ := ast.Put(ctx, input)
-	job := func(c cid.Cid) *protocol.JobRequest {
-		return &protocol.JobRequest{JobCid: c.Bytes(), InputCid: inCID.Bytes(), InputSize: uint64(len(input)), Nonce: nonce()}
+	job := func(c cid.Cid, size int) *protocol.JobRequest {
+		return &protocol.JobRequest{Arch: sandbox.ArchAMD64, JobCid: c.Bytes(), BinarySize: uint64(size), InputCid: inCID.Bytes(), InputSize: uint64(len(input)), Nonce: nonce()}
 	}
 	for range 8 {
 		junk := make([]byte, 1<<20)
 		rand.Read(junk)
 		c, _ := ast.Put(ctx, junk)
-		res, err := rawJob(t, a, g.hosts[0].ID(), job(c))
-		if err != nil || res.Status != string(sandbox.StatusRejected) {
-			t.Fatalf("junk binary: got %+v, %v; want status rejected", res, err)
+		res, err := rawJob(t, a, g.hosts[0].ID(), job(c, len(junk)))
+		// A refusal coded REJECTED with the sandbox's reason, and no result or receipt.
+		if !errors.Is(err, protocol.ErrRejected) || !strings.Contains(err.Error(), "not an ELF file") || len(res.GetReceipt()) > 0 {
+			t.Fatalf("junk binary: got %+v, %v; want a REJECTED refusal saying \"not an ELF file\"", res, err)
 		}
 	}
 	pmu.Lock()
@@ -127,8 +131,8 @@ func TestWorkerKeepsOnlyValidBinaries(t *testing.T) {
 
 	bin := jobELF(t, 1000)
 	c, _ := ast.Put(ctx, bin)
-	res, err := rawJob(t, a, g.hosts[0].ID(), job(c))
-	if err != nil || res.Status != string(sandbox.StatusExited) || !bytes.Equal(res.Output, input) {
+	res, err := rawJob(t, a, g.hosts[0].ID(), job(c, len(bin)))
+	if err != nil || statusOf(res) != string(sandbox.StatusExited) || !bytes.Equal(res.Output, input) {
 		t.Fatalf("valid binary: got %+v, %v", res, err)
 	}
 	pmu.Lock()
@@ -159,9 +163,10 @@ func TestWorkerStoreQuota(t *testing.T) {
 	serveCounting(a, ast)
 	var last cid.Cid
 	for range 6 {
-		c, _ := ast.Put(ctx, jobELF(t, 1<<20-4096-9))
-		res, err := rawJob(t, a, g.hosts[0].ID(), &protocol.JobRequest{JobCid: c.Bytes(), Nonce: nonce()})
-		if err != nil || res.Status != string(sandbox.StatusExited) {
+		bin := jobELF(t, 1<<20-4096-9)
+		c, _ := ast.Put(ctx, bin)
+		res, err := rawJob(t, a, g.hosts[0].ID(), &protocol.JobRequest{Arch: sandbox.ArchAMD64, JobCid: c.Bytes(), BinarySize: uint64(len(bin)), Nonce: nonce()})
+		if err != nil || statusOf(res) != string(sandbox.StatusExited) {
 			t.Fatalf("got %+v, %v; want status exited", res, err)
 		}
 		last = c
@@ -213,7 +218,7 @@ func TestWorkerProviderLookups(t *testing.T) {
 	missing := cids.Sum([]byte("a binary only a provider record claims"))
 	start := time.Now()
 	for range 20 {
-		if _, err := rawJob(t, stranger, g.hosts[0].ID(), &protocol.JobRequest{JobCid: missing.Bytes(), Nonce: nonce()}); err == nil {
+		if _, err := rawJob(t, stranger, g.hosts[0].ID(), &protocol.JobRequest{Arch: sandbox.ArchAMD64, JobCid: missing.Bytes(), BinarySize: 1000, Nonce: nonce()}); err == nil {
 			t.Fatal("got a result for a binary nobody has")
 		}
 	}
@@ -225,7 +230,7 @@ func TestWorkerProviderLookups(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := lookups.Load()
-	rawJob(t, other, g.hosts[0].ID(), &protocol.JobRequest{JobCid: missing.Bytes(), Nonce: nonce()})
+	rawJob(t, other, g.hosts[0].ID(), &protocol.JobRequest{Arch: sandbox.ArchAMD64, JobCid: missing.Bytes(), BinarySize: 1000, Nonce: nonce()})
 	if lookups.Load() != before+1 {
 		t.Error("another peer's request got no provider lookup")
 	}
@@ -236,7 +241,7 @@ func TestWorkerProviderLookups(t *testing.T) {
 		if err := h.Connect(ctx, addrInfo(g.hosts[0])); err != nil {
 			t.Fatal(err)
 		}
-		rawJob(t, h, g.hosts[0].ID(), &protocol.JobRequest{JobCid: missing.Bytes(), Nonce: nonce()})
+		rawJob(t, h, g.hosts[0].ID(), &protocol.JobRequest{Arch: sandbox.ArchAMD64, JobCid: missing.Bytes(), BinarySize: 1000, Nonce: nonce()})
 	}
 	if n, most := int(lookups.Load()), allLookupBurst+int(time.Since(start)/allLookupPeriod); n > most {
 		t.Errorf("%d lookups from 22 identities, want at most %d", n, most)
@@ -294,7 +299,7 @@ func TestWorkerInlineInput(t *testing.T) {
 			}
 			defer s.Reset()
 			s.SetDeadline(time.Now().Add(10 * time.Second))
-			hdr := &protocol.JobRequest{JobCid: c.Bytes(), InputCid: cids.Sum(in).Bytes(), InputSize: uint64(len(in)), InputInline: true, Nonce: nonce()}
+			hdr := &protocol.JobRequest{Arch: sandbox.ArchAMD64, JobCid: c.Bytes(), BinarySize: uint64(len(bin)), InputCid: cids.Sum(in).Bytes(), InputSize: uint64(len(in)), InputInline: true, Nonce: nonce()}
 			if err := protocol.WriteMsg(s, hdr); err != nil {
 				t.Fatal(err)
 			}

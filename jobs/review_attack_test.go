@@ -16,6 +16,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -63,6 +64,20 @@ func tinyELF(t testing.TB) []byte {
 		return nil
 	}
 	return b
+}
+
+// putPhdr writes program header i of a 64-bit ELF whose table follows its 64-byte header.
+func putPhdr(b []byte, i int, typ, flags uint32, off, vaddr, filesz, memsz, align uint64) {
+	p := b[64+i*56:]
+	le := binary.LittleEndian
+	le.PutUint32(p, typ)
+	le.PutUint32(p[4:], flags)
+	le.PutUint64(p[8:], off)
+	le.PutUint64(p[16:], vaddr)
+	le.PutUint64(p[24:], vaddr)
+	le.PutUint64(p[32:], filesz)
+	le.PutUint64(p[40:], memsz)
+	le.PutUint64(p[48:], align)
 }
 
 // diskBytes is what the files in dir take on disk (st_blocks), and their count.
@@ -137,13 +152,15 @@ func TestReviewHeldStoreQuotaCountsBytesNotFiles(t *testing.T) {
 	const n = 2000
 	start := time.Now()
 	for i := range n {
-		c, _ := ast.Put(ctx, tinyELF(t))
-		res, err := rawJob(t, a, g.hosts[0].ID(), &protocol.JobRequest{JobCid: c.Bytes(), Nonce: nonce()})
+		bin := tinyELF(t)
+		c, _ := ast.Put(ctx, bin)
+		req := &protocol.JobRequest{Arch: sandbox.ArchAMD64, JobCid: c.Bytes(), BinarySize: uint64(len(bin)), Nonce: nonce()}
+		res, err := rawJob(t, a, g.hosts[0].ID(), req)
 		for try := 0; err != nil && protocol.CodeOf(err) == protocol.Code_BUSY && try < 100; try++ {
 			time.Sleep(time.Millisecond) // the slot is given back just after the reply
-			res, err = rawJob(t, a, g.hosts[0].ID(), &protocol.JobRequest{JobCid: c.Bytes(), Nonce: nonce()})
+			res, err = rawJob(t, a, g.hosts[0].ID(), req)
 		}
-		if err != nil || res.Status != string(sandbox.StatusExited) {
+		if err != nil || statusOf(res) != string(sandbox.StatusExited) {
 			t.Fatalf("job %d: %+v, %v", i, res, err)
 		}
 	}
@@ -217,6 +234,7 @@ func TestReviewHeldRehashAmplification(t *testing.T) {
 	if err := st.PutBinary(ctx, c, bin); err != nil {
 		t.Fatal(err)
 	}
+	size := len(bin)
 	bin = nil
 	in := []byte{0}
 	var attackers []host.Host
@@ -228,7 +246,7 @@ func TestReviewHeldRehashAmplification(t *testing.T) {
 		attackers = append(attackers, a)
 	}
 	wid := g.hosts[0].ID()
-	req := &protocol.JobRequest{JobCid: c.Bytes(), Nonce: nonce(), InputSize: 1, InputInline: true, InputCid: cids.Sum(in).Bytes()}
+	req := &protocol.JobRequest{Arch: sandbox.ArchAMD64, JobCid: c.Bytes(), BinarySize: uint64(size), Nonce: nonce(), InputSize: 1, InputInline: true, InputCid: cids.Sum(in).Bytes()}
 	sent := len(frame(t, req))
 	dur := 5 * time.Second
 	done := make(chan int)
@@ -318,7 +336,7 @@ func TestReviewHeldInfoSigning(t *testing.T) {
 	t.Logf("one peer, 4 streams: %d signed offers in %v (%.0f/s); whole process (attacker+worker) CPU %v = %.0f µs per offer", n, el, float64(n)/el.Seconds(), cpu, float64(cpu.Microseconds())/float64(max(n, 1)))
 }
 
-// holdAdmitted opens a job stream from h for an inline input in with the
+// holdAdmitted opens a job stream from h, for the binary testBinary of CID c and an inline input in with the
 // largest wall limit the worker allows, waits until the worker asks for the input, then
 // sends send bytes of the JobInput frame (all but the end) and holds the stream open.
 // It returns the stream (to be reset by the caller) or nil.
@@ -329,7 +347,7 @@ func holdAdmitted(t *testing.T, h host.Host, p peer.ID, c cid.Cid, in []byte, se
 		return nil
 	}
 	s.SetDeadline(time.Now().Add(10 * time.Second))
-	req := &protocol.JobRequest{JobCid: c.Bytes(), Nonce: nonce(), InputSize: uint64(len(in)), InputInline: true, InputCid: cids.Sum(in).Bytes(),
+	req := &protocol.JobRequest{Arch: sandbox.ArchAMD64, JobCid: c.Bytes(), BinarySize: uint64(len(testBinary)), Nonce: nonce(), InputSize: uint64(len(in)), InputInline: true, InputCid: cids.Sum(in).Bytes(),
 		Limits: &protocol.Limits{WallMs: uint64((30 * time.Minute).Milliseconds())}}
 	var admit protocol.JobAdmit
 	var res protocol.JobResult
@@ -389,7 +407,7 @@ func TestReviewHeldSlotsHeldWaitingForInput(t *testing.T) {
 	if err := honest.Connect(ctx, addrInfo(g.hosts[0])); err != nil {
 		t.Fatal(err)
 	}
-	_, err := rawJob(t, honest, wid, &protocol.JobRequest{JobCid: c.Bytes(), Nonce: nonce()})
+	_, err := rawJob(t, honest, wid, &protocol.JobRequest{Arch: sandbox.ArchAMD64, JobCid: c.Bytes(), BinarySize: uint64(len(testBinary)), Nonce: nonce()})
 	t.Logf("2 identities hold %d admitted streams, Running=%d after 10 s; honest job: %v", len(held), g.workers[0].Running(), err)
 	if protocol.CodeOf(err) == protocol.Code_BUSY {
 		t.Errorf("two identities that never send their 1-byte input keep every slot (deadline ~36 min); honest job refused: %v", err)
@@ -511,7 +529,7 @@ func TestReviewHeldHostileWorkerOutputs(t *testing.T) {
 	bad := 0
 	if rep != nil {
 		for _, r := range rep.Replicas {
-			if r.Err != "" {
+			if errors.Is(r.Err, ErrBadReceipt) {
 				bad++
 			}
 		}
@@ -558,12 +576,13 @@ func TestReviewHeldBlobReadsRefreshLRU(t *testing.T) {
 	serveCounting(a, ast)
 	run := func(h host.Host, c cid.Cid) {
 		t.Helper()
-		res, err := rawJob(t, h, wid, &protocol.JobRequest{JobCid: c.Bytes(), Nonce: nonce()})
+		req := &protocol.JobRequest{Arch: sandbox.ArchAMD64, JobCid: c.Bytes(), BinarySize: 1 << 20, Nonce: nonce()}
+		res, err := rawJob(t, h, wid, req)
 		for try := 0; err != nil && protocol.CodeOf(err) == protocol.Code_BUSY && try < 100; try++ {
 			time.Sleep(time.Millisecond)
-			res, err = rawJob(t, h, wid, &protocol.JobRequest{JobCid: c.Bytes(), Nonce: nonce()})
+			res, err = rawJob(t, h, wid, req)
 		}
-		if err != nil || res.Status != string(sandbox.StatusExited) {
+		if err != nil || statusOf(res) != string(sandbox.StatusExited) {
 			t.Fatalf("job: %+v %v", res, err)
 		}
 	}

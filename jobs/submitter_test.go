@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
-	"strings"
 	"testing"
 	"time"
 
@@ -38,7 +37,7 @@ func TestSubmitThreeWorkers(t *testing.T) {
 	}
 	seen := map[peer.ID]bool{}
 	for _, r := range rep.Replicas {
-		if !r.ReceiptValid || r.Err != "" || !r.OutputCID.Equals(rep.OutputCID) {
+		if !r.ReceiptValid || r.Err != nil || r.Verdict != rep.Verdict {
 			t.Fatalf("replica %+v", r)
 		}
 		// Anyone can check a receipt later.
@@ -67,7 +66,7 @@ func TestSubmitBusy(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	occupier, err := NewSubmitter(SubmitterConfig{Host: newHost(t), Store: newStore(t),
-		FindWorkers: func(context.Context) ([]peer.AddrInfo, error) { return []peer.AddrInfo{addrInfo(g.hosts[0])}, nil }})
+		FindWorkers: findOnly(addrInfo(g.hosts[0]))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,13 +78,14 @@ func TestSubmitBusy(t *testing.T) {
 	recv(t, b.started, "the blocking job to start")
 
 	t.Run("refused with BUSY", func(t *testing.T) {
-		if err := g.subHost.Connect(context.Background(), addrInfo(g.hosts[0])); err != nil {
+		o, err := g.sub.queryOffer(context.Background(), addrInfo(g.hosts[0]))
+		if err != nil {
 			t.Fatal(err)
 		}
-		a := g.sub.runOne(context.Background(), busy, &job{Request: Request{Binary: testBinary, Limits: sandbox.DefaultLimits()},
-			jobCID: cids.Sum(testBinary), inputCID: cids.Sum(nil), inline: true, arch: protocol.ArchLinuxAMD64})
-		if !a.refused || !strings.Contains(a.Err, protocol.ErrBusy.Error()) {
-			t.Fatalf("got %+v, want a busy refusal", a)
+		a := g.sub.runOne(context.Background(), o, &job{Request: Request{Binary: testBinary},
+			jobCID: cids.Sum(testBinary), inputCID: cids.Sum(nil), inline: true, arch: sandbox.ArchAMD64})
+		if !a.refused || !errors.Is(a.Err, ErrRefused) || !errors.Is(a.Err, protocol.ErrBusy) {
+			t.Fatalf("got %+v, want a refusal wrapping protocol.ErrBusy", a)
 		}
 	})
 	t.Run("skipped by its offer", func(t *testing.T) {
@@ -112,7 +112,7 @@ func TestSubmitBusy(t *testing.T) {
 		}
 		refused := 0
 		for _, r := range rep.Replicas {
-			if r.Worker == busy && strings.Contains(r.Err, "refused") {
+			if r.Worker == busy && errors.Is(r.Err, ErrRefused) && errors.Is(r.Err, protocol.ErrBusy) {
 				refused++
 			}
 		}
@@ -146,7 +146,7 @@ func TestSubmitLiarOutvoted(t *testing.T) {
 			t.Fatalf("replica %+v: receipt invalid", r)
 		}
 		lied := r.Worker == liarID
-		if lied != (r.Err != "") || lied == r.OutputCID.Equals(rep.OutputCID) {
+		if lied != errors.Is(r.Err, ErrDisagrees) || (!lied && r.Err != nil) || lied == r.OutputCID.Equals(rep.OutputCID) {
 			t.Fatalf("replica %+v (liar %v)", r, lied)
 		}
 	}
@@ -188,9 +188,7 @@ func TestSubmitNoWorkers(t *testing.T) {
 
 // TestSubmitBigBinary checks that a 32 MiB binary reaches a worker intact.
 func TestSubmitBigBinary(t *testing.T) {
-	bin := make([]byte, 32<<20)
-	rand.Read(bin)
-	copy(bin, "\x7fELF")
+	bin := jobELF(t, 32<<20)
 	got := make(chan cid.Cid, 1)
 	check := RunnerFunc(func(ctx context.Context, job sandbox.Job, lim sandbox.Limits) (sandbox.Result, error) {
 		got <- cids.Sum(job.Binary)
@@ -245,9 +243,10 @@ func TestCheckReceipt(t *testing.T) {
 	otherKey, other := testKey(t)
 	nonce := bytes.Repeat([]byte{1}, 32)
 	j := &job{jobCID: cids.Sum([]byte("job")), inputCID: cids.Sum([]byte("in"))}
-	out := cids.Sum([]byte("out"))
+	output, stderr := []byte("out"), []byte("err")
 	good := func() *protocol.Receipt {
-		return &protocol.Receipt{JobCID: j.jobCID, InputCID: j.inputCID, OutputCID: out, Status: "exited", Worker: worker, Nonce: nonce}
+		return &protocol.Receipt{JobCID: j.jobCID, InputCID: j.inputCID, OutputCID: cids.Sum(output), StderrCID: cids.Sum(stderr),
+			Status: "exited", ExitCode: 3, Worker: worker, Nonce: nonce}
 	}
 	tests := []struct {
 		name   string
@@ -259,10 +258,11 @@ func TestCheckReceipt(t *testing.T) {
 		{"another worker's", otherKey, func(r *protocol.Receipt) { r.Worker = other }, false},
 		{"signed by another key", otherKey, func(*protocol.Receipt) {}, false},
 		{"replayed nonce", key, func(r *protocol.Receipt) { r.Nonce = bytes.Repeat([]byte{2}, 32) }, false},
-		{"other job", key, func(r *protocol.Receipt) { r.JobCID = out }, false},
-		{"other input", key, func(r *protocol.Receipt) { r.InputCID = out }, false},
+		{"other job", key, func(r *protocol.Receipt) { r.JobCID = j.inputCID }, false},
+		{"other input", key, func(r *protocol.Receipt) { r.InputCID = j.jobCID }, false},
 		{"other output", key, func(r *protocol.Receipt) { r.OutputCID = j.jobCID }, false},
-		{"other exit code", key, func(r *protocol.Receipt) { r.ExitCode = 1 }, false},
+		{"other stderr", key, func(r *protocol.Receipt) { r.StderrCID = cids.Sum(output) }, false},
+		{"no stderr cid", key, func(r *protocol.Receipt) { r.StderrCID = cid.Undef }, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -272,10 +272,13 @@ func TestCheckReceipt(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := &Replica{Status: "exited", OutputCID: out}
-			err = checkReceipt(sealed, worker, nonce, j, got)
+			got, err := checkReceipt(sealed, worker, nonce, j, output, stderr)
 			if (err == nil) != tt.ok {
 				t.Fatalf("got %v, want ok=%v", err, tt.ok)
+			}
+			// The receipt is the one source of the verdict: status and exit code included.
+			if want := (Verdict{OutputCID: cids.Sum(output), StderrCID: cids.Sum(stderr), Status: "exited", ExitCode: 3}); tt.ok && verdictOf(got) != want {
+				t.Fatalf("verdict: got %+v, want %+v", verdictOf(got), want)
 			}
 		})
 	}
@@ -316,7 +319,7 @@ func TestSubmitSilentWorkers(t *testing.T) {
 		cands = append(cands, addrInfo(h))
 	}
 	sub, err := NewSubmitter(SubmitterConfig{Host: newHost(t), Store: newStore(t),
-		FindWorkers: func(context.Context) ([]peer.AddrInfo, error) { return cands, nil }})
+		FindWorkers: findOnly(cands...)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -53,7 +52,7 @@ func TestWorkerRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	ok := func() *protocol.JobRequest {
-		return &protocol.JobRequest{JobCid: cids.Sum(testBinary).Bytes(), Nonce: bytes.Repeat([]byte{1}, 16)}
+		return &protocol.JobRequest{Arch: sandbox.ArchAMD64, JobCid: cids.Sum(testBinary).Bytes(), BinarySize: uint64(len(testBinary)), Nonce: bytes.Repeat([]byte{1}, 16)}
 	}
 	tests := []struct {
 		name string
@@ -68,6 +67,11 @@ func TestWorkerRefuses(t *testing.T) {
 		{"other arch", func() []byte {
 			m := ok()
 			m.Arch = "linux/riscv64"
+			return frame(t, m)
+		}, protocol.ErrArch},
+		{"no arch", func() []byte {
+			m := ok()
+			m.Arch = ""
 			return frame(t, m)
 		}, protocol.ErrArch},
 		{"input too large", func() []byte {
@@ -124,8 +128,8 @@ func TestWorkerOffer(t *testing.T) {
 	}
 	d := sandbox.DefaultLimits()
 	// One peer may take half the slots, rounded up: its offer shows 2 of 3 free.
-	if o.Peer != ai.ID || o.Arch != protocol.LocalArch() || o.SlotsFree != 2 || o.SlotsTotal != 3 || o.Isolation != "seccomp strict\x00, own uid" ||
-		o.MaxMemory != 1<<20 || o.MaxCPU != d.CPU || o.MaxInput != 1000 || o.MaxOutput != protocol.MaxOutput {
+	if o.Peer != ai.ID || o.Arch != sandbox.ArchAMD64 || o.SlotsFree != 2 || o.SlotsTotal != 3 || o.Isolation != "seccomp strict\x00, own uid" ||
+		o.Max.Memory != 1<<20 || o.Max.CPU != d.CPU || o.MaxInput != 1000 || o.Max.MaxOutput != protocol.MaxOutput {
 		t.Fatalf("got offer %+v", o)
 	}
 	if time.Since(o.Time) > time.Minute {
@@ -178,7 +182,7 @@ func runTestWorkerClose(t *testing.T) {
 		t.Fatalf("runner ctx: got %v, want context.Canceled", err)
 	}
 	rep := recv(t, done, "Submit to return")
-	if len(rep.Replicas) != 1 || !strings.Contains(rep.Replicas[0].Err, protocol.ErrCancelled.Error()) {
+	if len(rep.Replicas) != 1 || !errors.Is(rep.Replicas[0].Err, protocol.ErrCancelled) {
 		t.Fatalf("got replicas %+v, want one cancelled", rep.Replicas)
 	}
 	if n := g.workers[0].Running(); n != 0 {
@@ -238,7 +242,7 @@ func TestWorkerProviders(t *testing.T) {
 	if err := client.Connect(ctx, addrInfo(g.hosts[0])); err != nil {
 		t.Fatal(err)
 	}
-	req := &protocol.JobRequest{JobCid: jobCID.Bytes(), Nonce: bytes.Repeat([]byte{1}, 16)}
+	req := &protocol.JobRequest{Arch: sandbox.ArchAMD64, JobCid: jobCID.Bytes(), BinarySize: uint64(len(testBinary)), Nonce: bytes.Repeat([]byte{1}, 16)}
 
 	if _, err := rawJob(t, client, g.hosts[0].ID(), req); !errors.Is(err, protocol.ErrFetchFailed) {
 		t.Fatalf("nobody has it: got %v, want ErrFetchFailed", err)
@@ -262,7 +266,7 @@ func TestWorkerAbandonBudget(t *testing.T) {
 	wid := g.hosts[0].ID()
 	c, _ := g.stores[0].Put(ctx, testBinary)
 	in := []byte{1}
-	req := &protocol.JobRequest{JobCid: c.Bytes(), Nonce: nonce(), InputSize: 1, InputInline: true, InputCid: cids.Sum(in).Bytes()}
+	req := &protocol.JobRequest{Arch: sandbox.ArchAMD64, JobCid: c.Bytes(), BinarySize: uint64(len(testBinary)), Nonce: nonce(), InputSize: 1, InputInline: true, InputCid: cids.Sum(in).Bytes()}
 	a, honest := newHost(t), newHost(t)
 	for _, h := range []host.Host{a, honest} {
 		if err := h.Connect(ctx, addrInfo(g.hosts[0])); err != nil {
@@ -270,10 +274,10 @@ func TestWorkerAbandonBudget(t *testing.T) {
 		}
 	}
 	run := func(h host.Host) error {
-		_, err := rawJob(t, h, wid, &protocol.JobRequest{JobCid: c.Bytes(), Nonce: nonce()})
+		_, err := rawJob(t, h, wid, &protocol.JobRequest{Arch: sandbox.ArchAMD64, JobCid: c.Bytes(), BinarySize: uint64(len(testBinary)), Nonce: nonce()})
 		for try := 0; protocol.CodeOf(err) == protocol.Code_BUSY && g.workers[0].Running() > 0 && try < 100; try++ {
 			time.Sleep(time.Millisecond) // the slot is given back just after the reply
-			_, err = rawJob(t, h, wid, &protocol.JobRequest{JobCid: c.Bytes(), Nonce: nonce()})
+			_, err = rawJob(t, h, wid, &protocol.JobRequest{Arch: sandbox.ArchAMD64, JobCid: c.Bytes(), BinarySize: uint64(len(testBinary)), Nonce: nonce()})
 		}
 		return err
 	}
