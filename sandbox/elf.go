@@ -68,11 +68,11 @@ func validate(b []byte, lim Limits, patched bool) (*elfInfo, error) {
 	if bytes.HasPrefix(b, []byte("#!")) {
 		return nil, reject("a #! script, not an ELF executable: build a static ELF job")
 	}
+	if magic := []byte("\x7fELF"); !bytes.HasPrefix(b, magic) && !bytes.HasPrefix(magic, b) {
+		return nil, reject("not an ELF file (bad magic % x)", b[:min(len(b), 4)])
+	}
 	if len(b) < ehdrSize {
 		return nil, reject("truncated: %d bytes is shorter than an ELF header", len(b))
-	}
-	if !bytes.Equal(b[:4], []byte("\x7fELF")) {
-		return nil, reject("not an ELF file (bad magic % x)", b[:4])
 	}
 	if b[4] != classELF64 {
 		return nil, reject("ELF class %d: only 64-bit (ELFCLASS64) jobs are accepted", b[4])

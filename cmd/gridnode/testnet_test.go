@@ -14,8 +14,8 @@ import (
 	"time"
 
 	examplejobs "github.com/gridnode/gridnode/examples/jobs"
-	"github.com/gridnode/gridnode/jobs"
 	"github.com/gridnode/gridnode/internal/proctest"
+	"github.com/gridnode/gridnode/jobs"
 )
 
 // procsMentioning lists the processes whose command line contains s.

@@ -1,0 +1,167 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gridnode/gridnode/jobs"
+)
+
+// startTestnet runs `gridnode testnet -n N` until the test ends and returns its bootstrap
+// address.
+func startTestnet(t *testing.T, bin string, n int) string {
+	t.Helper()
+	tn := exec.Command(bin, "testnet", "-n", fmt.Sprint(n), "--dir", filepath.Join(t.TempDir(), "net"))
+	tn.Stderr = os.Stderr
+	stdout, err := tn.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tn.Start(); err != nil {
+		t.Fatal(err)
+	}
+	bootc := make(chan string, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if a, ok := strings.CutPrefix(sc.Text(), "bootstrap: "); ok {
+				bootc <- a
+			}
+		}
+		tn.Wait()
+	}()
+	t.Cleanup(func() {
+		tn.Process.Signal(os.Interrupt)
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			tn.Process.Kill()
+			<-done
+		}
+	})
+	select {
+	case boot := <-bootc:
+		return boot
+	case <-done:
+		t.Fatal("testnet exited before it printed its bootstrap address")
+	case <-time.After(60 * time.Second):
+		t.Fatal("testnet printed no bootstrap address within 60s")
+	}
+	return ""
+}
+
+// run runs the built binary with stdin and returns stdout, stderr and the exit code.
+func runBin(t *testing.T, bin, stdin string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	case err != nil:
+		t.Fatalf("%v: %v", args, err)
+	}
+	return o.String(), e.String(), code
+}
+
+// TestSubmitTellsTheTruth runs `gridnode submit` against a 3-node testnet as a user would
+// and checks what it prints and how it exits: the job's own exit code and stderr come
+// through, signals give 128+N and are named, a file that is not a job is refused before
+// it is sent, counts that contradict each other are an error that says why, --json prints
+// one object with the error and every replica on failures too, and small memory limits
+// work (the stack default fits them).
+func TestSubmitTellsTheTruth(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and starts a testnet")
+	}
+	bin := gridnodeBinary(t)
+	dir := t.TempDir()
+	job := filepath.Join(dir, "behave")
+	if out, errOut, code := runBin(t, bin, "", "build", "-o", job, "testdata/behave.c"); code != 0 {
+		t.Fatalf("gridnode build: exit %d\n%s%s", code, out, errOut)
+	}
+	readme := filepath.Join(dir, "README")
+	if err := os.WriteFile(readme, []byte("not a job\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	boot := startTestnet(t, bin, 3)
+	submit := func(stdin string, args ...string) (string, string, int) {
+		return runBin(t, bin, stdin, append([]string{"submit", "--bootstrap", boot, "--timeout", "60s"}, args...)...)
+	}
+
+	tests := []struct {
+		name, stdin string
+		args        []string
+		code        int
+		stdout      string
+		stderrHas   []string
+	}{
+		{"exit code passes through", "exit 7", []string{job}, 7, "out", nil},
+		{"stderr after the output", "stderr", []string{job}, 3, "out", []string{"explained on stderr\n"}},
+		{"crash names the signal", "segv", []string{job}, 128 + 11, "", []string{"gridnode: job crashed: SIGSEGV"}},
+		{"violation is SIGKILL", "syscall", []string{job}, 128 + 9, "", []string{"gridnode: job violation"}},
+		{"wall timeout", "spin", []string{"--wall", "1s", job}, 124, "", []string{"gridnode: job wall_timeout"}},
+		{"small memory limit", "exit 0", []string{"--mem", "4MiB", job}, 0, "out", nil},
+		{"not a job, refused before sending", "", []string{readme}, 126, "", []string{"not an ELF file"}},
+		{"quorum above replicas", "exit 0", []string{"--replicas", "2", "--quorum", "3", job}, 125, "", []string{"a quorum of 3 needs at least 3 replicas"}},
+		{"zero limit", "exit 0", []string{"--max-output", "0", job}, 125, "", []string{"must be positive"}},
+		{"negative duration", "exit 0", []string{"--cpu", "-1s", job}, 125, "", []string{"must be positive"}},
+		{"more replicas than workers", "exit 0", []string{"--replicas", "5", "--quorum", "2", job}, 0, "out", []string{"only 3 workers can take the job, fewer than the 5 replicas"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, errOut, code := submit(tt.stdin, tt.args...)
+			if code != tt.code || out != tt.stdout {
+				t.Errorf("got exit %d, stdout %q; want %d, %q\nstderr:\n%s", code, out, tt.code, tt.stdout, errOut)
+			}
+			for _, s := range tt.stderrHas {
+				if !strings.Contains(errOut, s) {
+					t.Errorf("stderr lacks %q:\n%s", s, errOut)
+				}
+			}
+			if tt.code != 0 && tt.code < 128 && strings.Contains(errOut, " 0 (") {
+				t.Errorf("a progress line gives an exit code for a job that did not exit 0:\n%s", errOut)
+			}
+			for _, bad := range []string{"crashed 0", "violation 0", "wall_timeout 0", "rejected 0"} {
+				if strings.Contains(errOut, bad) {
+					t.Errorf("stderr says %q for a job that did not exit:\n%s", bad, errOut)
+				}
+			}
+		})
+	}
+	if _, errOut, _ := submit("", readme); strings.Contains(errOut, "sending job") || strings.Contains(errOut, "asking") {
+		t.Errorf("a file that is not a job was offered to workers:\n%s", errOut)
+	}
+
+	// --json on a failure: one object, with the error, its kind and every replica.
+	out, errOut, code := submit("", "--json", readme)
+	var rep jobs.ReportJSON
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != 126 || rep.ErrorKind != "rejected" || !strings.Contains(rep.Error, "not an ELF file") {
+		t.Errorf("submit --json of a README: exit %d, error %q kind %q (%v)\n%s\n%s", code, rep.Error, rep.ErrorKind, err, out, errOut)
+	}
+	out, errOut, code = submit("stderr", "--json", job)
+	rep = jobs.ReportJSON{}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != 3 || rep.Stderr != "explained on stderr\n" || rep.StderrCID == "" || len(rep.Replicas) < 2 {
+		t.Errorf("submit --json of a job that explains itself on stderr: exit %d, stderr %q (cid %q), %d replicas (%v)\n%s\n%s", code, rep.Stderr, rep.StderrCID, len(rep.Replicas), err, out, errOut)
+	}
+	for _, r := range rep.Replicas {
+		if r.ReceiptValid && r.StderrCID != rep.StderrCID {
+			t.Errorf("replica %s: stderr %s, accepted %s", r.Worker, r.StderrCID, rep.StderrCID)
+		}
+	}
+}
