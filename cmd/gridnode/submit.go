@@ -63,20 +63,19 @@ Flags:
 	if err := parseArgs(fs, args); err != nil {
 		return usageErr(err)
 	}
-	if fs.NArg() != 1 || (len(boot) == 0) == !api.set {
-		switch {
-		case api.set && api.addr == "" && fs.NArg() == 2:
-			fmt.Fprintln(fs.Output(), "gridnode submit: write --api=ADDR, with '='")
-		case fs.NArg() == 1:
-			fmt.Fprintln(fs.Output(), "gridnode submit: give exactly one of --bootstrap or --api")
-		}
-		fs.Usage()
-		return errUsage
+	switch {
+	case api.set && api.addr == "" && fs.NArg() == 2:
+		return badUsage(fs, "write --api=ADDR, with '='")
+	case fs.NArg() == 0:
+		return badUsage(fs, "no JOB given")
+	case fs.NArg() > 1:
+		return badUsage(fs, "one JOB at a time, got %d arguments", fs.NArg())
+	case (len(boot) == 0) == !api.set:
+		return badUsage(fs, "give exactly one of --bootstrap or --api")
 	}
 	req := jobs.Request{Limits: lim, Replicas: *replicas, Quorum: *quorum, MaxReplicas: *maxReplicas}
 	if err := req.Settle(); err != nil {
-		fmt.Fprintln(fs.Output(), "gridnode submit:", err)
-		return errUsage
+		return badUsage(fs, "%v", err)
 	}
 	bin, err := os.ReadFile(fs.Arg(0))
 	if err != nil {
