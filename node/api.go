@@ -27,8 +27,10 @@ import (
 )
 
 // The local submit API lets `gridnode submit --api` go through a running daemon: POST
-// /v1/submit with a JSON jobs.Request, answered with a JSON jobs.Report, or a non-2xx status
-// and the error as text.
+// /v1/submit with a JSON jobs.Request, answered 200 with a jobs.ReportJSON (the shape of
+// `submit --json`) once the submit ran, whether it succeeded or not (the report then has
+// error and error_kind), or a non-2xx status and the error as text for a request that
+// could not be taken.
 //
 // It is served on a unix socket in the data dir that only the daemon's user may open (mode
 // 0600). On loopback TCP, where any local user and any web page the donor opens can reach
