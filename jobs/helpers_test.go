@@ -14,7 +14,9 @@ import (
 	"github.com/gridnode/gridnode/sandbox"
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	p2pproto "github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 )
 
@@ -119,10 +121,10 @@ type grid struct {
 // submitter that knows them all.
 func newGrid(t testing.TB, cfgs ...WorkerConfig) *grid {
 	t.Helper()
-	g := &grid{subHost: newHost(t)}
+	g := &grid{subHost: &countingHost{Host: newHost(t)}}
 	var infos []peer.AddrInfo
 	for _, cfg := range cfgs {
-		cfg.Host, cfg.Store = newHost(t), newStore(t)
+		cfg.Host, cfg.Store = &countingHost{Host: newHost(t)}, newStore(t)
 		if cfg.Validate == nil {
 			cfg.Validate = acceptAny // raw peers' variants of testBinary need not be valid
 		}
@@ -155,6 +157,60 @@ func newGrid(t testing.TB, cfgs ...WorkerConfig) *grid {
 	}
 	g.sub = sub
 	return g
+}
+
+// opened returns how many streams of protocol id the workers' handlers were given.
+func (g *grid) opened(id p2pproto.ID) int {
+	n := 0
+	for _, h := range g.hosts {
+		n += h.(*countingHost).opened(id)
+	}
+	return n
+}
+
+// countingHost counts the streams its handlers are given and the streams it asks
+// NewStream for, by protocol.
+type countingHost struct {
+	host.Host
+	mu      sync.Mutex
+	in, out map[p2pproto.ID]int
+}
+
+func (h *countingHost) SetStreamHandler(id p2pproto.ID, f network.StreamHandler) {
+	h.Host.SetStreamHandler(id, func(s network.Stream) {
+		h.count(&h.in, id)
+		f(s)
+	})
+}
+
+func (h *countingHost) NewStream(ctx context.Context, p peer.ID, ids ...p2pproto.ID) (network.Stream, error) {
+	for _, id := range ids {
+		h.count(&h.out, id)
+	}
+	return h.Host.NewStream(ctx, p, ids...)
+}
+
+func (h *countingHost) count(m *map[p2pproto.ID]int, id p2pproto.ID) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if *m == nil {
+		*m = make(map[p2pproto.ID]int)
+	}
+	(*m)[id]++
+}
+
+// opened is how many streams of id the host's handlers were given.
+func (h *countingHost) opened(id p2pproto.ID) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.in[id]
+}
+
+// asked is how many streams of id the host asked NewStream for.
+func (h *countingHost) asked(id p2pproto.ID) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.out[id]
 }
 
 // preferFirst makes the submitter try p before the other workers.

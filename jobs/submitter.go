@@ -597,9 +597,14 @@ func (s *Submitter) runOne(ctx context.Context, o *protocol.Offer, j *job) (a at
 	}
 	if err != nil {
 		st.Reset()
-		if ctx.Err() != nil {
+		switch {
+		case ctx.Err() != nil:
 			a.Err = fmt.Errorf("cancelled: %w", ctx.Err())
-		} else {
+		case errors.Is(err, ErrRejected):
+			// A refusal of the binary, sent once the worker has it; it still counts toward
+			// MaxReplicas (the worker fetched and checked the binary).
+			a.Err = fmt.Errorf("%w: %w", ErrRefused, err)
+		default:
 			a.Err = fmt.Errorf("failed: %w", err)
 		}
 		return a
