@@ -24,6 +24,9 @@ type Setup struct {
 	Limits     sandbox.Limits
 	Logger     *slog.Logger
 	BucketSize int // DHT bucket size; default the Kademlia default
+	// Behaviours makes node i misbehave (see Behaviour); nodes not in it are honest. A
+	// faulty node without a Runner of the caller's wraps a real sandbox runner.
+	Behaviours map[int]Behaviour
 }
 
 // Net is a running test grid. Every node is a worker; the first is the others' bootstrap peer.
@@ -52,20 +55,37 @@ func Start(ctx context.Context, s Setup) (_ *Net, err error) {
 			n.Close()
 		}
 	}()
-	cfg := func(i int, boot []string) node.Config {
-		return node.Config{
+	open := func(i int, boot []string) (*node.Node, error) {
+		b := s.Behaviours[i]
+		runner, isolation := s.Runner, ""
+		if b != 0 && runner == nil {
+			sr := &sandbox.Runner{Logger: s.Logger.With("node", i, "component", "sandbox")}
+			runner, isolation = sr, sr.Isolation().String()
+		}
+		if b != 0 {
+			runner = b.Runner(runner)
+		}
+		nd, err := node.Open(ctx, node.Config{
 			Ephemeral:     true,
 			Loopback:      true,
 			Worker:        true,
 			Bootstrap:     boot,
 			Slots:         s.Slots,
 			Limits:        s.Limits,
-			Runner:        s.Runner,
+			Runner:        runner,
 			DHTBucketSize: s.BucketSize,
 			Logger:        s.Logger.With("node", i),
+		})
+		if err != nil {
+			return nil, err
 		}
+		if err := b.Apply(ctx, nd, isolation); err != nil {
+			nd.Close()
+			return nil, err
+		}
+		return nd, nil
 	}
-	if n.nodes[0], err = node.Open(ctx, cfg(0, nil)); err != nil {
+	if n.nodes[0], err = open(0, nil); err != nil {
 		return nil, fmt.Errorf("start node 0: %w", err)
 	}
 	boot := n.Bootstrap()
@@ -73,7 +93,7 @@ func Start(ctx context.Context, s Setup) (_ *Net, err error) {
 	errs := make([]error, s.Nodes)
 	for i := 1; i < s.Nodes; i++ {
 		wg.Go(func() {
-			if n.nodes[i], errs[i] = node.Open(ctx, cfg(i, boot)); errs[i] != nil {
+			if n.nodes[i], errs[i] = open(i, boot); errs[i] != nil {
 				errs[i] = fmt.Errorf("start node %d: %w", i, errs[i])
 			}
 		})
@@ -142,6 +162,9 @@ func (n *Net) wait(ctx context.Context) error {
 		}
 	}
 }
+
+// Behaviour returns node i's behaviour.
+func (n *Net) Behaviour(i int) Behaviour { return n.setup.Behaviours[i] }
 
 // Nodes returns the worker nodes; the first is the bootstrap peer.
 func (n *Net) Nodes() []*node.Node { return n.nodes }
