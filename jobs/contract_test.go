@@ -364,10 +364,7 @@ func TestSubmitStderrReceipt(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			w := fakeWorker(t, stderr, tt.stderrCID)
-			sub, err := NewSubmitter(SubmitterConfig{Host: newHost(t), Store: newStore(t), FindWorkers: findOnly(addrInfo(w))})
-			if err != nil {
-				t.Fatal(err)
-			}
+			sub := newSubmitter(t, findOnly(addrInfo(w)))
 			rep, err := sub.Submit(context.Background(), Request{Binary: testBinary, Replicas: 1})
 			if rep == nil || len(rep.Replicas) != 1 {
 				t.Fatalf("got %v, %+v; want one replica", err, rep)
@@ -447,19 +444,15 @@ func TestFakePlatformSubmitter(t *testing.T) {
 	var mu sync.Mutex
 	var asked []string
 	found := g.sub.cfg.FindWorkers
-	sub, err := NewSubmitter(SubmitterConfig{Host: newHost(t), Store: newStore(t),
-		FindWorkers: func(ctx context.Context, arch string) ([]peer.AddrInfo, error) {
-			mu.Lock()
-			asked = append(asked, arch)
-			mu.Unlock()
-			if arch != sandbox.ArchAMD64 {
-				return nil, nil
-			}
-			return found(ctx, arch)
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sub := newSubmitter(t, func(ctx context.Context, arch string) ([]peer.AddrInfo, error) {
+		mu.Lock()
+		asked = append(asked, arch)
+		mu.Unlock()
+		if arch != sandbox.ArchAMD64 {
+			return nil, nil
+		}
+		return found(ctx, arch)
+	})
 	rep, err := sub.Submit(context.Background(), Request{Binary: testBinary, Input: []byte("from a mac"), Replicas: 2})
 	if err != nil || string(rep.Output) != "FROM A MAC" {
 		t.Fatalf("got %v, %+v; want output FROM A MAC", err, rep)

@@ -7,17 +7,6 @@ import (
 )
 
 var (
-	// ErrNotFound is returned for a blob the store does not hold; it is the protocol's
-	// NOT_FOUND sentinel, so it crosses the wire with that code.
-	ErrNotFound = protocol.ErrNotFound
-
-	// ErrTooLarge is returned for a blob above its size cap.
-	ErrTooLarge = protocol.ErrTooLarge
-
-	// ErrFull is returned for a blob that does not fit in the store's quota beside the
-	// blobs that jobs are using.
-	ErrFull = errors.New("store full")
-
 	// ErrNoWorkers is returned when no candidate worker offers to run the job.
 	ErrNoWorkers = errors.New("no workers available")
 

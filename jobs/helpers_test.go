@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +14,7 @@ import (
 	"github.com/gridnode/gridnode/internal/testelf"
 	"github.com/gridnode/gridnode/protocol"
 	"github.com/gridnode/gridnode/sandbox"
+	"github.com/gridnode/gridnode/store"
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -94,13 +97,59 @@ func newHost(t testing.TB) host.Host {
 	return h
 }
 
-func newStore(t testing.TB) *Store {
+// newStore returns a store in a temporary dir, closed at the end of the test.
+func newStore(t testing.TB) *store.Store {
 	t.Helper()
-	st, err := OpenStore(t.TempDir())
+	st, _ := newStoreDir(t)
+	return st
+}
+
+// newStoreDir is newStore, and the directory that holds its blob files.
+func newStoreDir(t testing.TB) (*store.Store, string) {
+	t.Helper()
+	dir := t.TempDir()
+	st, err := store.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return st
+	t.Cleanup(func() { st.Close() })
+	return st, filepath.Join(dir, "blobs")
+}
+
+// dirNames lists the files in dir.
+func dirNames(t testing.TB, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+// serveStore serves st's blobs on h until the end of the test, as a node serves its store.
+func serveStore(t testing.TB, h host.Host, st *store.Store) {
+	sv := store.NewServer(st, nil)
+	h.SetStreamHandler(protocol.BlobID, sv.Handle)
+	t.Cleanup(func() {
+		h.RemoveStreamHandler(protocol.BlobID)
+		sv.Close()
+	})
+}
+
+// newSubmitter returns a submitter on a host of its own, serving its store as a node does.
+func newSubmitter(t testing.TB, find func(context.Context, string) ([]peer.AddrInfo, error)) *Submitter {
+	t.Helper()
+	h, st := newHost(t), newStore(t)
+	serveStore(t, h, st)
+	sub, err := NewSubmitter(SubmitterConfig{Host: h, Store: st, FindWorkers: find})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sub
 }
 
 func addrInfo(h host.Host) peer.AddrInfo { return peer.AddrInfo{ID: h.ID(), Addrs: h.Addrs()} }
@@ -111,7 +160,8 @@ type grid struct {
 	subHost  host.Host
 	workers  []*Worker
 	hosts    []host.Host
-	stores   []*Store
+	stores   []*store.Store
+	dirs     []string // of the stores' blob files
 	progress []string
 	arches   []string // what FindWorkers was asked for
 	mu       sync.Mutex
@@ -124,7 +174,10 @@ func newGrid(t testing.TB, cfgs ...WorkerConfig) *grid {
 	g := &grid{subHost: &countingHost{Host: newHost(t)}}
 	var infos []peer.AddrInfo
 	for _, cfg := range cfgs {
-		cfg.Host, cfg.Store = &countingHost{Host: newHost(t)}, newStore(t)
+		var dir string
+		cfg.Host = &countingHost{Host: newHost(t)}
+		cfg.Store, dir = newStoreDir(t)
+		serveStore(t, cfg.Host, cfg.Store)
 		if cfg.Validate == nil {
 			cfg.Validate = acceptAny // raw peers' variants of testBinary need not be valid
 		}
@@ -134,12 +187,14 @@ func newGrid(t testing.TB, cfgs ...WorkerConfig) *grid {
 		}
 		w.Start()
 		t.Cleanup(func() { w.Close() })
-		g.workers, g.hosts, g.stores = append(g.workers, w), append(g.hosts, cfg.Host), append(g.stores, cfg.Store)
+		g.workers, g.hosts, g.stores, g.dirs = append(g.workers, w), append(g.hosts, cfg.Host), append(g.stores, cfg.Store), append(g.dirs, dir)
 		infos = append(infos, addrInfo(cfg.Host))
 	}
+	subStore := newStore(t)
+	serveStore(t, g.subHost, subStore)
 	sub, err := NewSubmitter(SubmitterConfig{
 		Host:  g.subHost,
-		Store: newStore(t),
+		Store: subStore,
 		FindWorkers: func(ctx context.Context, arch string) ([]peer.AddrInfo, error) {
 			g.mu.Lock()
 			g.arches = append(g.arches, arch)

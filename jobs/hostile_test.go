@@ -15,6 +15,7 @@ import (
 	"github.com/gridnode/gridnode/cids"
 	"github.com/gridnode/gridnode/protocol"
 	"github.com/gridnode/gridnode/sandbox"
+	"github.com/gridnode/gridnode/store"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -39,7 +40,7 @@ type blobServer struct {
 	asks map[cid.Cid]int
 }
 
-func serveCounting(h host.Host, st *Store) *blobServer {
+func serveCounting(h host.Host, st *store.Store) *blobServer {
 	bs := &blobServer{asks: make(map[cid.Cid]int)}
 	h.SetStreamHandler(protocol.BlobID, func(s network.Stream) {
 		var req protocol.BlobRequest
@@ -95,7 +96,7 @@ func nonce() []byte { return bytes.Repeat([]byte{9}, protocol.MinNonce) }
 func TestWorkerKeepsOnlyValidBinaries(t *testing.T) {
 	ctx := context.Background()
 	g := newGrid(t, WorkerConfig{Runner: sandboxLike, Validate: sandbox.Validate})
-	st := g.stores[0]
+	st, dir := g.stores[0], g.dirs[0]
 	var provided []cid.Cid
 	var pmu sync.Mutex
 	st.Provide = func(c cid.Cid) { pmu.Lock(); provided = append(provided, c); pmu.Unlock() }
@@ -122,7 +123,7 @@ func TestWorkerKeepsOnlyValidBinaries(t *testing.T) {
 	pmu.Lock()
 	nprov := len(provided)
 	pmu.Unlock()
-	if used, names := st.Used(), dirNames(t, st); used != 0 || len(names) != 0 || nprov != 0 {
+	if used, names := st.Used(), dirNames(t, dir); used != 0 || len(names) != 0 || nprov != 0 {
 		t.Errorf("after 8 junk binaries: store holds %d bytes in %v, %d provided; want nothing", used, names, nprov)
 	}
 	if n := served.count(inCID); n != 0 {
@@ -171,7 +172,7 @@ func TestWorkerStoreQuota(t *testing.T) {
 		}
 		last = c
 	}
-	if used, names := st.Used(), dirNames(t, st); used > st.Quota || len(names) != 3 {
+	if used, names := st.Used(), dirNames(t, g.dirs[0]); used > st.Quota || len(names) != 3 {
 		t.Errorf("store holds %d bytes in %d files, want at most the quota %d (3 binaries)", used, len(names), st.Quota)
 	}
 	if !st.Has(last) {
@@ -288,9 +289,11 @@ func TestWorkerInlineInput(t *testing.T) {
 			bin := append(bytes.Clone(testBinary), byte(i))
 			st := newStore(t)
 			c, _ := st.Put(ctx, bin)
+			sv := store.NewServer(st, nil)
+			defer sv.Close()
 			client.SetStreamHandler(protocol.BlobID, func(s network.Stream) {
 				time.Sleep(100 * time.Millisecond) // a slow uplink, not a wait
-				serveBlob(ctx, s, st, orDiscard(nil))
+				sv.Handle(s)
 			})
 			before := runs.Load()
 			s, err := client.NewStream(ctx, g.hosts[0].ID(), protocol.JobID)

@@ -28,6 +28,7 @@ import (
 	"github.com/gridnode/gridnode/cids"
 	"github.com/gridnode/gridnode/protocol"
 	"github.com/gridnode/gridnode/sandbox"
+	"github.com/gridnode/gridnode/store"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -165,12 +166,12 @@ func TestReviewHeldStoreQuotaCountsBytesNotFiles(t *testing.T) {
 		}
 	}
 	el := time.Since(start)
-	disk, files := diskBytes(t, st.dir)
+	disk, files := diskBytes(t, g.dirs[0])
 	t.Logf("tiny ELF %d bytes; %d jobs in %v (%.0f/s); store Used=%d bytes, on disk %d bytes in %d files (%.1fx); %d provides",
 		len(probe), n, el, float64(n)/el.Seconds(), st.Used(), disk, files, float64(disk)/float64(st.Used()), provided.Load())
 
 	// Eviction cost: a full store of 20,000 tiny blobs, then one 2 MiB binary.
-	st2 := newStore(t)
+	st2, dir2 := newStoreDir(t)
 	const nblobs = 40000
 	for range nblobs {
 		b := make([]byte, 219)
@@ -180,14 +181,14 @@ func TestReviewHeldStoreQuotaCountsBytesNotFiles(t *testing.T) {
 		}
 	}
 	st2.Quota = st2.Used()
-	before := len(st2.blobs)
+	before := len(dirNames(t, dir2))
 	big := jobELF(t, 4<<20-4096-9)
 	t0 := time.Now()
 	if err := st2.PutBinary(ctx, cids.Sum(big), big); err != nil {
 		t.Fatal(err)
 	}
 	evict := time.Since(t0)
-	t.Logf("full store of %d tiny blobs: storing one %d-byte binary (evicting %d blobs) took %v (store mutex held throughout eviction)", nblobs, len(big), before-len(st2.blobs)+1, evict)
+	t.Logf("full store of %d tiny blobs: storing one %d-byte binary (evicting %d blobs) took %v (store mutex held throughout eviction)", nblobs, len(big), before-len(dirNames(t, dir2))+1, evict)
 
 	if disk > 4*st.Used() {
 		t.Errorf("disk use %d is %.1fx what the quota counts (%d): quota is bypassable with many tiny binaries", disk, float64(disk)/float64(st.Used()), st.Used())
@@ -487,7 +488,7 @@ func TestReviewHeldBlobServeAbort(t *testing.T) {
 				}
 				protocol.WriteMsg(s, &protocol.BlobRequest{Cid: c.Bytes()})
 				s.CloseWrite()
-				if _, err := protocol.ReadBlobHeader(s, MaxBlobSize); err == nil {
+				if _, err := protocol.ReadBlobHeader(s, store.MaxBlobSize); err == nil {
 					k++
 					n, _ := s.Read(make([]byte, 1))
 					got += int64(n)
@@ -586,7 +587,7 @@ func TestReviewHeldBlobReadsRefreshLRU(t *testing.T) {
 			t.Fatalf("job: %+v %v", res, err)
 		}
 	}
-	mk := func(s *Store) cid.Cid { c, _ := s.Put(ctx, jobELF(t, 1<<20-4096-9)); return c }
+	mk := func(s *store.Store) cid.Cid { c, _ := s.Put(ctx, jobELF(t, 1<<20-4096-9)); return c }
 	a1, a2, a3, hc := mk(ast), mk(ast), mk(ast), mk(hst)
 	run(a, a1)
 	run(a, a2)
@@ -600,7 +601,7 @@ func TestReviewHeldBlobReadsRefreshLRU(t *testing.T) {
 		}
 		protocol.WriteMsg(s, &protocol.BlobRequest{Cid: c.Bytes()})
 		s.CloseWrite()
-		protocol.ReadBlobHeader(s, MaxBlobSize)
+		protocol.ReadBlobHeader(s, store.MaxBlobSize)
 		s.Reset()
 	}
 	time.Sleep(10 * time.Millisecond)

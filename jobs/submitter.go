@@ -18,6 +18,7 @@ import (
 	"github.com/gridnode/gridnode/cids"
 	"github.com/gridnode/gridnode/protocol"
 	"github.com/gridnode/gridnode/sandbox"
+	"github.com/gridnode/gridnode/store"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -115,7 +116,7 @@ type Report struct {
 // SubmitterConfig configures a Submitter.
 type SubmitterConfig struct {
 	Host  host.Host
-	Store *Store
+	Store *store.Store // holds the binaries and inputs sent; the node serves it to workers
 	// FindWorkers returns candidate workers for jobs of an architecture ("linux/amd64");
 	// the submitter skips itself.
 	FindWorkers func(ctx context.Context, arch string) ([]peer.AddrInfo, error)
@@ -137,15 +138,13 @@ type Submitter struct {
 	ignoreSlots bool // tests: ask workers whose offer shows no free slot, in reputation order
 }
 
-// NewSubmitter returns a Submitter and serves cfg.Store's blobs on cfg.Host, so that
-// workers can pull the binary.
+// NewSubmitter returns a Submitter. Workers pull the binaries (and inputs too large to go
+// inline) from cfg.Store over the blob protocol: the caller serves it on cfg.Host.
 func NewSubmitter(cfg SubmitterConfig) (*Submitter, error) {
 	if cfg.Host == nil || cfg.Store == nil || cfg.FindWorkers == nil {
 		return nil, errors.New("new submitter: Host, Store and FindWorkers are required")
 	}
-	s := &Submitter{cfg: cfg, log: orDiscard(cfg.Logger), disagreed: make(map[peer.ID]int)}
-	ServeBlobs(cfg.Host, cfg.Store, s.log)
-	return s, nil
+	return &Submitter{cfg: cfg, log: orDiscard(cfg.Logger), disagreed: make(map[peer.ID]int)}, nil
 }
 
 func (s *Submitter) progress(format string, args ...any) {
@@ -195,7 +194,7 @@ func (s *Submitter) prepare(ctx context.Context, req Request) (*job, error) {
 	case len(req.Binary) == 0:
 		return nil, errors.New("submit: empty binary")
 	case req.Limits.MaxOutput > protocol.MaxOutput:
-		return nil, fmt.Errorf("submit: %w: output limit %d above the protocol's %d", ErrTooLarge, req.Limits.MaxOutput, protocol.MaxOutput)
+		return nil, fmt.Errorf("submit: %w: output limit %d above the protocol's %d", protocol.ErrTooLarge, req.Limits.MaxOutput, protocol.MaxOutput)
 	}
 	// The same checks a worker makes, so that a file that is not a job never leaves.
 	arch, err := sandbox.ArchOf(req.Binary)

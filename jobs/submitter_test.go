@@ -65,11 +65,7 @@ func TestSubmitBusy(t *testing.T) {
 	// Occupy the busy worker's only slot.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	occupier, err := NewSubmitter(SubmitterConfig{Host: newHost(t), Store: newStore(t),
-		FindWorkers: findOnly(addrInfo(g.hosts[0]))})
-	if err != nil {
-		t.Fatal(err)
-	}
+	occupier := newSubmitter(t, findOnly(addrInfo(g.hosts[0])))
 	done := make(chan error, 1)
 	go func() {
 		_, err := occupier.Submit(ctx, Request{Binary: testBinary, Replicas: 1})
@@ -318,11 +314,7 @@ func TestSubmitSilentWorkers(t *testing.T) {
 	for _, h := range g.hosts {
 		cands = append(cands, addrInfo(h))
 	}
-	sub, err := NewSubmitter(SubmitterConfig{Host: newHost(t), Store: newStore(t),
-		FindWorkers: findOnly(cands...)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sub := newSubmitter(t, findOnly(cands...))
 	start := time.Now()
 	rep, err := sub.Submit(context.Background(), Request{Binary: testBinary, Input: []byte("x"), Replicas: 2})
 	took := time.Since(start)

@@ -16,6 +16,7 @@ import (
 	"github.com/gridnode/gridnode/internal/platform"
 	"github.com/gridnode/gridnode/protocol"
 	"github.com/gridnode/gridnode/sandbox"
+	"github.com/gridnode/gridnode/store"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -104,7 +105,7 @@ func inputTimeout(size int64) time.Duration {
 // WorkerConfig configures a Worker. Zero fields take defaults.
 type WorkerConfig struct {
 	Host   host.Host
-	Store  *Store
+	Store  *store.Store // binaries are kept here; the node serves it on the blob protocol
 	Runner Runner
 	// Slots is how many jobs run at once; 0 means runtime.NumCPU(). A job that finds no
 	// free slot is refused with BUSY.
@@ -130,9 +131,9 @@ type WorkerConfig struct {
 	Logger    *slog.Logger
 }
 
-// Worker serves /gridnode/info, /gridnode/blob and /gridnode/job on a host: it admits or
-// refuses job requests, fetches binaries, runs jobs through a Runner and returns results
-// with signed receipts.
+// Worker serves /gridnode/info and /gridnode/job on a host: it admits or refuses job
+// requests, fetches binaries, runs jobs through a Runner and returns results with signed
+// receipts.
 type Worker struct {
 	cfg      WorkerConfig
 	log      *slog.Logger
@@ -190,7 +191,7 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	}
 	policy := cfg.Limits.Or(sandbox.DefaultLimits())
 	policy.MaxOutput = min(policy.MaxOutput, protocol.MaxOutput)
-	policy.MaxBinary = min(policy.MaxBinary, MaxBlobSize)
+	policy.MaxBinary = min(policy.MaxBinary, store.MaxBlobSize)
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Worker{
 		cfg:       cfg,
@@ -214,11 +215,6 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 func (w *Worker) Start() {
 	h := w.cfg.Host
 	h.SetStreamHandler(protocol.InfoID, w.handler(w.handleInfo))
-	h.SetStreamHandler(protocol.BlobID, w.handler(func(s network.Stream) {
-		stop := context.AfterFunc(w.ctx, func() { s.Reset() })
-		defer stop()
-		serveBlob(w.ctx, s, w.cfg.Store, w.log)
-	}))
 	h.SetStreamHandler(protocol.JobID, w.handler(w.handleJob))
 }
 
@@ -232,7 +228,7 @@ func (w *Worker) Close() error {
 	}
 	w.closed = true
 	w.mu.Unlock()
-	for _, id := range []p2pproto.ID{protocol.InfoID, protocol.BlobID, protocol.JobID} {
+	for _, id := range []p2pproto.ID{protocol.InfoID, protocol.JobID} {
 		w.cfg.Host.RemoveStreamHandler(id)
 	}
 	w.cancel()
@@ -636,7 +632,7 @@ func outputCID(r sandbox.Result) cid.Cid {
 // execute gets and validates the binary, then gets the input, runs the job and seals the
 // receipt.
 func (w *Worker) execute(ctx context.Context, sp *spec, in *streamInput) (*protocol.JobResult, error) {
-	defer w.cfg.Store.pin(sp.jobCID)()
+	defer w.cfg.Store.Pin(sp.jobCID)()
 	bin, err := w.binary(ctx, sp)
 	if err != nil {
 		return nil, fmt.Errorf("binary: %w", err)
@@ -715,18 +711,18 @@ func rejected(reason string) error {
 // worker's policy.
 func (w *Worker) binary(ctx context.Context, sp *spec) ([]byte, error) {
 	c, maxSize := sp.jobCID, sp.binSize
-	b, err := w.cfg.Store.get(ctx, c, maxSize)
+	b, err := w.cfg.Store.Get(ctx, c, maxSize)
 	switch {
 	case err == nil:
 		return b, nil
-	case errors.Is(err, ErrTooLarge):
+	case errors.Is(err, store.ErrTooLarge):
 		return nil, protocol.Errorf(protocol.Code_TOO_LARGE, "%v", err)
-	case !errors.Is(err, ErrNotFound) && !errors.Is(err, cids.ErrMismatch):
+	case !errors.Is(err, store.ErrNotFound) && !errors.Is(err, cids.ErrMismatch):
 		return nil, protocol.Errorf(protocol.Code_INTERNAL, "%v", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, protocol.FetchTimeout)
 	defer cancel()
-	b, err = fetchBytes(ctx, w.cfg.Host, sp.from, c, maxSize)
+	b, err = store.FetchBytes(ctx, w.cfg.Host, sp.from, c, maxSize)
 	if err != nil && !errors.Is(err, protocol.ErrTooLarge) && ctx.Err() == nil {
 		if pb, perr := w.fromProviders(ctx, sp.from, c, maxSize); perr == nil {
 			b, err = pb, nil
@@ -753,10 +749,10 @@ func (w *Worker) binary(ctx context.Context, sp *spec) ([]byte, error) {
 // lookup budget and trying at most maxProvidersTried of them.
 func (w *Worker) fromProviders(ctx context.Context, from peer.ID, c cid.Cid, maxSize int64) ([]byte, error) {
 	if w.cfg.Providers == nil {
-		return nil, ErrNotFound
+		return nil, store.ErrNotFound
 	}
 	if now := time.Now(); !w.lookups.take(from, now) || !w.all.take("", now) {
-		return nil, fmt.Errorf("%w: provider lookups: budget spent", ErrNotFound)
+		return nil, fmt.Errorf("%w: provider lookups: budget spent", store.ErrNotFound)
 	}
 	lctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	provs := w.cfg.Providers(lctx, c)
@@ -775,18 +771,18 @@ func (w *Worker) fromProviders(ctx context.Context, from peer.ID, c cid.Cid, max
 				continue
 			}
 		}
-		if b, err := fetchBytes(ctx, w.cfg.Host, ai.ID, c, maxSize); err == nil {
+		if b, err := store.FetchBytes(ctx, w.cfg.Host, ai.ID, c, maxSize); err == nil {
 			return b, nil
 		}
 	}
-	return nil, fmt.Errorf("%w: none of %s tried", ErrNotFound, plural(tried, "provider"))
+	return nil, fmt.Errorf("%w: none of %s tried", store.ErrNotFound, plural(tried, "provider"))
 }
 
 // fetchInput fetches an input by CID from the submitter into memory; inputs are not stored.
 func (w *Worker) fetchInput(ctx context.Context, sp *spec) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, protocol.FetchTimeout)
 	defer cancel()
-	b, err := fetchBytes(ctx, w.cfg.Host, sp.from, sp.inputCID, sp.inputSize)
+	b, err := store.FetchBytes(ctx, w.cfg.Host, sp.from, sp.inputCID, sp.inputSize)
 	switch {
 	case err == nil && int64(len(b)) != sp.inputSize:
 		return nil, protocol.Errorf(protocol.Code_BAD_REQUEST, "input of %d bytes, request says %d", len(b), sp.inputSize)

@@ -230,7 +230,7 @@ func TestWorkerProviders(t *testing.T) {
 	ctx := context.Background()
 	provider := newHost(t)
 	pst := newStore(t)
-	ServeBlobs(provider, pst, nil)
+	serveStore(t, provider, pst)
 	jobCID, err := pst.Put(ctx, testBinary)
 	if err != nil {
 		t.Fatal(err)

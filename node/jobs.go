@@ -2,28 +2,38 @@ package node
 
 import (
 	"context"
+	"errors"
 	"runtime"
 	"time"
 
 	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/gridnode/gridnode/jobs"
+	"github.com/gridnode/gridnode/protocol"
 	"github.com/gridnode/gridnode/sandbox"
+	"github.com/gridnode/gridnode/store"
 )
 
 // Runner runs one job in a sandbox; *sandbox.Runner implements it.
 type Runner = jobs.Runner
 
-// jobsPart is the node's worker (nil on a client) and its submitter.
+// jobsPart is the node's store, the blob handler that serves it, the worker (nil on a
+// client) and the submitter.
 type jobsPart struct {
+	h      host.Host
+	store  *store.Store
+	blobs  *store.Server
 	worker *jobs.Worker
 	sub    *jobs.Submitter
 }
 
-func openJobs(n *Node) (*jobsPart, error) {
+// openJobs opens the store, serves it on the blob protocol, and makes the submitter and,
+// on a worker, the worker; on an error it closes what it opened.
+func openJobs(n *Node) (_ *jobsPart, err error) {
 	cfg := n.cfg
-	st, err := jobs.OpenStore(n.dir) // the store keeps its blobs in n.dir/blobs
+	st, err := store.Open(n.dir) // the store keeps its blobs in n.dir/blobs
 	if err != nil {
 		return nil, err
 	}
@@ -32,10 +42,17 @@ func openJobs(n *Node) (*jobsPart, error) {
 	// this node submits, inputs) are not: a provider record should point at a real job.
 	st.Provide = n.d.ProvideLater
 	st.Quota = cfg.StoreQuota
-	j := &jobsPart{}
+	j := &jobsPart{h: n.h, store: st}
+	defer func() {
+		if err != nil {
+			j.close()
+		}
+	}()
 	log := n.log.With("component", "jobs")
-	// The submitter serves the store's blobs (binaries it submits); a worker then replaces
-	// that handler with one that stops with the worker.
+	// The one blob handler: workers pull the binaries and inputs this node submits, and
+	// other workers the binaries this node's worker kept.
+	j.blobs = store.NewServer(st, log)
+	n.h.SetStreamHandler(protocol.BlobID, j.blobs.Handle)
 	j.sub, err = jobs.NewSubmitter(jobs.SubmitterConfig{
 		Host:        n.h,
 		Store:       st,
@@ -103,11 +120,19 @@ func (n *Node) findWorkers(ctx context.Context, arch string) ([]peer.AddrInfo, e
 	return n.WaitWorkers(ctx, arch, 1)
 }
 
+// close stops the worker (cancelling its jobs: it waits until their submitters have read
+// the "cancelled" replies), then the blob handler, then the store.
 func (j *jobsPart) close() error {
+	var errs []error
 	if j.worker != nil {
-		return j.worker.Close()
+		errs = append(errs, j.worker.Close())
 	}
-	return nil
+	if j.blobs != nil {
+		j.h.RemoveStreamHandler(protocol.BlobID)
+		errs = append(errs, j.blobs.Close())
+	}
+	errs = append(errs, j.store.Close())
+	return errors.Join(errs...)
 }
 
 // Submit runs a job on the grid and returns the verified report.

@@ -40,7 +40,7 @@ type Config struct {
 	Slots     int      // concurrent jobs; default runtime.NumCPU()
 	// SlotsPerPeer is how many slots one peer may hold; default half the slots, rounded up.
 	SlotsPerPeer int
-	// StoreQuota bounds the bytes of blobs kept in the data dir; default jobs.DefaultQuota.
+	// StoreQuota bounds the bytes of blobs kept in the data dir; default store.DefaultQuota.
 	StoreQuota int64
 	Limits     sandbox.Limits
 	// JobUIDs is the uid range a root daemon runs jobs as; default sandbox.DefaultJobUIDs.
@@ -428,14 +428,14 @@ func (n *Node) WaitWorkers(ctx context.Context, arch string, min int) ([]peer.Ad
 	}
 }
 
-// Close stops the API servers, the worker (cancelling running jobs), the DHT and then the
-// host. It is safe to call more than once.
+// Close stops the API servers, the worker (cancelling running jobs), the blob handler, the
+// store, the DHT and then the host. It is safe to call more than once.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		var errs []error
 		n.closeAPI()
 		if n.jobs != nil {
-			// The worker waits until its submitters have read their "cancelled" replies.
+			// The worker, then the blob handler, then the store.
 			errs = append(errs, n.jobs.close())
 		}
 		if n.stop != nil {

@@ -1,4 +1,4 @@
-package jobs
+package store
 
 import (
 	"bytes"
@@ -29,7 +29,7 @@ const MaxBlobSize = 256 << 20
 // DefaultQuota is the most a store keeps on disk unless configured otherwise.
 const DefaultQuota = 2 << 30
 
-// tmpPrefix starts the names of partial writes; OpenStore removes those a crash left.
+// tmpPrefix starts the names of partial writes; Open removes those a crash left.
 const tmpPrefix = ".tmp-"
 
 // Every file costs at least a filesystem block and an inode: the quota charges each blob
@@ -55,7 +55,7 @@ func charge(size int64) int64 { return max(blockSize, (size+blockSize-1)&^(block
 // the old mtime back on a same-size file rewritten in place is not noticed: it runs as the
 // daemon's user, which owns the 0700 directory. The blobs' total charge (see
 // charge) and their number stay under a quota: writing a new blob first evicts the least
-// recently used blobs no job is using; only a job's own use of a blob (get, PutBinary)
+// recently used blobs no job is using; only a job's own use of a blob (Get, PutBinary)
 // makes it recently used, not serving it to other peers. It is safe for concurrent use by
 // one process (the quota is kept in memory: a data dir belongs to one node).
 type Store struct {
@@ -72,6 +72,7 @@ type Store struct {
 	Provide func(c cid.Cid)
 
 	mu            sync.Mutex
+	closed        bool
 	blobs         map[cid.Cid]*entry
 	lru           *list.List // of *entry, the most recently used at the front
 	used          int64      // charge of the blobs in blobs
@@ -98,10 +99,10 @@ func sameFile(a, b fs.FileInfo) bool {
 	return a != nil && b != nil && os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime())
 }
 
-// OpenStore opens (creating it if needed) the store in dir. It removes partial writes left
-// by a crash and evicts blobs down to DefaultQuota; a store with another Quota applies it
-// on its next write. The files' mtimes give the LRU order across restarts.
-func OpenStore(dir string) (*Store, error) {
+// Open opens (creating it if needed) the store in dir. It removes partial writes left by a
+// crash and evicts blobs down to DefaultQuota; a store with another Quota applies it on its
+// next write. The files' mtimes give the LRU order across restarts.
+func Open(dir string) (*Store, error) {
 	d := filepath.Join(dir, "blobs")
 	if err := os.MkdirAll(d, 0o700); err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
@@ -143,6 +144,15 @@ func OpenStore(dir string) (*Store, error) {
 	return s, nil
 }
 
+// Close makes every later read and write fail with ErrClosed; reads and writes under way
+// finish. The store holds no file open between calls, so there is nothing else to release.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	return nil
+}
+
 func (s *Store) path(c cid.Cid) string { return filepath.Join(s.dir, c.String()) }
 
 func (s *Store) quota() int64 {
@@ -162,9 +172,9 @@ func (s *Store) Used() int64 {
 	return s.used
 }
 
-// pin keeps blob c (held now or stored later) from eviction until the returned func is
+// Pin keeps blob c (held now or stored later) from eviction until the returned func is
 // called; counted, since several jobs may use one blob.
-func (s *Store) pin(c cid.Cid) (unpin func()) {
+func (s *Store) Pin(c cid.Cid) (unpin func()) {
 	s.mu.Lock()
 	s.pins[c]++
 	s.mu.Unlock()
@@ -254,6 +264,9 @@ func (s *Store) touch(c cid.Cid) {
 func (s *Store) reserve(c cid.Cid, n int64) (release func(), err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed {
+		return nil, fmt.Errorf("put %s: %w", c, ErrClosed)
+	}
 	n = charge(n)
 	if n > s.quota() {
 		return nil, fmt.Errorf("put %s: %w: %d bytes, store quota %d", c, ErrTooLarge, n, s.quota())
@@ -383,16 +396,15 @@ func (s *Store) write(ctx context.Context, c cid.Cid, r io.Reader, maxSize int64
 	return nil
 }
 
-// Get returns the blob c, checking its hash (see Store), as a job's use of it.
-func (s *Store) Get(ctx context.Context, c cid.Cid) ([]byte, error) {
-	return s.get(ctx, c, MaxBlobSize)
-}
-
-// get is Get for a blob of at most maxSize bytes; a larger one is ErrTooLarge, unread.
-// A file this Store already checked, unchanged since, is read without hashing it again:
-// a stranger naming a stored 64 MiB binary in job after job made the worker read and hash
-// it each time (1.2-1.8 GB/s of work for 99-byte requests).
-func (s *Store) get(ctx context.Context, c cid.Cid, maxSize int64) ([]byte, error) {
+// Get returns the blob c, checking its hash (see Store), as a job's use of it. A blob
+// larger than maxSize (0 means MaxBlobSize) is ErrTooLarge, unread. A file this Store
+// already checked, unchanged since, is read without hashing it again: a stranger naming a
+// stored 64 MiB binary in job after job made the worker read and hash it each time
+// (1.2-1.8 GB/s of work for 99-byte requests).
+func (s *Store) Get(ctx context.Context, c cid.Cid, maxSize int64) ([]byte, error) {
+	if maxSize <= 0 || maxSize > MaxBlobSize {
+		maxSize = MaxBlobSize
+	}
 	f, fi, err := s.open(ctx, c)
 	if err != nil {
 		return nil, err
@@ -486,6 +498,12 @@ func (s *Store) open(ctx context.Context, c cid.Cid) (*os.File, fs.FileInfo, err
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, nil, err
+	}
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return nil, nil, fmt.Errorf("open %s: %w", c, ErrClosed)
 	}
 	f, err := os.Open(s.path(c))
 	if errors.Is(err, fs.ErrNotExist) {

@@ -1,4 +1,4 @@
-package jobs
+package store
 
 import (
 	"bytes"
@@ -30,7 +30,7 @@ func TestStoreRoundTrip(t *testing.T) {
 		if !st.Has(c) {
 			t.Fatalf("Has(%s): got false", c)
 		}
-		got, err := st.Get(ctx, c)
+		got, err := st.Get(ctx, c, 0)
 		if err != nil || !bytes.Equal(got, b) {
 			t.Fatalf("Get: got %d bytes, %v; want %d bytes", len(got), err, len(b))
 		}
@@ -52,7 +52,7 @@ func TestStoreNotFound(t *testing.T) {
 	if st.Has(c) {
 		t.Fatal("Has: got true for an absent blob")
 	}
-	if _, err := st.Get(context.Background(), c); !errors.Is(err, ErrNotFound) {
+	if _, err := st.Get(context.Background(), c, 0); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("got %v, want ErrNotFound", err)
 	}
 }
@@ -92,7 +92,7 @@ func TestStoreCorruption(t *testing.T) {
 			if err := tt.corrupt(st.path(c)); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := st.Get(ctx, c); !errors.Is(err, cids.ErrMismatch) {
+			if _, err := st.Get(ctx, c, 0); !errors.Is(err, cids.ErrMismatch) {
 				t.Fatalf("Get: got %v, want ErrMismatch", err)
 			}
 			if st.Has(c) {
@@ -164,7 +164,7 @@ func TestStoreConcurrentPut(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	got, err := st.Get(ctx, cids.Sum(data))
+	got, err := st.Get(ctx, cids.Sum(data), 0)
 	if err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("got %d bytes, %v", len(got), err)
 	}
@@ -202,7 +202,7 @@ func TestPutRepairsTornFile(t *testing.T) {
 	if _, err := st.Put(ctx, blob); err != nil {
 		t.Fatal(err)
 	}
-	got, err := st.Get(ctx, c)
+	got, err := st.Get(ctx, c, 0)
 	if err != nil || !bytes.Equal(got, blob) {
 		t.Fatalf("got %q, %v; want %q", got, err, blob)
 	}
@@ -224,7 +224,7 @@ func TestStoreQuota(t *testing.T) {
 		}
 		cs = append(cs, c)
 	}
-	if _, err := st.Get(ctx, cs[0]); err != nil { // now 1 is the least recently used
+	if _, err := st.Get(ctx, cs[0], 0); err != nil { // now 1 is the least recently used
 		t.Fatal(err)
 	}
 	rc, _, err := st.Open(ctx, cs[1]) // serving it does not change that
@@ -248,7 +248,7 @@ func TestStoreQuota(t *testing.T) {
 	if _, err := st.Put(ctx, make([]byte, 12<<10+1)); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("blob above the quota: got %v, want ErrTooLarge", err)
 	}
-	unpin := []func(){st.pin(cs[0]), st.pin(cs[2]), st.pin(c3)}
+	unpin := []func(){st.Pin(cs[0]), st.Pin(cs[2]), st.Pin(c3)}
 	if _, err := st.Put(ctx, blob(4)); !errors.Is(err, ErrFull) {
 		t.Errorf("all blobs pinned: got %v, want ErrFull", err)
 	}
@@ -310,7 +310,7 @@ func TestStoreSkipsRehash(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, err := st.Get(ctx, c); err != nil || !bytes.Equal(got, blob) {
+	if got, err := st.Get(ctx, c, 0); err != nil || !bytes.Equal(got, blob) {
 		t.Fatalf("Get: got %q, %v", got, err)
 	}
 	if !st.wasChecked(c, fi) {
@@ -325,7 +325,7 @@ func TestStoreSkipsRehash(t *testing.T) {
 	if err := os.Rename(torn, st.path(c)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.Get(ctx, c); !errors.Is(err, cids.ErrMismatch) {
+	if _, err := st.Get(ctx, c, 0); !errors.Is(err, cids.ErrMismatch) {
 		t.Fatalf("replaced file: got %v, want ErrMismatch", err)
 	}
 	if st.Has(c) {
@@ -333,15 +333,15 @@ func TestStoreSkipsRehash(t *testing.T) {
 	}
 }
 
-// TestStoreRemovesPartialWrites checks that OpenStore removes the temporary files a crash
+// TestStoreRemovesPartialWrites checks that Open removes the temporary files a crash
 // leaves behind mid-write, and counts the blobs it keeps.
 //
-// With the defence off (run once: no cleanup in OpenStore) both 4 MiB partial writes stayed:
+// With the defence off (run once: no cleanup in Open) both 4 MiB partial writes stayed:
 // "got files [.tmp-123 .tmp-456 bafk…]".
 func TestStoreRemovesPartialWrites(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	st, err := OpenStore(dir)
+	st, err := Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -354,7 +354,7 @@ func TestStoreRemovesPartialWrites(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	st, err = OpenStore(dir)
+	st, err = Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -363,5 +363,27 @@ func TestStoreRemovesPartialWrites(t *testing.T) {
 	}
 	if got := st.Used(); got != blockSize {
 		t.Errorf("used: got %d, want %d (4 bytes in one block)", got, blockSize)
+	}
+}
+
+// TestStoreClose checks that a closed store neither reads nor writes.
+func TestStoreClose(t *testing.T) {
+	ctx := context.Background()
+	st := newStore(t)
+	c, err := st.Put(ctx, []byte("kept"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Get(ctx, c, 0); !errors.Is(err, ErrClosed) {
+		t.Errorf("Get: got %v, want ErrClosed", err)
+	}
+	if _, _, err := st.Open(ctx, c); !errors.Is(err, ErrClosed) {
+		t.Errorf("Open: got %v, want ErrClosed", err)
+	}
+	if _, err := st.Put(ctx, []byte("new")); !errors.Is(err, ErrClosed) {
+		t.Errorf("Put: got %v, want ErrClosed", err)
 	}
 }

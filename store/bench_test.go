@@ -1,4 +1,4 @@
-package jobs
+package store
 
 import (
 	"bytes"
@@ -19,7 +19,7 @@ func BenchmarkFetchBlob(b *testing.B) {
 		b.Fatal(err)
 	}
 	src := newStore(b)
-	ServeBlobs(server, src, nil)
+	serve(b, server, src)
 	c, err := src.Put(ctx, blob)
 	if err != nil {
 		b.Fatal(err)
@@ -32,7 +32,7 @@ func BenchmarkFetchBlob(b *testing.B) {
 			b.Fatal(err)
 		}
 		t1 := time.Now()
-		if err := FetchBlob(ctx, client, server.ID(), c, dstFetch, 0); err != nil {
+		if err := Fetch(ctx, client, server.ID(), c, dstFetch, 0); err != nil {
 			b.Fatal(err)
 		}
 		local, fetch = append(local, t1.Sub(t0)), append(fetch, time.Since(t1))

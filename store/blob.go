@@ -1,4 +1,4 @@
-package jobs
+package store
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 
 	"github.com/gridnode/gridnode/cids"
 	"github.com/gridnode/gridnode/protocol"
@@ -15,13 +16,51 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
-// ServeBlobs serves st's blobs on /gridnode/blob/1.0.0 until the handler is removed or the
-// host closes; for peers that only submit. A Worker serves blobs itself.
-func ServeBlobs(h host.Host, st *Store, log *slog.Logger) {
-	log = orDiscard(log)
-	h.SetStreamHandler(protocol.BlobID, func(s network.Stream) {
-		serveBlob(context.Background(), s, st, log)
-	})
+// Server answers blob requests from a store's blobs: Handle is the blob protocol's stream
+// handler, registered once by the node that owns the store.
+type Server struct {
+	st  *Store
+	log *slog.Logger
+
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu     sync.Mutex
+	closed bool
+}
+
+// NewServer returns a Server of st's blobs; log may be nil.
+func NewServer(st *Store, log *slog.Logger) *Server {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Server{st: st, log: orDiscard(log), ctx: ctx, cancel: cancel}
+}
+
+// Handle answers one blob request on s; after Close it resets s.
+func (sv *Server) Handle(s network.Stream) {
+	sv.mu.Lock()
+	if sv.closed {
+		sv.mu.Unlock()
+		s.Reset()
+		return
+	}
+	sv.wg.Add(1)
+	sv.mu.Unlock()
+	defer sv.wg.Done()
+	stop := context.AfterFunc(sv.ctx, func() { s.Reset() })
+	defer stop()
+	serveBlob(sv.ctx, s, sv.st, sv.log)
+}
+
+// Close resets the streams being served and waits for their handlers to return. The caller
+// removes the handler from its host first.
+func (sv *Server) Close() error {
+	sv.mu.Lock()
+	sv.closed = true
+	sv.mu.Unlock()
+	sv.cancel()
+	sv.wg.Wait()
+	return nil
 }
 
 // serveBlob answers one blob request: a BlobResponse header, then the raw bytes.
@@ -67,18 +106,19 @@ func serveBlob(ctx context.Context, s network.Stream, st *Store, log *slog.Logge
 	s.Close()
 }
 
-// FetchBlob pulls blob c from peer p into st, hashing while it receives; a blob larger than
-// maxSize or whose bytes do not hash to c is discarded and nothing is stored.
-func FetchBlob(ctx context.Context, h host.Host, p peer.ID, c cid.Cid, st *Store, maxSize int64) error {
+// Fetch pulls blob c from peer p into st, hashing while it receives; a blob larger than
+// maxSize (0 means MaxBlobSize) or whose bytes do not hash to c is discarded and nothing is
+// stored.
+func Fetch(ctx context.Context, h host.Host, p peer.ID, c cid.Cid, st *Store, maxSize int64) error {
 	return withBlob(ctx, h, p, c, maxSize, func(r io.Reader, size int64) error {
 		return st.PutReader(ctx, c, r, size)
 	})
 }
 
-// fetchBytes pulls blob c from peer p into memory, hashing while it receives, and returns
+// FetchBytes pulls blob c from peer p into memory, hashing while it receives, and returns
 // the verified bytes; nothing is stored. Memory grows with the bytes that arrive, not with
-// the size the peer claims.
-func fetchBytes(ctx context.Context, h host.Host, p peer.ID, c cid.Cid, maxSize int64) ([]byte, error) {
+// the size the peer claims; a blob larger than maxSize (0 means MaxBlobSize) is refused.
+func FetchBytes(ctx context.Context, h host.Host, p peer.ID, c cid.Cid, maxSize int64) ([]byte, error) {
 	var b []byte
 	err := withBlob(ctx, h, p, c, maxSize, func(r io.Reader, size int64) error {
 		v := cids.NewVerifier(c)

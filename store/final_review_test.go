@@ -1,4 +1,4 @@
-package jobs
+package store
 
 import (
 	"bytes"
@@ -19,7 +19,7 @@ import (
 func TestFinalHeldStoreMemoReplacedFile(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	s, err := OpenStore(dir)
+	s, err := Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +32,7 @@ func TestFinalHeldStoreMemoReplacedFile(t *testing.T) {
 	old := time.Now().Add(-time.Minute)
 	os.Chtimes(p, old, old)
 	for range 2 { // the first read checks and memoises, the second uses the memo
-		if b, err := s.Get(ctx, c); err != nil || !bytes.Equal(b, good) {
+		if b, err := s.Get(ctx, c, 0); err != nil || !bytes.Equal(b, good) {
 			t.Fatalf("get: %v", err)
 		}
 	}
@@ -42,18 +42,18 @@ func TestFinalHeldStoreMemoReplacedFile(t *testing.T) {
 	os.WriteFile(tmp, evil, 0o600)
 	os.Chtimes(tmp, fi.ModTime(), fi.ModTime())
 	os.Rename(tmp, p)
-	if b, err := s.Get(ctx, c); !errors.Is(err, cids.ErrMismatch) {
+	if b, err := s.Get(ctx, c, 0); !errors.Is(err, cids.ErrMismatch) {
 		t.Errorf("replaced file, same size and mtime: got %v, %d bytes equal to evil: %v", err, len(b), bytes.Equal(b, evil))
 	}
 	// In place within the racy margin: never memoised.
 	if _, err := s.Put(ctx, good); err != nil {
 		t.Fatal(err)
 	}
-	s.Get(ctx, c)
+	s.Get(ctx, c, 0)
 	f, _ := os.OpenFile(p, os.O_WRONLY, 0)
 	f.WriteAt(evil, 0)
 	f.Close()
-	if _, err := s.Get(ctx, c); !errors.Is(err, cids.ErrMismatch) {
+	if _, err := s.Get(ctx, c, 0); !errors.Is(err, cids.ErrMismatch) {
 		t.Errorf("rewritten in place: got %v", err)
 	}
 }

@@ -1,4 +1,4 @@
-package jobs
+package store
 
 import (
 	"bytes"
@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"testing"
+	"time"
 
 	"github.com/gridnode/gridnode/cids"
 	"github.com/gridnode/gridnode/protocol"
@@ -28,17 +29,17 @@ func TestFetchBlob(t *testing.T) {
 	ctx := context.Background()
 	client, server := connected(t)
 	src, dst := newStore(t), newStore(t)
-	ServeBlobs(server, src, nil)
+	serve(t, server, src)
 	blob := make([]byte, 3<<20+17)
 	rand.Read(blob)
 	c, err := src.Put(ctx, blob)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := FetchBlob(ctx, client, server.ID(), c, dst, 0); err != nil {
+	if err := Fetch(ctx, client, server.ID(), c, dst, 0); err != nil {
 		t.Fatal(err)
 	}
-	got, err := dst.Get(ctx, c)
+	got, err := dst.Get(ctx, c, 0)
 	if err != nil || !bytes.Equal(got, blob) {
 		t.Fatalf("got %d bytes, %v; want %d bytes", len(got), err, len(blob))
 	}
@@ -55,7 +56,7 @@ func TestFetchBlob(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			want, _ := cids.Cast(tt.c())
-			err := FetchBlob(ctx, client, server.ID(), want, newStore(t), tt.max)
+			err := Fetch(ctx, client, server.ID(), want, newStore(t), tt.max)
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("got %v, want %v", err, tt.want)
 			}
@@ -100,7 +101,7 @@ func TestFetchBlobLiar(t *testing.T) {
 				s.Close()
 			})
 			st := newStore(t)
-			err := FetchBlob(ctx, client, server.ID(), cids.Sum(real), st, 0)
+			err := Fetch(ctx, client, server.ID(), cids.Sum(real), st, 0)
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("got %v, want %v", err, tt.want)
 			}
@@ -108,5 +109,50 @@ func TestFetchBlobLiar(t *testing.T) {
 				t.Fatalf("store not empty after a failed fetch: %v", names)
 			}
 		})
+	}
+}
+
+// TestServerClose checks that closing a Server resets the blob streams it is serving,
+// waits for their handlers, and refuses new requests.
+func TestServerClose(t *testing.T) {
+	ctx := context.Background()
+	client, server := connected(t)
+	st := newStore(t)
+	blob := make([]byte, 32<<20) // far more than the transport buffers
+	rand.Read(blob)
+	c, err := st.Put(ctx, blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sv := NewServer(st, nil)
+	server.SetStreamHandler(protocol.BlobID, sv.Handle)
+	s, err := client.NewStream(ctx, server.ID(), protocol.BlobID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Reset()
+	s.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := protocol.WriteMsg(s, &protocol.BlobRequest{Cid: c.Bytes()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := protocol.ReadBlobHeader(s, MaxBlobSize); err != nil {
+		t.Fatal(err)
+	}
+	// The handler now blocks on flow control: the client reads no more until Close returns.
+	closed := make(chan error, 1)
+	go func() { closed <- sv.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return while a blob was being served")
+	}
+	if n, err := io.Copy(io.Discard, s); err == nil || n >= int64(len(blob)) {
+		t.Errorf("after Close: read %d of %d bytes, %v; want a reset stream", n, len(blob), err)
+	}
+	if err := Fetch(ctx, client, server.ID(), c, newStore(t), 0); err == nil {
+		t.Error("a closed server still serves")
 	}
 }
