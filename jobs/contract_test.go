@@ -55,9 +55,10 @@ func TestTally(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tl := newTally(tt.quorum)
+			tl := newTally(tt.quorum, true, true)
 			for i, v := range tt.votes {
-				if got, want := tl.add(v), i == tt.acceptAt; got != want {
+				// Every vote anchored and from its own prefix: the counting alone.
+				if got, want := tl.add(vote{v: v, prefix: fmt.Sprint(i), anchored: true}), i == tt.acceptAt; got != want {
 					t.Fatalf("add(vote %d): got %v, want %v", i, got, want)
 				}
 			}
@@ -218,7 +219,7 @@ func TestWorkerRejectionReachesSubmitter(t *testing.T) {
 
 	t.Run("one of three rejects", func(t *testing.T) {
 		g := newGrid(t, WorkerConfig{Runner: upper, Validate: strict}, WorkerConfig{Runner: upper}, WorkerConfig{Runner: upper})
-		g.preferFirst(g.hosts[0].ID())
+		g.placeFirst(g.hosts[0].ID())
 		rep, err := g.sub.Submit(context.Background(), Request{Binary: testBinary, Input: []byte("x"), Replicas: 2})
 		if err != nil || string(rep.Output) != "X" {
 			t.Fatalf("got %v, %+v; want output X from the two others", err, rep)
@@ -453,6 +454,9 @@ func TestFakePlatformSubmitter(t *testing.T) {
 		}
 		return found(ctx, arch)
 	})
+	mu.Lock()
+	asked = nil // newSubmitter asked once, to trust the workers
+	mu.Unlock()
 	rep, err := sub.Submit(context.Background(), Request{Binary: testBinary, Input: []byte("from a mac"), Replicas: 2})
 	if err != nil || string(rep.Output) != "FROM A MAC" {
 		t.Fatalf("got %v, %+v; want output FROM A MAC", err, rep)

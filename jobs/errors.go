@@ -13,6 +13,10 @@ var (
 	// ErrNoQuorum is returned when the replicas that ran did not reach the quorum.
 	ErrNoQuorum = errors.New("no quorum")
 
+	// ErrNoTrust is returned when no quorum could be anchored: no worker that can take the
+	// job is trusted or has an established record, and the job is not run locally.
+	ErrNoTrust = errors.New("no trusted quorum possible")
+
 	// ErrRejected is returned when the binary is not a job the sandbox accepts: refused
 	// locally before sending, or by the workers with the protocol's REJECTED code (it is
 	// that code's sentinel).

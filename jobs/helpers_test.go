@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -145,7 +146,13 @@ func newSubmitter(t testing.TB, find func(context.Context, string) ([]peer.AddrI
 	t.Helper()
 	h, st := newHost(t), newStore(t)
 	serveStore(t, h, st)
-	sub, err := NewSubmitter(SubmitterConfig{Host: h, Store: st, FindWorkers: find})
+	// It trusts the workers find lists now, and they are all on 127.0.0.1.
+	cfg := SubmitterConfig{Host: h, Store: st, FindWorkers: find, SamePrefix: true}
+	ais, _ := find(context.Background(), sandbox.ArchAMD64)
+	for _, ai := range ais {
+		cfg.Trusted = append(cfg.Trusted, ai.ID)
+	}
+	sub, err := NewSubmitter(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,6 +218,10 @@ func newGrid(t testing.TB, cfgs ...WorkerConfig) *grid {
 		t.Fatal(err)
 	}
 	g.sub = sub
+	for _, h := range g.hosts {
+		sub.Trust(h.ID())
+	}
+	sub.cfg.SamePrefix = true // every worker is on 127.0.0.1
 	return g
 }
 
@@ -268,14 +279,27 @@ func (h *countingHost) asked(id p2pproto.ID) int {
 	return h.out[id]
 }
 
-// preferFirst makes the submitter try p before the other workers.
-func (g *grid) preferFirst(p peer.ID) {
+// placeFirst makes the submitter place the workers ps first, in that order, instead of
+// drawing them by weight.
+func (g *grid) placeFirst(ps ...peer.ID) {
+	rank := map[peer.ID]int{}
+	for r, p := range ps {
+		rank[p] = r - len(ps)
+	}
+	g.sub.order = func(cs []*candidate) {
+		slices.SortStableFunc(cs, func(a, b *candidate) int { return rank[a.offer.Peer] - rank[b.offer.Peer] })
+	}
+}
+
+// trustOnly makes the submitter trust exactly the workers idx (none: nobody). newGrid
+// trusts them all, as an owner trusts their own machines, so that tests of other things
+// are not tests of trust.
+func (g *grid) trustOnly(idx ...int) {
 	g.sub.mu.Lock()
-	defer g.sub.mu.Unlock()
-	for _, h := range g.hosts {
-		if h.ID() != p {
-			g.sub.disagreed[h.ID()]++
-		}
+	clear(g.sub.trusted)
+	g.sub.mu.Unlock()
+	for _, i := range idx {
+		g.sub.Trust(g.hosts[i].ID())
 	}
 }
 

@@ -37,6 +37,9 @@ type ReplicaJSON struct {
 	ReceiptValid bool   `json:"receipt_valid"`
 	Receipt      []byte `json:"receipt"` // the sealed receipt, base64
 	Error        string `json:"error"`   // why it does not count; "" when it does
+	Anchor       string `json:"anchor"`  // trusted, established, local, or "" for a stranger
+	Prefix       string `json:"prefix"`  // network prefix of the connection that carried the job
+	Local        bool   `json:"local"`   // this machine's own run (--verify-local)
 	CPUMs        int64  `json:"cpu_ms"`
 	WallMs       int64  `json:"wall_ms"`
 }
@@ -49,6 +52,7 @@ var errorKinds = []struct {
 	{"rejected", ErrRejected},
 	{"no_workers", ErrNoWorkers},
 	{"no_quorum", ErrNoQuorum},
+	{"no_trust", ErrNoTrust},
 	{"timeout", context.DeadlineExceeded},
 	{"cancelled", context.Canceled},
 }
@@ -66,6 +70,7 @@ func JSON(rep *Report, err error) *ReportJSON {
 				Worker: r.Worker.String(), Status: r.Status, ExitCode: r.ExitCode, Signal: r.Signal,
 				OutputCID: cidString(r.OutputCID), StderrCID: cidString(r.StderrCID),
 				ReceiptValid: r.ReceiptValid, Receipt: r.Receipt,
+				Anchor: r.Anchor, Prefix: r.Prefix, Local: r.Local,
 				CPUMs: r.CPU.Milliseconds(), WallMs: r.Wall.Milliseconds(),
 			}
 			if r.Err != nil {

@@ -520,9 +520,7 @@ func TestReviewHeldHostileWorkerOutputs(t *testing.T) {
 		return sandbox.Result{Status: sandbox.StatusExited, Output: out, OutputCID: cids.Sum([]byte("another output"))}, nil
 	})
 	g := newGrid(t, WorkerConfig{Runner: huge}, WorkerConfig{Runner: huge}, WorkerConfig{Runner: huge}, WorkerConfig{Runner: upper}, WorkerConfig{Runner: upper})
-	for _, h := range g.hosts[3:] {
-		g.sub.disagreed[h.ID()]++ // the hostile ones first
-	}
+	g.placeFirst(g.hosts[0].ID(), g.hosts[1].ID(), g.hosts[2].ID()) // the hostile ones first
 	h0 := heapNow()
 	rep, err := g.sub.Submit(context.Background(), Request{Binary: testBinary, Input: []byte("ok"), Replicas: 2, Quorum: 2, MaxReplicas: 5,
 		Limits: sandbox.Limits{MaxOutput: protocol.MaxOutput}})

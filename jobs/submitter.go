@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"math"
 	mrand "math/rand/v2"
 	"os"
 	"slices"
@@ -39,6 +41,19 @@ type Request struct {
 	// MaxReplicas bounds the workers that run the job, retries included, at least
 	// Replicas; 0 means 2*Replicas+1. Refusals do not count.
 	MaxReplicas int
+	// Trust lists workers whose replicas anchor a quorum, besides the submitter's own
+	// trusted list and the workers with an established record (docs/TRUST.md).
+	Trust []peer.ID
+	// VerifyLocal also runs the job in this machine's sandbox; that run anchors the
+	// quorum and counts as one of its votes.
+	VerifyLocal bool
+	// SamePrefix counts replicas from one network prefix (/24, /48) as many votes, not
+	// one: for a testnet on one machine or a grid on one LAN.
+	SamePrefix bool
+	// Adaptive runs the job on one established worker alone (with at least
+	// adaptiveAgreed agreements), except with probability adaptiveCheck, as BOINC's
+	// adaptive replication does.
+	Adaptive bool
 }
 
 // Settle gives r's unset counts their defaults and reports counts that contradict each
@@ -98,6 +113,11 @@ type Replica struct {
 	Receipt      []byte // the sealed receipt as received
 	CPU, Wall    time.Duration
 	Reason       string // the worker's words for how the job ended (not signed)
+	Prefix       string // the network prefix of the connection that carried the job
+	Local        bool   // this machine's own run (Request.VerifyLocal), not a worker's
+	// Anchor says why this replica may anchor a quorum: "trusted", "established" (its
+	// record), "local" (this machine's run), or "" for a stranger.
+	Anchor string
 	// Err is why the replica does not count, nil when it does: a refusal (ErrRefused and
 	// the worker's coded error: protocol.ErrBusy, ErrRejected, ...), a failure, a bad
 	// receipt (ErrBadReceipt), ErrDisagrees, or ErrNotNeeded.
@@ -117,6 +137,14 @@ type Report struct {
 type SubmitterConfig struct {
 	Host  host.Host
 	Store *store.Store // holds the binaries and inputs sent; the node serves it to workers
+	// Records is the submitter's record of workers; nil keeps one in memory.
+	Records *Records
+	// Trusted lists workers whose replicas anchor every quorum (the owner's own machines).
+	Trusted []peer.ID
+	// SamePrefix sets Request.SamePrefix for every job (a testnet on one machine).
+	SamePrefix bool
+	// Local runs jobs for Request.VerifyLocal; nil means this machine cannot.
+	Local Runner
 	// FindWorkers returns candidate workers for jobs of an architecture ("linux/amd64");
 	// the submitter skips itself.
 	FindWorkers func(ctx context.Context, arch string) ([]peer.AddrInfo, error)
@@ -130,12 +158,15 @@ type Submitter struct {
 	cfg SubmitterConfig
 	log *slog.Logger
 
-	mu        sync.Mutex
-	disagreed map[peer.ID]int // local reputation: how often a worker lost a vote
+	records *Records
+
+	mu      sync.Mutex
+	trusted map[peer.ID]bool // cfg.Trusted and what Trust added
 
 	progressMu sync.Mutex // Progress is called from several goroutines
 
-	ignoreSlots bool // tests: ask workers whose offer shows no free slot, in reputation order
+	ignoreSlots bool                  // tests: ask workers whose offer shows no free slot
+	order       func(cs []*candidate) // tests: reorder the candidates after the weighted draw
 }
 
 // NewSubmitter returns a Submitter. Workers pull the binaries (and inputs too large to go
@@ -144,7 +175,21 @@ func NewSubmitter(cfg SubmitterConfig) (*Submitter, error) {
 	if cfg.Host == nil || cfg.Store == nil || cfg.FindWorkers == nil {
 		return nil, errors.New("new submitter: Host, Store and FindWorkers are required")
 	}
-	return &Submitter{cfg: cfg, log: orDiscard(cfg.Logger), disagreed: make(map[peer.ID]int)}, nil
+	s := &Submitter{cfg: cfg, log: orDiscard(cfg.Logger), records: cfg.Records, trusted: make(map[peer.ID]bool)}
+	if s.records == nil {
+		s.records, _ = OpenRecords("") // in memory: cannot fail
+	}
+	s.Trust(cfg.Trusted...)
+	return s, nil
+}
+
+// Trust adds workers whose replicas anchor every quorum from now on.
+func (s *Submitter) Trust(ps ...peer.ID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range ps {
+		s.trusted[p] = true
+	}
 }
 
 func (s *Submitter) progress(format string, args ...any) {
@@ -157,12 +202,16 @@ func (s *Submitter) progress(format string, args ...any) {
 	}
 }
 
+// Records returns the submitter's record of workers.
+func (s *Submitter) Records() *Records { return s.records }
+
 // job is a prepared request.
 type job struct {
 	Request
 	jobCID, inputCID cid.Cid
 	inline           bool
 	arch             string
+	trusted          map[peer.ID]bool
 }
 
 // Submit runs req on R workers, more on failure or disagreement up to MaxReplicas, and
@@ -176,11 +225,20 @@ func (s *Submitter) Submit(ctx context.Context, req Request) (*Report, error) {
 		return nil, err
 	}
 	rep := &Report{JobCID: j.jobCID, InputCID: j.inputCID}
-	offers, err := s.workers(ctx, j)
+	cands, err := s.workers(ctx, j, nil)
 	if err != nil {
 		return rep, err
 	}
-	return s.dispatch(ctx, j, offers, rep)
+	if !j.VerifyLocal && !slices.ContainsFunc(cands, func(c *candidate) bool { return c.anchor != "" }) {
+		return rep, fmt.Errorf("submit: %w: none of the %s that can take the job is trusted or has an established record with you (%d agreements with accepted results, none against), and a quorum of strangers proves nothing; trust workers you know (--trust PEERID, --trust-file) or run the job here too (--verify-local): see docs/TRUST.md",
+			ErrNoTrust, plural(len(cands), "worker"), Established)
+	}
+	defer func() {
+		if err := s.records.Save(); err != nil {
+			s.log.Warn("worker records not saved", "err", err)
+		}
+	}()
+	return s.dispatch(ctx, j, cands, rep)
 }
 
 func (s *Submitter) prepare(ctx context.Context, req Request) (*job, error) {
@@ -204,7 +262,17 @@ func (s *Submitter) prepare(ctx context.Context, req Request) (*job, error) {
 	if err != nil {
 		return nil, fmt.Errorf("submit: %w: %s", ErrRejected, strings.TrimPrefix(err.Error(), "rejected: "))
 	}
+	if req.VerifyLocal && s.cfg.Local == nil {
+		return nil, fmt.Errorf("submit: --verify-local: %w: this machine cannot run %s jobs", sandbox.ErrUnsupported, arch)
+	}
 	j := &job{Request: req, inline: len(req.Input) <= protocol.MaxInline, arch: arch}
+	j.SamePrefix = j.SamePrefix || s.cfg.SamePrefix
+	s.mu.Lock()
+	j.trusted = maps.Clone(s.trusted)
+	s.mu.Unlock()
+	for _, p := range req.Trust {
+		j.trusted[p] = true
+	}
 	if j.jobCID, err = s.cfg.Store.Put(ctx, req.Binary); err != nil {
 		return nil, fmt.Errorf("submit: store binary: %w", err)
 	}
@@ -229,61 +297,132 @@ const (
 	offerGrace = time.Second
 )
 
-// workers returns the live offers that fit j, best first.
-func (s *Submitter) workers(ctx context.Context, j *job) ([]*protocol.Offer, error) {
+// candidate is a worker whose live offer fits the job.
+type candidate struct {
+	offer  *protocol.Offer
+	prefix string // of the connection the offer came on
+	record Record
+	anchor string // "trusted", "established" or ""
+	weight float64
+}
+
+// Waiting for a slot: when every worker that can take the job is busy, the submitter asks
+// again after slotWaitMin, doubling up to slotWaitMax, until a slot is free or the
+// submit's context ends (--timeout).
+const (
+	slotWaitMin = 250 * time.Millisecond
+	slotWaitMax = 4 * time.Second
+)
+
+// workers returns the workers whose live offers fit j, other than exclude, in a random
+// order weighted by the submitter's record of them. When all of them are busy it waits for
+// a free slot.
+func (s *Submitter) workers(ctx context.Context, j *job, exclude map[peer.ID]bool) ([]*candidate, error) {
+	wait := slotWaitMin
+	for said := false; ; said = true {
+		cands, busy, err := s.findFit(ctx, j, exclude, !said)
+		switch {
+		case err != nil:
+			return nil, err
+		case len(cands) > 0:
+			s.weigh(cands, j)
+			return cands, nil
+		case busy == 0:
+			return nil, fmt.Errorf("submit: %w: none of the %s workers found can take the job", ErrNoWorkers, j.arch)
+		case !said:
+			s.progress("all %s that can take the job are busy; waiting for a free slot", plural(busy, "worker"))
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("submit: waiting for a free slot: %w", ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, slotWaitMax)
+	}
+}
+
+// findFit finds candidates for j on the DHT and asks them for offers; busy is how many
+// fit but had no free slot.
+func (s *Submitter) findFit(ctx context.Context, j *job, exclude map[peer.ID]bool, talk bool) (fit []*candidate, busy int, err error) {
 	found, err := s.cfg.FindWorkers(ctx, j.arch)
 	if err != nil {
-		return nil, fmt.Errorf("submit: find %s workers: %w", j.arch, err)
+		if ctx.Err() != nil {
+			return nil, 0, fmt.Errorf("submit: %w", ctx.Err())
+		}
+		return nil, 0, fmt.Errorf("submit: %w: find %s workers: %v", ErrNoWorkers, j.arch, err)
 	}
-	self := s.cfg.Host.ID()
-	seen := map[peer.ID]bool{self: true}
+	seen := map[peer.ID]bool{s.cfg.Host.ID(): true}
 	var cands []peer.AddrInfo
 	for _, ai := range found {
-		if !seen[ai.ID] && ai.ID != "" {
+		if !seen[ai.ID] && !exclude[ai.ID] && ai.ID != "" {
 			seen[ai.ID] = true
 			cands = append(cands, ai)
 		}
 	}
 	if len(cands) == 0 {
-		return nil, fmt.Errorf("submit: %w: no %s workers found", ErrNoWorkers, j.arch)
+		if len(exclude) > 0 {
+			return nil, 0, fmt.Errorf("submit: %w: no %s worker found that has not had the job", ErrNoWorkers, j.arch)
+		}
+		return nil, 0, fmt.Errorf("submit: %w: no %s workers found", ErrNoWorkers, j.arch)
 	}
 	// A random order, so that where a candidate sits in the DHT's answer buys it nothing.
 	mrand.Shuffle(len(cands), func(a, b int) { cands[a], cands[b] = cands[b], cands[a] })
-	s.progress("asking %s for offers", plural(len(cands), "candidate"))
-	fit, asked := s.offers(ctx, j, cands)
+	if talk {
+		s.progress("asking %s for offers", plural(len(cands), "candidate"))
+	}
+	fit, busy, asked := s.offers(ctx, j, cands, talk)
 	switch {
 	case ctx.Err() != nil:
-		return nil, fmt.Errorf("submit: %w", ctx.Err())
-	case len(fit) < j.Quorum:
-		return nil, fmt.Errorf("submit: %w: a quorum of %d needs %d workers, and %d of %s can take the job", ErrNoWorkers, j.Quorum, j.Quorum, len(fit), plural(asked, "candidate"))
-	case len(fit) < j.Replicas:
+		return nil, 0, fmt.Errorf("submit: %w", ctx.Err())
+	case len(fit)+busy < j.Quorum && len(exclude) == 0:
+		return nil, 0, fmt.Errorf("submit: %w: a quorum of %d needs %d workers, and %d of %s can take the job", ErrNoWorkers, j.Quorum, j.Quorum, len(fit)+busy, plural(asked, "candidate"))
+	case len(fit) > 0 && len(fit) < j.Replicas && len(exclude) == 0 && talk:
 		s.progress("only %s can take the job, fewer than the %d replicas asked for", plural(len(fit), "worker"), j.Replicas)
+	case len(fit) > 0 && talk:
+		s.progress("%s can take the job", plural(len(fit), "worker"))
 	}
-	mrand.Shuffle(len(fit), func(a, b int) { fit[a], fit[b] = fit[b], fit[a] })
-	s.mu.Lock()
-	slices.SortStableFunc(fit, func(a, b *protocol.Offer) int {
-		c := cmp.Compare(s.disagreed[a.Peer], s.disagreed[b.Peer])
-		if s.ignoreSlots {
-			return c
+	return fit, busy, nil
+}
+
+// weigh gives each candidate its anchor and weight and puts them in a random order in
+// which a worker comes early with a probability that grows with its weight (a draw without
+// replacement: the key u^(1/w) of Efraimidis and Spirakis). A worker's claims decide only
+// whether it can take the job, never its place.
+func (s *Submitter) weigh(cs []*candidate, j *job) {
+	keys := make(map[*candidate]float64, len(cs))
+	for _, c := range cs {
+		c.record = s.records.Get(c.offer.Peer)
+		c.weight = c.record.weight()
+		switch {
+		case j.trusted[c.offer.Peer]:
+			c.anchor = "trusted"
+			if c.record.Disagreed == 0 {
+				c.weight = max(c.weight, 6)
+			}
+		case c.record.established():
+			c.anchor = "established"
 		}
-		return cmp.Or(c, cmp.Compare(b.SlotsFree, a.SlotsFree))
-	})
-	s.mu.Unlock()
-	s.progress("%s can take the job", plural(len(fit), "worker"))
-	return fit, nil
+		keys[c] = math.Pow(mrand.Float64(), 1/c.weight)
+	}
+	slices.SortFunc(cs, func(a, b *candidate) int { return cmp.Compare(keys[b], keys[a]) })
+	if s.order != nil {
+		s.order(cs)
+	}
 }
 
 // offers asks cands, in order and offerQueries at a time, for offers that fit j. It returns
 // them once it has MaxReplicas + Replicas, once it has max(Replicas, Quorum) and offerGrace
-// has passed since, or once every candidate was asked; asked is how many were.
-func (s *Submitter) offers(ctx context.Context, j *job, cands []peer.AddrInfo) (fit []*protocol.Offer, asked int) {
+// has passed since, or once every candidate was asked; busy is how many offers fit but had
+// no free slot, asked how many candidates were asked.
+func (s *Submitter) offers(ctx context.Context, j *job, cands []peer.AddrInfo, talk bool) (fit []*candidate, busy, asked int) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // queries still in flight are not needed
 	need, want := max(j.Replicas, j.Quorum), j.MaxReplicas+j.Replicas
 	type answer struct {
-		ai  peer.AddrInfo
-		o   *protocol.Offer
-		err error
+		ai     peer.AddrInfo
+		o      *protocol.Offer
+		prefix string
+		err    error
 	}
 	answers := make(chan answer, len(cands)) // late answers after a return do not block
 	var grace <-chan time.Time
@@ -294,8 +433,8 @@ collect:
 			ai := cands[asked]
 			asked, inflight = asked+1, inflight+1
 			go func() {
-				o, err := s.queryOffer(ctx, ai)
-				answers <- answer{ai, o, err}
+				o, prefix, err := s.queryOffer(ctx, ai)
+				answers <- answer{ai, o, prefix, err}
 			}()
 		}
 		if inflight == 0 || len(fit) >= want {
@@ -308,40 +447,47 @@ collect:
 			break collect
 		case a := <-answers:
 			inflight--
-			switch {
+			switch why := s.unfit(a.o, j); {
 			case errors.Is(a.err, context.DeadlineExceeded):
 				silent++
 				s.log.Debug("no offer in time", "peer", a.ai.ID, "err", a.err)
 			case a.err != nil:
-				s.progress("%s: no offer: %v", short(a.ai.ID), a.err)
-			default:
-				if why := s.unfit(a.o, j); why != "" {
+				if talk {
+					s.progress("%s: no offer: %v", short(a.ai.ID), a.err)
+				}
+			case why == "" && a.o.SlotsFree == 0 && !s.ignoreSlots:
+				busy++
+			case why != "":
+				if talk {
 					s.progress("%s: skipped: %s", short(a.ai.ID), why)
-				} else if fit = append(fit, a.o); len(fit) == need {
+				}
+			default:
+				if fit = append(fit, &candidate{offer: a.o, prefix: a.prefix}); len(fit) == need {
 					grace = time.After(offerGrace)
 				}
 			}
 		}
 	}
-	if silent > 0 {
+	if silent > 0 && talk {
 		s.progress("%s gave no offer within %v", plural(silent, "candidate"), offerTimeout)
 	}
-	return fit, asked
+	return fit, busy, asked
 }
 
-// queryOffer asks ai for its signed offer, bound to a fresh nonce, within offerTimeout.
-func (s *Submitter) queryOffer(ctx context.Context, ai peer.AddrInfo) (*protocol.Offer, error) {
+// queryOffer asks ai for its signed offer, bound to a fresh nonce, within offerTimeout,
+// and returns it with the network prefix of the connection it came on.
+func (s *Submitter) queryOffer(ctx context.Context, ai peer.AddrInfo) (*protocol.Offer, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, offerTimeout)
 	defer cancel()
 	h := s.cfg.Host
 	if len(ai.Addrs) > 0 {
 		if err := h.Connect(ctx, ai); err != nil {
-			return nil, err
+			return nil, "", err
 		}
 	}
 	st, err := h.NewStream(ctx, ai.ID, protocol.InfoID)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	stop := context.AfterFunc(ctx, func() { st.Reset() })
 	defer stop()
@@ -361,26 +507,26 @@ func (s *Submitter) queryOffer(ctx context.Context, ai peer.AddrInfo) (*protocol
 		if os.IsTimeout(err) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			err = fmt.Errorf("%w: %v", context.DeadlineExceeded, err)
 		}
-		return nil, err
+		return nil, "", err
 	}
 	st.Close()
 	o, signer, err := protocol.OpenOffer(resp.Offer)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if signer != ai.ID || !bytes.Equal(o.Nonce, nonce) {
-		return nil, fmt.Errorf("%w: offer signed by %s for another nonce or peer", protocol.ErrBadEnvelope, signer)
+		return nil, "", fmt.Errorf("%w: offer signed by %s for another nonce or peer", protocol.ErrBadEnvelope, signer)
 	}
-	return o, nil
+	return o, netPrefix(st.Conn().RemoteMultiaddr()), nil
 }
 
 // unfit says why offer o cannot take j, or "".
 func (s *Submitter) unfit(o *protocol.Offer, j *job) string {
 	switch {
+	case o == nil:
+		return ""
 	case o.Arch != j.arch:
 		return fmt.Sprintf("runs %s, job is for %s", o.Arch, j.arch)
-	case o.SlotsFree == 0 && !s.ignoreSlots:
-		return "no free slot"
 	case int64(len(j.Binary)) > o.Max.MaxBinary:
 		return fmt.Sprintf("binary of %d bytes above its %d", len(j.Binary), o.Max.MaxBinary)
 	case int64(len(j.Input)) > o.MaxInput:
@@ -400,72 +546,74 @@ type attempt struct {
 	stderr  []byte
 }
 
-// tally counts the verdicts of replicas until one has a quorum. It is pure, for testing.
-type tally struct {
-	quorum   int
-	votes    map[Verdict]int
-	accepted *Verdict
-}
+// Adaptive replication (Request.Adaptive): a worker with at least adaptiveAgreed
+// agreements and no disagreement may run a job alone, except with probability
+// adaptiveCheck, drawn for every job, when the job is replicated as usual.
+const (
+	adaptiveAgreed = 10
+	adaptiveCheck  = 0.1
+)
 
-func newTally(quorum int) *tally { return &tally{quorum: quorum, votes: make(map[Verdict]int)} }
-
-// add counts a replica's verdict and reports whether v has just reached the quorum. Votes
-// after a verdict was accepted do not count.
-func (t *tally) add(v Verdict) bool {
-	if t.accepted != nil {
-		return false
-	}
-	if t.votes[v]++; t.votes[v] >= t.quorum {
-		t.accepted = &v
-		return true
-	}
-	return false
-}
-
-// best is the most votes any verdict has.
-func (t *tally) best() int {
-	n := 0
-	for _, k := range t.votes {
-		n = max(n, k)
-	}
-	return n
-}
-
-// short is how many more agreeing replicas the quorum needs at least: 0 once accepted.
-func (t *tally) short() int {
-	if t.accepted != nil {
-		return 0
-	}
-	return t.quorum - t.best()
-}
-
-// dispatch sends j to the workers of offers, in order, until Quorum replicas agree or no
-// budget or workers remain. Once parent ends (a timeout, Ctrl-C) no replica more is sent.
-func (s *Submitter) dispatch(parent context.Context, j *job, offers []*protocol.Offer, rep *Report) (*Report, error) {
+// dispatch sends j to candidates until a verdict is accepted or the budget (MaxReplicas)
+// or the workers run out: at first Replicas of them, then, for every refusal, failure,
+// disagreement or missing anchor, as many more as the tally says are short, to workers
+// that have not had the job (an anchored one when only the anchor is missing, one in a
+// new network prefix where there is one), asking the DHT again when the candidates run
+// out. Once parent ends (a timeout, Ctrl-C) no replica more is sent.
+func (s *Submitter) dispatch(parent context.Context, j *job, cands []*candidate, rep *Report) (*Report, error) {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
+	t := newTally(j.Quorum, !j.SamePrefix, true)
+	first := j.Replicas
+	if c := cands[0]; j.Adaptive && c.anchor != "" && c.record.Agreed >= adaptiveAgreed && c.record.Disagreed == 0 {
+		if mrand.Float64() >= adaptiveCheck {
+			t = newTally(1, false, true)
+			first = 1
+			s.progress("adaptive: %s has %d agreements and none against; it runs the job alone", short(c.offer.Peer), c.record.Agreed)
+		} else {
+			s.progress("adaptive: this job is one of the 1 in %d that are replicated as usual", int(1/adaptiveCheck))
+		}
+	}
 	results := make(chan attempt)
-	next, used, inflight := 0, 0, 0
+	sent := map[peer.ID]bool{} // workers the job was sent to
+	ran := map[peer.ID]bool{}  // of those, the ones not to ask again (all but BUSY refusals)
+	prefixes := map[string]bool{}
+	spent, inflight := 0, 0
 	launch := func() bool {
-		if next >= len(offers) || used >= j.MaxReplicas || parent.Err() != nil {
+		if spent >= j.MaxReplicas || parent.Err() != nil {
 			return false
 		}
-		o := offers[next]
-		next, used, inflight = next+1, used+1, inflight+1
-		s.progress("%s: sending job %s", short(o.Peer), j.jobCID)
-		go func() { results <- s.runOne(ctx, o, j) }()
+		c := pick(cands, sent, prefixes, t.wantsAnchor(), !j.SamePrefix)
+		if c == nil {
+			return false
+		}
+		sent[c.offer.Peer], prefixes[c.prefix] = true, true
+		spent, inflight = spent+1, inflight+1
+		s.progress("%s: sending job %s", short(c.offer.Peer), j.jobCID)
+		go func() { results <- s.runOne(ctx, c, j) }()
 		return true
 	}
-	for range j.Replicas {
+	if j.VerifyLocal {
+		inflight++
+		s.progress("running the job here too (--verify-local)")
+		go func() { results <- s.runLocal(ctx, j) }()
+	}
+	for range first {
 		launch()
 	}
-	t := newTally(j.Quorum)
-	var agreed *attempt
+	var winner *attempt
+	var lastErr error // why the candidates could not be renewed
 	for inflight > 0 {
 		a := <-results
 		inflight--
-		if a.refused {
-			used--
+		switch {
+		case a.refused:
+			spent--
+			if !errors.Is(a.Err, protocol.ErrBusy) {
+				ran[a.Worker] = true
+			}
+		case !a.Local:
+			ran[a.Worker] = true
 		}
 		if t.accepted != nil && errors.Is(a.Err, context.Canceled) {
 			a.Err = ErrNotNeeded // cancelled once the quorum was reached
@@ -473,50 +621,127 @@ func (s *Submitter) dispatch(parent context.Context, j *job, offers []*protocol.
 		switch {
 		case t.accepted != nil: // a late result still counts against a worker that disagrees
 		case a.Err != nil:
-			s.progress("%s: %v", short(a.Worker), a.Err)
-		case t.add(a.Verdict):
-			agreed = &a
+			s.progress("%s: %v", a.name(), a.Err)
+		case t.add(vote{v: a.Verdict, prefix: a.Prefix, anchored: a.Anchor != ""}):
+			winner = &a
 			cancel() // the replicas still running are not needed
 		default:
-			s.progress("%s: %s, output %s (%d of %d needed)", short(a.Worker), a.Outcome(), a.OutputCID, t.votes[a.Verdict], j.Quorum)
+			s.progress("%s: %s, output %s (%d of %d needed%s)", a.name(), a.Outcome(), a.OutputCID, t.counted(t.votes[a.Verdict]), t.quorum, anchorNote(t, a))
 		}
 		rep.Replicas = append(rep.Replicas, a.Replica)
 		for inflight < t.short() && launch() {
 		}
-	}
-	if agreed == nil && parent.Err() != nil {
-		return rep, fmt.Errorf("submit: %w", parent.Err())
-	}
-	if agreed == nil {
-		var errs []string
-		for _, r := range rep.Replicas {
-			if r.Err != nil {
-				errs = append(errs, fmt.Sprintf("%s: %v", short(r.Worker), r.Err))
-			} else {
-				errs = append(errs, fmt.Sprintf("%s: %s", short(r.Worker), r.Outcome()))
+		if inflight == 0 && t.short() > 0 && spent < j.MaxReplicas && parent.Err() == nil && lastErr == nil {
+			// The candidates ran out: ask the DHT again, for workers that have not had the job
+			// (waiting for a free slot if they are all busy).
+			exclude := maps.Clone(ran)
+			exclude[s.cfg.Host.ID()] = true
+			more, err := s.workers(ctx, j, exclude)
+			if err != nil {
+				lastErr = err
+				continue
+			}
+			cands, sent = more, maps.Clone(ran)
+			for inflight < t.short() && launch() {
 			}
 		}
-		msg := fmt.Sprintf("%s answered, the most that agreed was %d of %d needed", plural(len(rep.Replicas), "worker"), t.best(), j.Quorum)
-		if len(errs) > 0 {
-			msg += "; " + strings.Join(errs, "; ")
-		}
-		err := fmt.Errorf("submit: %w: %s", ErrNoQuorum, msg)
-		if allRejected(rep.Replicas) {
-			err = fmt.Errorf("submit: %w by every worker asked: %v", ErrRejected, rep.Replicas[0].Err)
-		}
-		return rep, err
 	}
-	rep.Verdict, rep.Reason, rep.Output, rep.Stderr = agreed.Verdict, agreed.Reason, agreed.output, agreed.stderr
-	s.mu.Lock()
+	if winner == nil {
+		return rep, s.noQuorum(parent, j, t, rep, lastErr)
+	}
+	rep.Verdict, rep.Reason, rep.Output, rep.Stderr = winner.Verdict, winner.Reason, winner.output, winner.stderr
+	now := time.Now()
 	for i, r := range rep.Replicas {
-		if r.Err == nil && r.Verdict != rep.Verdict {
-			rep.Replicas[i].Err = ErrDisagrees
-			s.disagreed[r.Worker]++
+		switch {
+		case r.Local:
+		case r.Err == nil && r.Verdict == rep.Verdict:
+			s.records.note(r.Worker, agreed, now)
+		case r.Err == nil || errors.Is(r.Err, ErrBadReceipt):
+			if r.Err == nil {
+				rep.Replicas[i].Err = ErrDisagrees
+			}
+			s.records.note(r.Worker, disagreed, now)
+		default:
+			s.noteFailure(r)
 		}
 	}
-	s.mu.Unlock()
-	s.progress("quorum: %d workers agree: %s, output %s", j.Quorum, rep.Outcome(), rep.OutputCID)
+	s.progress("quorum: %d agree: %s, output %s", j.Quorum, rep.Outcome(), rep.OutputCID)
 	return rep, nil
+}
+
+// noQuorum records the failures of a submit that accepted nothing and returns its error.
+func (s *Submitter) noQuorum(parent context.Context, j *job, t *tally, rep *Report, why error) error {
+	for _, r := range rep.Replicas {
+		if r.Err != nil && !r.Local {
+			s.noteFailure(r)
+		}
+	}
+	if parent.Err() != nil {
+		return fmt.Errorf("submit: %w", parent.Err())
+	}
+	if allRejected(rep.Replicas) {
+		return fmt.Errorf("submit: %w by every worker asked: %v", ErrRejected, rep.Replicas[0].Err)
+	}
+	var lines []string
+	for _, r := range rep.Replicas {
+		if r.Err != nil {
+			lines = append(lines, fmt.Sprintf("%s: %v", r.name(), r.Err))
+		} else {
+			lines = append(lines, fmt.Sprintf("%s: %s%s", r.name(), r.Outcome(), map[bool]string{true: " (" + r.Anchor + ")", false: " (a stranger)"}[r.Anchor != ""]))
+		}
+	}
+	msg := fmt.Sprintf("%s answered, the most that agreed was %d of %d needed", plural(len(rep.Replicas), "replica"), t.best(), j.Quorum)
+	if t.best() >= j.Quorum {
+		msg = fmt.Sprintf("%s answered; %d agreed, but none of them was trusted, established or local", plural(len(rep.Replicas), "replica"), t.best())
+	}
+	if why != nil {
+		msg += " (" + strings.TrimPrefix(why.Error(), "submit: ") + ")"
+	}
+	return fmt.Errorf("submit: %w: %s; %s", ErrNoQuorum, msg, strings.Join(lines, "; "))
+}
+
+// noteFailure records a replica that failed or timed out; refusals count nothing.
+func (s *Submitter) noteFailure(r Replica) {
+	switch {
+	case errors.Is(r.Err, ErrRefused), errors.Is(r.Err, ErrNotNeeded), errors.Is(r.Err, context.Canceled):
+	case errors.Is(r.Err, os.ErrDeadlineExceeded), errors.Is(r.Err, context.DeadlineExceeded):
+		s.records.note(r.Worker, timedOut, time.Now())
+	default:
+		s.records.note(r.Worker, failed, time.Now())
+	}
+}
+
+// anchorNote says, for a progress line, that a verdict has its votes but still lacks an
+// anchor.
+func anchorNote(t *tally, a attempt) string {
+	if c := t.votes[a.Verdict]; c != nil && c.anchored == 0 && t.counted(c) >= t.quorum {
+		return ", and one from a trusted or established worker"
+	}
+	return ""
+}
+
+// pick returns the first candidate in cs that has not had the job, preferring an anchored
+// one when wantAnchor is set and, with distinct, one in a network prefix the job has not
+// used; nil when none is left.
+func pick(cs []*candidate, sent map[peer.ID]bool, prefixes map[string]bool, wantAnchor, distinct bool) *candidate {
+	var best *candidate
+	bestScore := -1
+	for _, c := range cs {
+		if sent[c.offer.Peer] {
+			continue
+		}
+		score := 0
+		if wantAnchor && c.anchor != "" {
+			score += 2
+		}
+		if distinct && !prefixes[c.prefix] {
+			score++
+		}
+		if score > bestScore {
+			best, bestScore = c, score
+		}
+	}
+	return best
 }
 
 // allRejected reports whether every replica was refused as not a job (ErrRejected).
@@ -529,11 +754,37 @@ func allRejected(rs []Replica) bool {
 	return len(rs) > 0
 }
 
-// runOne sends j to the worker of offer o and checks its answer. Preconditions: o.Peer is
-// not the host.
-func (s *Submitter) runOne(ctx context.Context, o *protocol.Offer, j *job) (a attempt) {
-	p := o.Peer
-	a.Worker = p
+// name names a replica's worker in progress lines.
+func (r *Replica) name() string {
+	if r.Local {
+		return "local run"
+	}
+	return short(r.Worker)
+}
+
+// runLocal runs j in this machine's sandbox, for Request.VerifyLocal.
+func (s *Submitter) runLocal(ctx context.Context, j *job) (a attempt) {
+	a.Worker, a.Local, a.Anchor, a.Prefix = s.cfg.Host.ID(), true, "local", "local"
+	r, err := s.cfg.Local.Run(ctx, sandbox.Job{Binary: j.Binary, Stdin: bytes.NewReader(j.Input)}, j.Limits)
+	switch {
+	case err != nil && ctx.Err() != nil:
+		a.Err = fmt.Errorf("cancelled: %w", ctx.Err())
+	case err != nil:
+		a.Err = fmt.Errorf("failed: local run: %w", err)
+	case r.Status == sandbox.StatusRejected:
+		a.Err = fmt.Errorf("%w: %w: %s", ErrRefused, ErrRejected, r.Reason)
+	default:
+		stderr := r.Stderr[:min(len(r.Stderr), protocol.MaxStderr)]
+		a.Verdict = Verdict{OutputCID: cids.Sum(r.Output), StderrCID: cids.Sum(stderr), Status: string(r.Status), ExitCode: r.ExitCode, Signal: r.Signal}
+		a.CPU, a.Wall, a.Reason, a.output, a.stderr = r.CPUTime, r.WallTime, r.Reason, r.Output, stderr
+	}
+	return a
+}
+
+// runOne sends j to candidate c and checks its answer. Preconditions: c is not the host.
+func (s *Submitter) runOne(ctx context.Context, c *candidate, j *job) (a attempt) {
+	o, p := c.offer, c.offer.Peer
+	a.Worker, a.Anchor, a.Prefix = p, c.anchor, c.prefix
 	nonce := newNonce()
 	// The request is a header: the input follows on the stream once the worker asks for it,
 	// or the worker fetches it by CID.
@@ -608,6 +859,7 @@ func (s *Submitter) runOne(ctx context.Context, o *protocol.Offer, j *job) (a at
 		}
 		return a
 	}
+	a.Prefix = netPrefix(st.Conn().RemoteMultiaddr()) // the connection that carried the job
 	st.Close()
 	a.Receipt, a.Reason = res.Receipt, res.Reason
 	r, err := checkReceipt(res.Receipt, p, nonce, j, res.Output, res.Stderr)

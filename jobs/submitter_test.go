@@ -74,11 +74,11 @@ func TestSubmitBusy(t *testing.T) {
 	recv(t, b.started, "the blocking job to start")
 
 	t.Run("refused with BUSY", func(t *testing.T) {
-		o, err := g.sub.queryOffer(context.Background(), addrInfo(g.hosts[0]))
+		o, prefix, err := g.sub.queryOffer(context.Background(), addrInfo(g.hosts[0]))
 		if err != nil {
 			t.Fatal(err)
 		}
-		a := g.sub.runOne(context.Background(), o, &job{Request: Request{Binary: testBinary},
+		a := g.sub.runOne(context.Background(), &candidate{offer: o, prefix: prefix}, &job{Request: Request{Binary: testBinary},
 			jobCID: cids.Sum(testBinary), inputCID: cids.Sum(nil), inline: true, arch: sandbox.ArchAMD64})
 		if !a.refused || !errors.Is(a.Err, ErrRefused) || !errors.Is(a.Err, protocol.ErrBusy) {
 			t.Fatalf("got %+v, want a refusal wrapping protocol.ErrBusy", a)
@@ -98,7 +98,7 @@ func TestSubmitBusy(t *testing.T) {
 	t.Run("moves on after a refusal", func(t *testing.T) {
 		g.sub.ignoreSlots = true
 		defer func() { g.sub.ignoreSlots = false }()
-		g.preferFirst(busy)
+		g.placeFirst(busy)
 		rep, err := g.sub.Submit(context.Background(), Request{Binary: testBinary, Input: []byte("x"), Replicas: 2, MaxReplicas: 2})
 		if err != nil {
 			t.Fatalf("%v: %+v", err, rep)
@@ -126,7 +126,7 @@ func TestSubmitBusy(t *testing.T) {
 func TestSubmitLiarOutvoted(t *testing.T) {
 	g := newGrid(t, WorkerConfig{Runner: liar}, WorkerConfig{Runner: upper}, WorkerConfig{Runner: upper})
 	liarID := g.hosts[0].ID()
-	g.preferFirst(liarID) // make sure the liar gets a vote
+	g.placeFirst(liarID) // make sure the liar gets a vote
 	rep, err := g.sub.Submit(context.Background(), Request{Binary: testBinary, Input: []byte("truth"), Replicas: 2, Quorum: 2, MaxReplicas: 3})
 	if err != nil {
 		t.Fatalf("%v: %+v", err, rep)
@@ -146,7 +146,7 @@ func TestSubmitLiarOutvoted(t *testing.T) {
 			t.Fatalf("replica %+v (liar %v)", r, lied)
 		}
 	}
-	if got := g.sub.disagreed[liarID]; got != 1 {
+	if got := g.sub.Records().Get(liarID).Disagreed; got != 1 {
 		t.Fatalf("liar reputation: got %d disagreements, want 1", got)
 	}
 }

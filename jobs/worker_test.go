@@ -122,7 +122,7 @@ func TestWorkerRefuses(t *testing.T) {
 func TestWorkerOffer(t *testing.T) {
 	g := newGrid(t, WorkerConfig{Runner: upper, Slots: 3, Limits: sandbox.Limits{Memory: 1 << 20}, MaxInput: 1000, Isolation: "seccomp strict\x00, own uid"})
 	ai := addrInfo(g.hosts[0])
-	o, err := g.sub.queryOffer(context.Background(), ai)
+	o, _, err := g.sub.queryOffer(context.Background(), ai)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +189,7 @@ func runTestWorkerClose(t *testing.T) {
 		t.Fatalf("running after Close: got %d, want 0", n)
 	}
 	// A closed worker refuses new streams.
-	if _, err := g.sub.queryOffer(context.Background(), addrInfo(g.hosts[0])); err == nil {
+	if _, _, err := g.sub.queryOffer(context.Background(), addrInfo(g.hosts[0])); err == nil {
 		t.Fatal("closed worker still answers")
 	}
 	for _, h := range append(g.hosts, g.subHost) {

@@ -3,13 +3,21 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"runtime"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/gridnode/gridnode/internal/platform"
 	"github.com/gridnode/gridnode/jobs"
 	"github.com/gridnode/gridnode/protocol"
 	"github.com/gridnode/gridnode/sandbox"
@@ -53,9 +61,42 @@ func openJobs(n *Node) (_ *jobsPart, err error) {
 	// other workers the binaries this node's worker kept.
 	j.blobs = store.NewServer(st, log)
 	n.h.SetStreamHandler(protocol.BlobID, j.blobs.Handle)
+
+	runner := cfg.Runner
+	if runner == nil && len(sandbox.Arches()) > 0 {
+		// JobsMemory: what the slots' jobs may use together, plus room for the kernel's own
+		// per-process memory, so a job that got past the stub's RLIMIT_AS is still held.
+		slots := cfg.Slots
+		if slots <= 0 {
+			slots = runtime.NumCPU()
+		}
+		mem := cfg.Limits.Or(sandbox.DefaultLimits()).Memory
+		runner = &sandbox.Runner{Logger: n.log.With("component", "sandbox"), JobUIDs: cfg.JobUIDs,
+			JobsMemory: int64(slots) * (mem + 16<<20)}
+	}
+	recordsPath := cfg.Records
+	if recordsPath == "" && !cfg.Ephemeral {
+		recordsPath = filepath.Join(n.dir, RecordsFile)
+	}
+	records, err := jobs.OpenRecords(recordsPath)
+	if err != nil {
+		return nil, err
+	}
+	trust := cfg.Trust
+	if !cfg.Ephemeral {
+		ps, err := ReadTrustFile(filepath.Join(n.dir, TrustFile))
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+		trust = append(slices.Clone(trust), ps...)
+	}
 	j.sub, err = jobs.NewSubmitter(jobs.SubmitterConfig{
 		Host:        n.h,
 		Store:       st,
+		Records:     records,
+		Trusted:     trust,
+		SamePrefix:  cfg.SamePrefix || cfg.Loopback,
+		Local:       runner, // for --verify-local; nil where this machine cannot run jobs
 		FindWorkers: n.findWorkers,
 		Logger:      log,
 		Progress:    cfg.Progress,
@@ -64,17 +105,8 @@ func openJobs(n *Node) (_ *jobsPart, err error) {
 		return nil, err
 	}
 	if cfg.Worker {
-		runner := cfg.Runner
 		if runner == nil {
-			// JobsMemory: what the slots' jobs may use together, plus room for the kernel's own
-			// per-process memory, so a job that got past the stub's RLIMIT_AS is still held.
-			slots := cfg.Slots
-			if slots <= 0 {
-				slots = runtime.NumCPU()
-			}
-			mem := cfg.Limits.Or(sandbox.DefaultLimits()).Memory
-			runner = &sandbox.Runner{Logger: n.log.With("component", "sandbox"), JobUIDs: cfg.JobUIDs,
-				JobsMemory: int64(slots) * (mem + 16<<20)}
+			return nil, fmt.Errorf("%w: this machine (%s) cannot run jobs; run without --worker to submit only", sandbox.ErrUnsupported, platform.Current)
 		}
 		var validate func([]byte, sandbox.Limits) error // nil: sandbox.Validate
 		var isolation string
@@ -112,6 +144,45 @@ func openJobs(n *Node) (_ *jobsPart, err error) {
 
 func acceptAny([]byte, sandbox.Limits) error { return nil }
 
+// Files of the submitter's trust in the data dir.
+const (
+	RecordsFile = "workers.json"  // the record of workers (jobs.Records)
+	TrustFile   = "trusted-peers" // workers the owner trusts, one peer ID per line
+)
+
+// maxTrustFile bounds a trust file: a peer ID line is about 53 bytes.
+const maxTrustFile = 1 << 20
+
+// ReadTrustFile reads peer IDs, one per line; blank lines and text after '#' are ignored.
+// A line that is not a peer ID is an error naming it.
+func ReadTrustFile(path string) ([]peer.ID, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxTrustFile+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxTrustFile {
+		return nil, fmt.Errorf("trust file %s: over %d bytes", path, maxTrustFile)
+	}
+	var ps []peer.ID
+	for i, line := range strings.Split(string(b), "\n") {
+		line, _, _ = strings.Cut(line, "#")
+		if line = strings.TrimSpace(line); line == "" {
+			continue
+		}
+		p, err := peer.Decode(line)
+		if err != nil {
+			return nil, fmt.Errorf("trust file %s, line %d: %q is not a peer ID: %v", path, i+1, line, err)
+		}
+		ps = append(ps, p)
+	}
+	return ps, nil
+}
+
 // findWorkers asks the DHT for workers, waiting a few seconds when it knows none yet: a
 // grid that just started may still be announcing.
 func (n *Node) findWorkers(ctx context.Context, arch string) ([]peer.AddrInfo, error) {
@@ -134,6 +205,9 @@ func (j *jobsPart) close() error {
 	errs = append(errs, j.store.Close())
 	return errors.Join(errs...)
 }
+
+// Trust adds workers whose replicas anchor the quorums of this node's submits.
+func (n *Node) Trust(ps ...peer.ID) { n.jobs.sub.Trust(ps...) }
 
 // Submit runs a job on the grid and returns the verified report.
 func (n *Node) Submit(ctx context.Context, req jobs.Request) (*jobs.Report, error) {

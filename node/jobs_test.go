@@ -55,7 +55,18 @@ func openGrid(t *testing.T, ctx context.Context, workers int, r Runner) (ws []*N
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { client.Close() })
+	trustWorkers(append(ws, client), ws)
 	return ws, client
+}
+
+// trustWorkers makes every node in submitters trust the workers ws, as an owner trusts
+// their own machines: these tests are not about trust (jobs' trust tests are).
+func trustWorkers(submitters, ws []*Node) {
+	for _, n := range submitters {
+		for _, w := range ws {
+			n.Trust(w.ID())
+		}
+	}
 }
 
 func TestSubmitAndCloseWithoutLeaks(t *testing.T) {

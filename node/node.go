@@ -56,6 +56,16 @@ type Config struct {
 	Runner    Runner           // runs jobs; default &sandbox.Runner{Logger: Logger}
 	Progress  func(msg string) // submit progress, for a CLI's stderr; may be nil
 
+	// Trust lists workers whose replicas anchor the quorums of this node's submits (the
+	// owner's own machines), besides those in DATA/trusted-peers (TrustFile).
+	Trust []peer.ID
+	// SamePrefix counts replicas from one network prefix as many votes (docs/TRUST.md);
+	// implied by Loopback, where every peer is on 127.0.0.1.
+	SamePrefix bool
+	// Records is the file of the submitter's record of workers; default DATA/workers.json,
+	// none (in memory) when Ephemeral.
+	Records string
+
 	// DHTBucketSize overrides the Kademlia bucket size; for tests.
 	DHTBucketSize int
 }
