@@ -21,6 +21,9 @@ type Setup struct {
 	Nodes      int         // default 5
 	Slots      int         // job slots per node; default 2
 	Runner     node.Runner // default the real sandbox runner
+	// NodeRunner, if set, gives node i its runner instead of Runner (to tell apart what
+	// each node runs).
+	NodeRunner func(i int) node.Runner
 	Limits     sandbox.Limits
 	Logger     *slog.Logger
 	BucketSize int // DHT bucket size; default the Kademlia default
@@ -56,30 +59,26 @@ func Start(ctx context.Context, s Setup) (_ *Net, err error) {
 		}
 	}()
 	open := func(i int, boot []string) (*node.Node, error) {
-		b := s.Behaviours[i]
-		runner, isolation := s.Runner, ""
-		if b != 0 && runner == nil {
-			sr := &sandbox.Runner{Logger: s.Logger.With("node", i, "component", "sandbox")}
-			runner, isolation = sr, sr.Isolation().String()
-		}
-		if b != 0 {
-			runner = b.Runner(runner)
-		}
-		nd, err := node.Open(ctx, node.Config{
+		cfg := node.Config{
 			Ephemeral:     true,
 			Loopback:      true,
 			Worker:        true,
 			Bootstrap:     boot,
 			Slots:         s.Slots,
 			Limits:        s.Limits,
-			Runner:        runner,
+			Runner:        s.Runner,
 			DHTBucketSize: s.BucketSize,
 			Logger:        s.Logger.With("node", i),
-		})
+		}
+		if s.NodeRunner != nil {
+			cfg.Runner = s.NodeRunner(i)
+		}
+		started := s.Behaviours[i].Configure(&cfg)
+		nd, err := node.Open(ctx, cfg)
 		if err != nil {
 			return nil, err
 		}
-		if err := b.Apply(ctx, nd, isolation); err != nil {
+		if err := started(ctx, nd); err != nil {
 			nd.Close()
 			return nil, err
 		}
@@ -166,6 +165,18 @@ func (n *Net) wait(ctx context.Context) error {
 // Behaviour returns node i's behaviour.
 func (n *Net) Behaviour(i int) Behaviour { return n.setup.Behaviours[i] }
 
+// Honest returns the peer IDs of the nodes without a Behaviour: those a test's submitter
+// may trust (jobs.Request.Trust).
+func (n *Net) Honest() []peer.ID {
+	var ids []peer.ID
+	for i, nd := range n.nodes {
+		if n.setup.Behaviours[i] == 0 {
+			ids = append(ids, nd.ID())
+		}
+	}
+	return ids
+}
+
 // Nodes returns the worker nodes; the first is the bootstrap peer.
 func (n *Net) Nodes() []*node.Node { return n.nodes }
 
@@ -184,6 +195,9 @@ func (n *Net) NewClient(ctx context.Context) (*node.Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start client: %w", err)
 	}
+	// The testnet's owner runs every node, and trusts the honest ones: a client's quorums
+	// are anchored by them (docs/TRUST.md). Tests of trust make their own clients.
+	c.Trust(n.Honest()...)
 	n.mu.Lock()
 	n.extra = append(n.extra, c)
 	n.mu.Unlock()

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -102,7 +103,8 @@ Flags:
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "submitting from client %s (not a worker) with %d replicas, input %q\n", client.ID(), *replicas, in)
+	fmt.Fprintf(out, "submitting from client %s (not a worker) with %d replicas, input %q;\n", client.ID(), *replicas, in)
+	fmt.Fprintf(out, "the client trusts the %d workers this demo runs to anchor its quorum (docs/TRUST.md)\n", *nodes)
 
 	t0 = time.Now()
 	rep, err := client.Submit(ctx, jobs.Request{Binary: bin, Input: []byte(in), Replicas: *replicas, Quorum: *replicas})
@@ -125,7 +127,7 @@ Flags:
 		if !r.ReceiptValid {
 			valid = "INVALID"
 		}
-		line := fmt.Sprintf("  worker %s  %s  output %s  receipt %s", r.Worker, r.Outcome(), r.OutputCID, valid)
+		line := fmt.Sprintf("  worker %s  %s  output %s  receipt %s  %s", r.Worker, r.Outcome(), r.OutputCID, valid, cmp.Or(r.Anchor, "stranger"))
 		if r.Err != nil {
 			line += "  error: " + r.Err.Error()
 		}

@@ -2,14 +2,18 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	iofs "io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/gridnode/gridnode/jobs"
 	"github.com/gridnode/gridnode/node"
@@ -27,7 +31,14 @@ func (c *SubmitCommand) Run(ctx context.Context, args []string) error {
 	fs.Var(&boot, "bootstrap", "join the grid through the peer at full multiaddr `ADDR` (repeatable)")
 	var api apiFlag
 	fs.Var(&api, "api", "submit through the local daemon's unix socket (in --data); --api=ADDR for a socket path, or for the loopback HOST:PORT of 'gridnode run --api'")
-	data := fs.String("data", "", "the daemon's data `DIR`, for --api: its socket and token (default $XDG_DATA_HOME/gridnode or ~/.local/share/gridnode)")
+	data := fs.String("data", "", "data `DIR`: with --api the daemon's (its socket and token); with --bootstrap where the record of workers (workers.json) and trusted-peers are kept (default $XDG_DATA_HOME/gridnode or ~/.local/share/gridnode)")
+	var trust stringsFlag
+	fs.Var(&trust, "trust", "trust worker `PEERID` to anchor quorums: one of your own machines (repeatable)")
+	var trustFiles stringsFlag
+	fs.Var(&trustFiles, "trust-file", "trust the workers listed in `FILE`, one peer ID per line, # comments (repeatable)")
+	verifyLocal := fs.Bool("verify-local", false, "also run the job in this machine's sandbox; that run anchors the quorum")
+	samePrefix := fs.Bool("same-prefix", false, "count replicas from one network prefix (/24, /48) as many votes: a testnet on one machine or a grid on one LAN")
+	adaptive := fs.Bool("adaptive", false, "run the job on one worker with 10 agreements and none against, alone, except 1 job in 10 (BOINC's adaptive replication)")
 	input := fs.String("input", "", "the job's stdin from `FILE` (default standard input, unless it is a terminal)")
 	replicas := fs.Int("replicas", 2, "independent workers to run the job on (R)")
 	quorum := fs.Int("quorum", 0, "identical results needed to accept one (Q, at most R; default R)")
@@ -48,13 +59,23 @@ The job's binary is checked here as a worker checks it: a file the sandbox would
 is never sent. The accepted replica's stdout goes to stdout and its stderr (at most
 64 KiB) to stderr after it; replicas must agree on both.
 
+Verification (docs/TRUST.md): a result is accepted once Q replicas agree on output,
+stderr, status, exit code and signal, counting one per network prefix (--same-prefix: one
+per worker), and one of them is anchored: a worker you trust (--trust, --trust-file,
+DIR/trusted-peers), this machine's own run (--verify-local), or a worker with an
+established record with you (3 agreements with accepted results and none against, kept
+in DIR/workers.json). Refusals, failures, timeouts and disagreement send the job to more
+workers, up to M. Where no worker can anchor a quorum (a new grid), submit says so and
+sends nothing: it never believes strangers alone. A busy grid is waited on (--timeout).
+
 `+exitHelp+`
 With --json, one object: job_cid, input_cid, and for the verdict a quorum agreed on
 output_cid, stderr_cid, status, exit_code, signal, reason, output (base64) and stderr;
-error and error_kind (rejected, no_workers, no_quorum, timeout, cancelled, failed) when
-the submit failed; replicas: [{worker, status, exit_code, signal, output_cid,
-stderr_cid, receipt_valid, receipt (base64), error, cpu_ms, wall_ms}], every worker
-asked, with why it did not count in error. It is printed on failures too.
+error and error_kind (rejected, no_workers, no_quorum, no_trust, timeout, cancelled,
+failed) when the submit failed; replicas: [{worker, status, exit_code, signal,
+output_cid, stderr_cid, receipt_valid, receipt (base64), error, anchor (trusted,
+established, local or ""), prefix, local, cpu_ms, wall_ms}], every worker asked, with
+why it did not count in error. It is printed on failures too.
 
 Flags:
 `)
@@ -73,9 +94,24 @@ Flags:
 	case (len(boot) == 0) == !api.set:
 		return badUsage(fs, "give exactly one of --bootstrap or --api")
 	}
-	req := jobs.Request{Limits: lim, Replicas: *replicas, Quorum: *quorum, MaxReplicas: *maxReplicas}
+	req := jobs.Request{Limits: lim, Replicas: *replicas, Quorum: *quorum, MaxReplicas: *maxReplicas,
+		VerifyLocal: *verifyLocal, SamePrefix: *samePrefix, Adaptive: *adaptive}
 	if err := req.Settle(); err != nil {
 		return badUsage(fs, "%v", err)
+	}
+	for _, s := range trust {
+		p, err := peer.Decode(s)
+		if err != nil {
+			return badUsage(fs, "--trust %q: not a peer ID: %v", s, err)
+		}
+		req.Trust = append(req.Trust, p)
+	}
+	for _, f := range trustFiles {
+		ps, err := node.ReadTrustFile(f)
+		if err != nil {
+			return badUsage(fs, "--trust-file: %v", err)
+		}
+		req.Trust = append(req.Trust, ps...)
 	}
 	bin, err := os.ReadFile(fs.Arg(0))
 	if err != nil {
@@ -105,8 +141,19 @@ Flags:
 			rep = jobs.JSON(nil, err)
 		}
 	} else {
-		var n *node.Node
-		n, err = node.Open(ctx, node.Config{Ephemeral: true, Bootstrap: boot, Logger: newLogger(slog.LevelWarn, *verbose), Progress: progress})
+		// A one-shot client peer, with the record of workers and the trust of the data dir.
+		dir := *data
+		if dir == "" {
+			if dir, err = node.DefaultDataDir(); err != nil {
+				return err
+			}
+		}
+		ps, err := node.ReadTrustFile(filepath.Join(dir, node.TrustFile))
+		if err != nil && !errors.Is(err, iofs.ErrNotExist) {
+			return err
+		}
+		n, err := node.Open(ctx, node.Config{Ephemeral: true, Bootstrap: boot, Logger: newLogger(slog.LevelWarn, *verbose), Progress: progress,
+			Records: filepath.Join(dir, node.RecordsFile), Trust: ps})
 		if err != nil {
 			return err
 		}
