@@ -159,13 +159,21 @@ func (d *DHT) Routes(p peer.ID) bool { return d.kad.RoutingTable().Find(p) != ""
 // Bootstrap connects to the bootstrap peers and refreshes the routing table. It fails only
 // when bootstrap peers were given and none could be reached.
 func (d *DHT) Bootstrap(ctx context.Context) error {
+	_, err := d.Join(ctx, d.bootstrap)
+	return err
+}
+
+// Join connects to peers, all at once, and refreshes the routing table when it reached any.
+// It returns how many it reached, and fails only when peers were given and none could be
+// reached.
+func (d *DHT) Join(ctx context.Context, peers []peer.AddrInfo) (int, error) {
 	var (
 		mu   sync.Mutex
 		ok   int
 		errs []error
 		wg   sync.WaitGroup
 	)
-	for _, ai := range d.bootstrap {
+	for _, ai := range peers {
 		if ai.ID == d.h.ID() {
 			continue
 		}
@@ -182,22 +190,22 @@ func (d *DHT) Bootstrap(ctx context.Context) error {
 	}
 	wg.Wait()
 	if len(errs) > 0 && ok == 0 {
-		return fmt.Errorf("%w: %w", ErrNoBootstrap, errors.Join(errs...))
+		return 0, fmt.Errorf("%w: %w", ErrNoBootstrap, errors.Join(errs...))
 	}
 	for _, err := range errs {
 		d.log.Warn("bootstrap peer unreachable", "err", err)
 	}
 	if ok == 0 {
-		return nil // the first node of a grid
+		return 0, nil // the first node of a grid
 	}
 	select {
 	case err := <-d.kad.RefreshRoutingTable():
 		if err != nil {
 			d.log.Debug("routing table refresh", "err", err)
 		}
-		return nil
+		return ok, nil
 	case <-ctx.Done():
-		return ctx.Err()
+		return ok, ctx.Err()
 	}
 }
 

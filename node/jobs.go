@@ -34,10 +34,12 @@ func openJobs(n *Node) (*jobsPart, error) {
 	st.Quota = cfg.StoreQuota
 	j := &jobsPart{}
 	log := n.log.With("component", "jobs")
+	// Jobs reach peers behind NAT through relays when hole punching fails (see jobHost).
+	h := jobHost{Host: n.h, log: n.log.With("component", "net")}
 	// The submitter serves the store's blobs (binaries it submits); a worker then replaces
 	// that handler with one that stops with the worker.
 	j.sub, err = jobs.NewSubmitter(jobs.SubmitterConfig{
-		Host:        n.h,
+		Host:        h,
 		Store:       st,
 		FindWorkers: n.findWorkers,
 		Logger:      log,
@@ -72,7 +74,7 @@ func openJobs(n *Node) (*jobsPart, error) {
 			}
 		}
 		j.worker, err = jobs.NewWorker(jobs.WorkerConfig{
-			Host:         n.h,
+			Host:         h,
 			Store:        st,
 			Runner:       runner,
 			Slots:        cfg.Slots,
