@@ -75,6 +75,9 @@ type DHT struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	moveMu sync.Mutex
+	moved  chan struct{} // closed and replaced by AddrsChanged
 }
 
 // WorkerNamespace is the namespace under which workers of this machine's class announce.
@@ -140,6 +143,7 @@ func New(ctx context.Context, h host.Host, cfg Config) (*DHT, error) {
 		validity:  cfg.ProvideValidity,
 		bucket:    cmp.Or(cfg.BucketSize, 20),
 		provide:   make(chan cid.Cid, provideQueue),
+		moved:     make(chan struct{}),
 		log:       cfg.Logger,
 		ctx:       dctx,
 		cancel:    cancel,
@@ -280,9 +284,29 @@ func (d *DHT) AnnounceLoop(ns string, ready chan<- struct{}) {
 				t.Stop()
 				return
 			case <-t.C:
+			case <-d.movedCh():
+				t.Stop()
+				s.addrsChanged()
 			}
 		}
 	})
+}
+
+// AddrsChanged tells the announce loops that this node's dialable addresses changed (a
+// relay reservation, a port mapping, a new observed address), so they announce again at
+// once: peers drop a provider record that comes with no address they may dial, and a node
+// behind NAT has none until its relay reservation.
+func (d *DHT) AddrsChanged() {
+	d.moveMu.Lock()
+	close(d.moved)
+	d.moved = make(chan struct{})
+	d.moveMu.Unlock()
+}
+
+func (d *DHT) movedCh() <-chan struct{} {
+	d.moveMu.Lock()
+	defer d.moveMu.Unlock()
+	return d.moved
 }
 
 // announceSchedule decides when AnnounceLoop announces; it is pure, for testing.
@@ -318,6 +342,12 @@ func (s *announceSchedule) done(now time.Time, size int, ok bool) {
 		return
 	}
 	s.lastSize, s.lastAt, s.retryAt = size, now, time.Time{}
+	s.backoff = 100 * time.Millisecond
+}
+
+// addrsChanged makes an announcement due at once.
+func (s *announceSchedule) addrsChanged() {
+	s.lastAt, s.retryAt = time.Time{}, time.Time{}
 	s.backoff = 100 * time.Millisecond
 }
 

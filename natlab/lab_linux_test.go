@@ -95,7 +95,15 @@ func removeStale(t *testing.T) {
 func newLab(t *testing.T, bin string) *lab {
 	needTools(t)
 	removeStale(t)
-	l := &lab{t: t, prefix: fmt.Sprintf("%s%d-", nsPrefix, os.Getpid()), dir: t.TempDir(), bin: bin}
+	dir := t.TempDir()
+	if keep := os.Getenv("NATLAB_DIR"); keep != "" { // keep the nodes' logs and data
+		dir = filepath.Join(keep, time.Now().Format("20060102-150405"))
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("lab logs in %s", dir)
+	}
+	l := &lab{t: t, prefix: fmt.Sprintf("%s%d-", nsPrefix, os.Getpid()), dir: dir, bin: bin}
 	l.addNS("inet")
 	l.ip("inet", "link add br0 type bridge")
 	l.ip("inet", "link set br0 up")
@@ -173,9 +181,9 @@ table ip nat {
 }
 table inet filter {
 	chain forward {
-		type filter hook forward priority filter; policy drop;
-		ct state established,related accept
-		iifname "lan" oifname "wan" accept
+		type filter hook forward priority filter; policy accept;
+		iifname "wan" ct state established,related accept
+		iifname "wan" drop
 	}
 	chain input {
 		type filter hook input priority filter; policy accept;

@@ -182,7 +182,9 @@ func (d *lanDiscovery) HandlePeerFound(ai peer.AddrInfo) {
 	if ai.ID == d.h.ID() {
 		return
 	}
+	got := len(ai.Addrs)
 	ai, dial := d.lan.found(ai, time.Now())
+	d.log.Debug("mdns answer", "peer", ai.ID, "addrs", got, "on_link", ai.Addrs, "dial", dial)
 	if !dial {
 		return
 	}

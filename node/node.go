@@ -204,6 +204,9 @@ func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 		if err = n.d.Bootstrap(ctx); err != nil {
 			return nil, err
 		}
+		if !cfg.Loopback {
+			n.waitHolePunching(ctx)
+		}
 	} else {
 		// A daemon keeps trying (the join loop, started below); the first try is now, so
 		// that Open returns joined when the grid is there.
@@ -227,6 +230,9 @@ func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 		if err != nil {
 			n.log.Warn("routing table still empty", "err", err)
 		}
+	}
+	if err = n.watchAddrs(n.lifetime()); err != nil {
+		return nil, err
 	}
 	if cfg.Worker {
 		n.d.AnnounceLoop(dht.WorkerNamespace(), n.announced)

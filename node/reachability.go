@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 
 	"github.com/libp2p/go-libp2p/core/event"
@@ -250,6 +251,41 @@ func (t *reachTracker) watch(ctx context.Context, h host.Host) error {
 						t.log.Info("relay addresses", "count", len(circ), "addrs", circ)
 					}
 					relays = len(circ)
+				}
+			}
+		}
+	}()
+	return nil
+}
+
+// watchAddrs tells the DHT's announce loops when the addresses other peers may dial this
+// node at change, until ctx ends (see dht.AddrsChanged).
+func (n *Node) watchAddrs(ctx context.Context) error {
+	sub, err := n.h.EventBus().Subscribe(new(event.EvtLocalAddressesUpdated), eventbus.Name("gridnode addrs"))
+	if err != nil {
+		return err
+	}
+	go func() {
+		defer sub.Close()
+		var last []string
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e, ok := <-sub.Out():
+				if !ok {
+					return
+				}
+				var cur []string
+				for _, a := range e.(event.EvtLocalAddressesUpdated).Current {
+					if r := reachOf(a.Address); r != reachNever && r <= n.cfg.Reach && r != ReachLoopback || n.cfg.Loopback {
+						cur = append(cur, a.Address.String())
+					}
+				}
+				slices.Sort(cur)
+				if !slices.Equal(cur, last) {
+					last = cur
+					n.d.AddrsChanged()
 				}
 			}
 		}

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -187,9 +188,13 @@ func (h jobHost) NewStream(ctx context.Context, p peer.ID, pids ...p2pproto.ID) 
 	}
 	if h.Network().Connectedness(p) == network.Limited {
 		wait := directWait
+		for _, c := range h.Network().ConnsToPeer(p) {
+			wait = min(wait, directWait-time.Since(c.Stat().Opened)) // punching began when it opened
+		}
 		if dl, ok := ctx.Deadline(); ok {
 			wait = min(wait, time.Until(dl)/2)
 		}
+		wait = max(wait, 10*time.Millisecond)
 		wctx, cancel := context.WithTimeout(ctx, wait)
 		s, err := h.Host.NewStream(network.WithDialPeerTimeout(wctx, wait), p, pids...)
 		cancel()
@@ -255,9 +260,46 @@ func (t *punchTracer) Trace(e *holepunch.Event) {
 			t.log.Info("hole punch failed", "peer", e.Remote, "took", ev.EllapsedTime, "err", ev.Error)
 		}
 		t.reach.punched(ev.Success)
+	case *holepunch.ProtocolErrorEvt:
+		t.log.Info("hole punch not started", "peer", e.Remote, "err", ev.Error)
 	case *holepunch.DirectDialEvt:
 		t.log.Debug("direct dial before hole punch", "peer", e.Remote, "ok", ev.Success, "took", ev.EllapsedTime, "err", ev.Error)
 	case *holepunch.StartHolePunchEvt:
 		t.log.Debug("hole punch started", "peer", e.Remote, "their_addrs", ev.RemoteAddrs, "rtt", ev.RTT)
+	}
+}
+
+// holePunchWait bounds how long a short-lived submitter waits for its hole punching service.
+const holePunchWait = 3 * time.Second
+
+// waitHolePunching waits, up to holePunchWait, until the hole punching service takes
+// requests. libp2p starts it only once a peer told this node its public address; a worker
+// that got a relayed connection from this node before then asks once, is refused, and
+// never punches (measured in the NAT lab: every job of a fresh submitter went relayed).
+// Only worth waiting for when a connected peer is public and so can tell that address.
+func (n *Node) waitHolePunching(ctx context.Context) {
+	public := false
+	for _, c := range n.h.Network().Conns() {
+		if reachOf(c.RemoteMultiaddr()) == ReachPublic && !isRelayed(c.RemoteMultiaddr()) {
+			public = true
+		}
+	}
+	if !public {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, holePunchWait)
+	defer cancel()
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if slices.Contains(n.h.Mux().Protocols(), holepunch.Protocol) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			n.log.Debug("hole punching not ready", "waited", holePunchWait)
+			return
+		case <-t.C:
+		}
 	}
 }
