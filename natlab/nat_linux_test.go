@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -122,34 +123,47 @@ func TestNATLab(t *testing.T) {
 	wb.waitFor(t, 30*time.Second, false, "reachability", "reach=nat-punch")
 	ws.waitFor(t, 30*time.Second, false, "reachability", "reach=relayed")
 
-	// 1. Two replicas on wa and wb, behind different cone NATs, from home C.
-	in1 := []byte("gridnode NAT lab\n")
-	inFile := filepath.Join(work, "in1")
-	os.WriteFile(inFile, in1, 0o600)
-	t0 := time.Now()
-	rep := submit(ctx, t, l, "--bootstrap", bootAddr, "--replicas", "2", "--input", inFile, job)
-	took1 := time.Since(t0)
-	checkOutput(t, rep, in1)
-	workers := map[string]bool{}
-	for _, r := range rep.Replicas {
-		workers[r.Worker] = r.ReceiptValid
+	// 1. Two replicas on wa and wb, behind different cone NATs, from home C; a fresh
+	// submitter (a new identity, so new connections and a new hole punch) each round.
+	rounds := 5
+	if r, err := strconv.Atoi(os.Getenv("NATLAB_ROUNDS")); err == nil && r > 0 {
+		rounds = r
 	}
-	if !workers[waID] || !workers[wbID] {
-		t.Fatalf("replicas ran on %v, want wa (%s) and wb (%s) with valid receipts", workers, waID, wbID)
-	}
-	for _, w := range []*proc{wa, wb} {
-		line := w.waitFor(t, 5*time.Second, false, "job stream", "dir=inbound")
-		if logValue(line, "relayed") != "false" {
-			t.Errorf("%s: the job came over a relayed connection, want a hole-punched one: %s", w.name, line)
+	var punches []string
+	for round := range rounds {
+		in1 := fmt.Appendf(nil, "gridnode NAT lab, round %d\n", round)
+		inFile := filepath.Join(work, "in1")
+		os.WriteFile(inFile, in1, 0o600)
+		t0 := time.Now()
+		rep, subID := submit(ctx, t, l, "--bootstrap", bootAddr, "--replicas", "2", "--input", inFile, job)
+		took := time.Since(t0)
+		checkOutput(t, rep, in1)
+		workers := map[string]bool{}
+		for _, r := range rep.Replicas {
+			workers[r.Worker] = r.ReceiptValid
 		}
-		punch := w.has(false, "hole punch succeeded")
-		if punch == "" {
-			t.Errorf("%s: no hole punch logged before a direct job stream; log:\n%s", w.name, w.tail(30))
-			continue
+		if !workers[waID] || !workers[wbID] {
+			t.Fatalf("round %d: replicas ran on %v, want wa (%s) and wb (%s) with valid receipts", round, workers, waID, wbID)
 		}
-		t.Logf("%s: direct connection: hole punch took %s; job stream over %s", w.name, logValue(punch, "took"), logValue(line, "remote"))
+		for _, w := range []*proc{wa, wb} {
+			line := w.waitFor(t, 5*time.Second, false, "job stream", "dir=inbound", "peer="+subID)
+			if logValue(line, "relayed") != "false" {
+				t.Errorf("round %d: %s: the job came over a relayed connection, want a hole-punched one: %s", round, w.name, line)
+				continue
+			}
+			direct := w.has(false, "direct connection", "peer="+subID)
+			punch := w.has(false, "hole punch succeeded", "peer="+subID)
+			if direct == "" || punch == "" {
+				t.Errorf("round %d: %s: a direct job stream without a hole punch logged; log:\n%s", round, w.name, w.tail(30))
+				continue
+			}
+			punches = append(punches, logValue(direct, "after_relayed"))
+			t.Logf("round %d: %s: direct %s after the relayed connection (the punch itself %s), job stream over %s",
+				round, w.name, logValue(direct, "after_relayed"), logValue(punch, "took"), logValue(line, "remote"))
+		}
+		t.Logf("round %d: job on wa+wb (R=2) took %v, the submitter's start included", round, took.Round(time.Millisecond))
 	}
-	t.Logf("job on wa+wb (R=2) took %v, the submitter's start included", took1.Round(time.Millisecond))
+	t.Logf("hole punched: %d of %d job connections; times to a direct connection: %v", len(punches), 2*rounds, punches)
 
 	// 2. Only ws (symmetric NAT) is left: the job runs over boot's relay, the binary pulled
 	// by ws through it, with a larger input to measure the relay path.
@@ -161,8 +175,8 @@ func TestNATLab(t *testing.T) {
 	}
 	inFile2 := filepath.Join(work, "in2")
 	os.WriteFile(inFile2, in2, 0o600)
-	t0 = time.Now()
-	rep = submit(ctx, t, l, "--bootstrap", bootAddr, "--replicas", "1", "--cpu", "20s", "--wall", "1m", "--input", inFile2, job)
+	t0 := time.Now()
+	rep, _ := submit(ctx, t, l, "--bootstrap", bootAddr, "--replicas", "1", "--cpu", "20s", "--wall", "1m", "--input", inFile2, job)
 	took2 := time.Since(t0)
 	checkOutput(t, rep, in2)
 	if len(rep.Replicas) != 1 || rep.Replicas[0].Worker != wsID {
@@ -195,8 +209,9 @@ func TestNATLab(t *testing.T) {
 	pub2.waitFor(t, 30*time.Second, false, "reachability", "reach=public")
 }
 
-// submit runs `gridnode submit --json args...` in home C and returns its report.
-func submit(ctx context.Context, t *testing.T, l *lab, args ...string) *submitReport {
+// submit runs `gridnode submit --json args...` in home C and returns its report and the
+// submitter's peer ID.
+func submit(ctx context.Context, t *testing.T, l *lab, args ...string) (*submitReport, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()
@@ -205,7 +220,16 @@ func submit(ctx context.Context, t *testing.T, l *lab, args ...string) *submitRe
 	if jerr := json.Unmarshal(out, &rep); jerr != nil || err != nil {
 		t.Fatalf("submit: %v (json: %v)\nstdout: %s\nstderr:\n%s", err, jerr, out, tailBytes(errOut, 40))
 	}
-	return &rep
+	var id string
+	for _, line := range strings.Split(string(errOut), "\n") {
+		if strings.Contains(line, `msg="node started"`) {
+			id = logValue(line, "peer")
+		}
+	}
+	if id == "" {
+		t.Fatalf("submit logged no peer ID:\n%s", tailBytes(errOut, 40))
+	}
+	return &rep, id
 }
 
 func checkOutput(t *testing.T, rep *submitReport, in []byte) {

@@ -81,10 +81,11 @@ type Node struct {
 
 	announced chan struct{}
 	reach     *reachTracker
-	lan       *lanPeers     // LAN peers found by mDNS; nil without mDNS
-	lanDisc   *lanDiscovery // nil without mDNS
-	relays    *relaySource  // autorelay's candidates; nil when not a home daemon
-	join      *joiner       // nil for ephemeral nodes
+	lan       *lanPeers        // LAN peers found by mDNS; nil without mDNS
+	lanDisc   *lanDiscovery    // nil without mDNS
+	relays    *relaySource     // autorelay's candidates; nil when not a home daemon
+	join      *joiner          // nil for ephemeral nodes
+	direct    network.Notifiee // times direct connections after relayed ones; nil on loopback
 	forgetMu  sync.Mutex
 	forget    *forgetQueue
 	notifiee  network.Notifiee
@@ -179,8 +180,12 @@ func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if n.h, err = n.newHost(key); err != nil {
 		return nil, err
 	}
-	if err = n.reach.watch(n.lifetime(), n.h); err != nil {
+	if err = n.reach.watch(n.lifetime(), n.h, &n.wg); err != nil {
 		return nil, err
+	}
+	if !cfg.Loopback {
+		n.direct = newDirectTimer(n.log.With("component", "net")).notifiee()
+		n.h.Network().Notify(n.direct)
 	}
 	mode := dht.ModeAutoServer
 	if !cfg.Worker && cfg.Ephemeral {
@@ -553,11 +558,14 @@ func (n *Node) Close() error {
 			// The worker waits until its submitters have read their "cancelled" replies.
 			errs = append(errs, n.jobs.close())
 		}
+		if n.direct != nil {
+			n.h.Network().StopNotify(n.direct)
+		}
 		if n.stop != nil {
 			n.h.Network().StopNotify(n.notifiee)
 			n.stop()
-			n.wg.Wait()
 		}
+		n.wg.Wait() // the forget, join and event loops
 		if n.d != nil {
 			errs = append(errs, n.d.Close())
 		}

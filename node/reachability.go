@@ -215,7 +215,7 @@ func thinWaist(a multiaddr.Multiaddr) (string, bool) {
 // watch feeds the tracker from the host's events until ctx ends: AutoNAT's verdict,
 // identify's observed addresses, and this node's relay (circuit) addresses, which are
 // logged when they change.
-func (t *reachTracker) watch(ctx context.Context, h host.Host) error {
+func (t *reachTracker) watch(ctx context.Context, h host.Host, wg *sync.WaitGroup) error {
 	sub, err := h.EventBus().Subscribe([]any{
 		new(event.EvtLocalReachabilityChanged),
 		new(event.EvtPeerIdentificationCompleted),
@@ -224,7 +224,7 @@ func (t *reachTracker) watch(ctx context.Context, h host.Host) error {
 	if err != nil {
 		return err
 	}
-	go func() {
+	wg.Go(func() {
 		defer sub.Close()
 		relays := -1
 		for {
@@ -254,7 +254,7 @@ func (t *reachTracker) watch(ctx context.Context, h host.Host) error {
 				}
 			}
 		}
-	}()
+	})
 	return nil
 }
 
@@ -265,7 +265,7 @@ func (n *Node) watchAddrs(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	go func() {
+	n.wg.Go(func() {
 		defer sub.Close()
 		var last []string
 		for {
@@ -289,6 +289,6 @@ func (n *Node) watchAddrs(ctx context.Context) error {
 				}
 			}
 		}
-	}()
+	})
 	return nil
 }

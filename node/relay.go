@@ -303,3 +303,58 @@ func (n *Node) waitHolePunching(ctx context.Context) {
 		}
 	}
 }
+
+// maxRelayedPeers bounds the peers directTimer follows; past it new relayed peers are not
+// timed.
+const maxRelayedPeers = 1024
+
+// directTimer logs how long after a peer's first relayed connection a direct one (hole
+// punched, or dialled) followed: the time to a direct connection.
+type directTimer struct {
+	log *slog.Logger
+	mu  sync.Mutex
+	at  map[peer.ID]time.Time // peers with only relayed connections, since when
+}
+
+func newDirectTimer(log *slog.Logger) *directTimer {
+	return &directTimer{log: log, at: make(map[peer.ID]time.Time)}
+}
+
+func (d *directTimer) notifiee() network.Notifiee {
+	return &network.NotifyBundle{
+		ConnectedF: func(nw network.Network, c network.Conn) {
+			p := c.RemotePeer()
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			since, timing := d.at[p]
+			switch {
+			case isRelayed(c.RemoteMultiaddr()):
+				if !timing && len(d.at) < maxRelayedPeers && !hasDirect(nw, p) {
+					d.at[p] = c.Stat().Opened
+				}
+			case timing:
+				delete(d.at, p)
+				d.log.Info("direct connection", "peer", p, "after_relayed", time.Since(since).Round(time.Microsecond),
+					"dir", c.Stat().Direction, "remote", c.RemoteMultiaddr())
+			}
+		},
+		DisconnectedF: func(nw network.Network, c network.Conn) {
+			p := c.RemotePeer()
+			if len(nw.ConnsToPeer(p)) > 0 {
+				return
+			}
+			d.mu.Lock()
+			delete(d.at, p)
+			d.mu.Unlock()
+		},
+	}
+}
+
+func hasDirect(nw network.Network, p peer.ID) bool {
+	for _, c := range nw.ConnsToPeer(p) {
+		if !isRelayed(c.RemoteMultiaddr()) {
+			return true
+		}
+	}
+	return false
+}
