@@ -167,7 +167,7 @@ func (l *lab) router(name, wanIP, lan string, kind natKind) {
 	l.ip(name, "link add lan type bridge")
 	l.ip(name, "addr add "+lan+".1/24 dev lan")
 	l.ip(name, "link set lan up")
-	l.inNS(name, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+	l.inNS(name, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward")
 	masq := "masquerade"
 	if kind == symmetricNAT {
 		masq = "masquerade fully-random"
