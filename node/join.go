@@ -292,7 +292,7 @@ func (j *joiner) remember() []peer.AddrInfo {
 		if len(out) >= maxRemembered {
 			break
 		}
-		if skip[p] || !isGridPeer(h, p) {
+		if skip[p] || !isGridPeer(h, p) || !hasDirect(h.Network(), p) {
 			continue
 		}
 		var addrs []multiaddr.Multiaddr

@@ -1,8 +1,10 @@
 package node
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -179,5 +181,49 @@ func TestRelayResources(t *testing.T) {
 	}
 	if r.MaxReservations != 64 || r.MaxReservationsPerIP != 4 || r.MaxCircuits != 8 {
 		t.Errorf("reservations %d (per IP %d), circuits per peer %d; want 64, 4, 8", r.MaxReservations, r.MaxReservationsPerIP, r.MaxCircuits)
+	}
+}
+
+// TestRelaysFoundOnTheGrid: a relay node announces itself under RelayNamespace, and a home
+// node's relay source offers it to autorelay without any static relay configured.
+func TestRelaysFoundOnTheGrid(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	relay, err := Open(ctx, Config{Ephemeral: true, Loopback: true, Worker: true, RelayService: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relay.Close()
+	boot := relay.AddrStrings()
+	other, err := Open(ctx, Config{Ephemeral: true, Loopback: true, Worker: true, Bootstrap: boot})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	home, err := Open(ctx, Config{Ephemeral: true, Loopback: true, Bootstrap: other.AddrStrings()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer home.Close()
+	src := &relaySource{}
+	src.set(home.Host(), home.DHT())
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var got []peer.ID
+		for ai := range src.peers(ctx, 4) {
+			got = append(got, ai.ID)
+		}
+		if slices.Contains(got, relay.ID()) {
+			if slices.Contains(got, other.ID()) {
+				t.Errorf("relay candidates %v include %s, which is no relay", got, other.ID())
+			}
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("relay candidates %v, want the relay %s (found through the DHT)", got, relay.ID())
+		case <-tick.C:
+		}
 	}
 }
