@@ -169,7 +169,7 @@ func TestNATLab(t *testing.T) {
 	// by ws through it, with a larger input to measure the relay path.
 	wa.stop()
 	wb.stop()
-	in2 := make([]byte, 8<<20)
+	in2 := make([]byte, 16<<20) // the most a worker takes by default
 	for i := range in2 {
 		in2[i] = byte(rand.Uint32())
 	}
@@ -189,8 +189,14 @@ func TestNATLab(t *testing.T) {
 	if ws.has(false, "hole punch succeeded") != "" {
 		t.Errorf("ws: a hole punch succeeded through a symmetric NAT")
 	}
+	subID := logValue(line, "peer")
+	if pull := ws.has(false, "job stream", "dir=outbound", "/gridnode/blob/", "peer="+subID); logValue(pull, "relayed") != "true" {
+		t.Errorf("ws: the binary was not pulled through the relay: %q", pull)
+	}
+	admitted, done := ws.has(false, "job admitted", "peer="+subID), ws.has(false, "job done", "peer="+subID)
 	st, _ := os.Stat(job)
-	t.Logf("relayed job on ws: binary %d B + input %d B through the relay in %v (submitter start included)", st.Size(), len(in2), took2.Round(time.Millisecond))
+	t.Logf("relayed job on ws: binary %d B pulled + input %d B sent through the relay; admission to result %v; the whole submit %v",
+		st.Size(), len(in2), logTime(t, done).Sub(logTime(t, admitted)).Round(time.Millisecond), took2.Round(time.Millisecond))
 
 	// 3. LAN: m1 and m2 found each other with no bootstrap address; m3 (--no-mdns) stayed out.
 	m1.waitFor(t, 5*time.Second, false, "knows no grid peer")
@@ -244,4 +250,14 @@ func checkOutput(t *testing.T, rep *submitReport, in []byte) {
 func tailBytes(b []byte, n int) string {
 	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// logTime is the time= of a slog text line.
+func logTime(t *testing.T, line string) time.Time {
+	t.Helper()
+	at, err := time.Parse(time.RFC3339Nano, logValue(" "+line, "time"))
+	if err != nil {
+		t.Fatalf("no time in log line %q", line)
+	}
+	return at
 }

@@ -251,7 +251,7 @@ func (j *joiner) run(ctx context.Context) {
 			}
 			wait := j.sched.tried(time.Now(), ok)
 			switch {
-			case tried == 0 && !warnedAlone:
+			case tried == 0 && len(j.boot)+len(j.remembered) == 0 && !warnedAlone:
 				warnedAlone = true
 				j.n.log.Warn("this node knows no grid peer, so no other node can find it: give --bootstrap ADDR, list peers in " +
 					filepath.Join(j.n.dir, BootstrapFile) + lanHint(j.n.cfg) + "; or let others join through this node's addresses")

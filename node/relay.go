@@ -183,8 +183,10 @@ func (h jobHost) NewStream(ctx context.Context, p peer.ID, pids ...p2pproto.ID) 
 	if ok, _ := network.GetAllowLimitedConn(ctx); ok {
 		return h.Host.NewStream(ctx, p, pids...)
 	}
-	if err := h.Host.Connect(relayedOK(ctx), peer.AddrInfo{ID: p}); err != nil {
-		return nil, err
+	if nodial, _ := network.GetNoDial(ctx); !nodial {
+		if err := h.Host.Connect(relayedOK(ctx), peer.AddrInfo{ID: p}); err != nil {
+			return nil, err
+		}
 	}
 	if h.Network().Connectedness(p) == network.Limited {
 		wait := directWait
