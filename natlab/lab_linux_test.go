@@ -88,12 +88,19 @@ func removeStale(t *testing.T) {
 			continue
 		}
 		t.Logf("removing stale namespace %s", e.Name())
+		if out, err := exec.Command("ip", "netns", "pids", e.Name()).Output(); err == nil {
+			for _, f := range strings.Fields(string(out)) {
+				if pid, err := strconv.Atoi(f); err == nil {
+					syscall.Kill(pid, syscall.SIGKILL) // a node the killed test left running
+				}
+			}
+		}
 		exec.Command("ip", "netns", "del", e.Name()).Run()
 	}
 }
 
+// newLab starts a lab: the inet namespace and its bridge. Preconditions: needTools passed.
 func newLab(t *testing.T, bin string) *lab {
-	needTools(t)
 	removeStale(t)
 	dir := t.TempDir()
 	if keep := os.Getenv("NATLAB_DIR"); keep != "" { // keep the nodes' logs and data
@@ -231,6 +238,8 @@ func (l *lab) start(ns string, args ...string) *proc {
 	l.t.Helper()
 	p := &proc{name: ns, more: make(chan struct{}), done: make(chan struct{}), log: filepath.Join(l.dir, ns+".log")}
 	p.cmd = exec.Command("ip", append([]string{"netns", "exec", l.ns(ns), l.bin}, args...)...)
+	// ip execs gridnode, which keeps this: a node dies with a test killed by its timeout.
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
 		l.t.Fatal(err)

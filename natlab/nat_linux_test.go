@@ -46,6 +46,7 @@ func TestNATLab(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the NAT lab takes about a minute; it runs without -short")
 	}
+	needTools(t) // before the build: a machine without namespaces fails with what it lacks
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	work := t.TempDir()
