@@ -74,6 +74,9 @@ type DHT struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	moveMu sync.Mutex
+	moved  chan struct{} // closed and replaced by AddrsChanged
 }
 
 // WorkerNamespace is the namespace under which workers that run jobs for arch ("os/arch",
@@ -135,6 +138,7 @@ func New(ctx context.Context, h host.Host, cfg Config) (*DHT, error) {
 		validity:  cfg.ProvideValidity,
 		bucket:    cmp.Or(cfg.BucketSize, 20),
 		provide:   make(chan cid.Cid, provideQueue),
+		moved:     make(chan struct{}),
 		log:       cfg.Logger,
 		ctx:       dctx,
 		cancel:    cancel,
@@ -154,13 +158,21 @@ func (d *DHT) Routes(p peer.ID) bool { return d.kad.RoutingTable().Find(p) != ""
 // Bootstrap connects to the bootstrap peers and refreshes the routing table. It fails only
 // when bootstrap peers were given and none could be reached.
 func (d *DHT) Bootstrap(ctx context.Context) error {
+	_, err := d.Join(ctx, d.bootstrap)
+	return err
+}
+
+// Join connects to peers, all at once, and refreshes the routing table when it reached any.
+// It returns how many it reached, and fails only when peers were given and none could be
+// reached.
+func (d *DHT) Join(ctx context.Context, peers []peer.AddrInfo) (int, error) {
 	var (
 		mu   sync.Mutex
 		ok   int
 		errs []error
 		wg   sync.WaitGroup
 	)
-	for _, ai := range d.bootstrap {
+	for _, ai := range peers {
 		if ai.ID == d.h.ID() {
 			continue
 		}
@@ -177,22 +189,22 @@ func (d *DHT) Bootstrap(ctx context.Context) error {
 	}
 	wg.Wait()
 	if len(errs) > 0 && ok == 0 {
-		return fmt.Errorf("%w: %w", ErrNoBootstrap, errors.Join(errs...))
+		return 0, fmt.Errorf("%w: %w", ErrNoBootstrap, errors.Join(errs...))
 	}
 	for _, err := range errs {
 		d.log.Warn("bootstrap peer unreachable", "err", err)
 	}
 	if ok == 0 {
-		return nil // the first node of a grid
+		return 0, nil // the first node of a grid
 	}
 	select {
 	case err := <-d.kad.RefreshRoutingTable():
 		if err != nil {
 			d.log.Debug("routing table refresh", "err", err)
 		}
-		return nil
+		return ok, nil
 	case <-ctx.Done():
-		return ctx.Err()
+		return ok, ctx.Err()
 	}
 }
 
@@ -267,9 +279,29 @@ func (d *DHT) AnnounceLoop(ns string, ready chan<- struct{}) {
 				t.Stop()
 				return
 			case <-t.C:
+			case <-d.movedCh():
+				t.Stop()
+				s.addrsChanged()
 			}
 		}
 	})
+}
+
+// AddrsChanged tells the announce loops that this node's dialable addresses changed (a
+// relay reservation, a port mapping, a new observed address), so they announce again at
+// once: peers drop a provider record that comes with no address they may dial, and a node
+// behind NAT has none until its relay reservation.
+func (d *DHT) AddrsChanged() {
+	d.moveMu.Lock()
+	close(d.moved)
+	d.moved = make(chan struct{})
+	d.moveMu.Unlock()
+}
+
+func (d *DHT) movedCh() <-chan struct{} {
+	d.moveMu.Lock()
+	defer d.moveMu.Unlock()
+	return d.moved
 }
 
 // announceSchedule decides when AnnounceLoop announces; it is pure, for testing.
@@ -305,6 +337,12 @@ func (s *announceSchedule) done(now time.Time, size int, ok bool) {
 		return
 	}
 	s.lastSize, s.lastAt, s.retryAt = size, now, time.Time{}
+	s.backoff = 100 * time.Millisecond
+}
+
+// addrsChanged makes an announcement due at once.
+func (s *announceSchedule) addrsChanged() {
+	s.lastAt, s.retryAt = time.Time{}, time.Time{}
 	s.backoff = 100 * time.Millisecond
 }
 

@@ -233,6 +233,10 @@ func TestAnnounceSchedule(t *testing.T) {
 	step("table full", 20, true, true, 10*time.Minute)
 	now = now.Add(10 * time.Minute)
 	step("period over", 20, true, true, 10*time.Minute)
+	now = now.Add(time.Minute)
+	step("addresses unchanged", 20, false, false, 9*time.Minute)
+	s.addrsChanged()
+	step("addresses changed", 20, true, true, 10*time.Minute)
 }
 
 // TestFindProvidersWithoutAddresses plants 48 provider records for peers that exist nowhere

@@ -90,8 +90,10 @@ func openJobs(n *Node) (_ *jobsPart, err error) {
 		}
 		trust = append(slices.Clone(trust), ps...)
 	}
+	// Jobs reach peers behind NAT through relays when hole punching fails (see jobHost).
+	h := jobHost{Host: n.h, log: n.log.With("component", "net")}
 	j.sub, err = jobs.NewSubmitter(jobs.SubmitterConfig{
-		Host:        n.h,
+		Host:        h,
 		Store:       st,
 		Records:     records,
 		Trusted:     trust,
@@ -121,7 +123,7 @@ func openJobs(n *Node) (_ *jobsPart, err error) {
 			}
 		}
 		j.worker, err = jobs.NewWorker(jobs.WorkerConfig{
-			Host:         n.h,
+			Host:         h,
 			Store:        st,
 			Runner:       runner,
 			Slots:        cfg.Slots,

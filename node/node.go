@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -18,6 +19,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	relayv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
+	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	"github.com/multiformats/go-multiaddr"
@@ -46,6 +49,13 @@ type Config struct {
 	// JobUIDs is the uid range a root daemon runs jobs as; default sandbox.DefaultJobUIDs.
 	JobUIDs  sandbox.UIDRange
 	Loopback bool // listen on 127.0.0.1 and skip NAT traversal; implied when every Listen address is loopback
+	// MDNS finds and joins gridnode peers on the LAN with multicast DNS (never on loopback).
+	// Off by default: tests and loopback testnets on one machine must not find each other.
+	MDNS bool
+	// RelayService makes the node a circuit relay with RelayResources' limits for peers behind
+	// NAT, announced under RelayNamespace, and an AutoNAT server. Only for a node with a
+	// public address: it is taken to be publicly reachable.
+	RelayService bool
 	// Reach bounds the addresses the node dials (see Reach); the default derives it from
 	// Listen and Bootstrap, so a node on a loopback testnet dials loopback and a node on the
 	// internet only public addresses.
@@ -81,10 +91,18 @@ type Node struct {
 	jobs *jobsPart
 
 	announced chan struct{}
+	reach     *reachTracker
+	lan       *lanPeers        // LAN peers found by mDNS; nil without mDNS
+	lanDisc   *lanDiscovery    // nil without mDNS
+	relays    *relaySource     // autorelay's candidates; nil when not a home daemon
+	join      *joiner          // nil for ephemeral nodes
+	direct    network.Notifiee // times direct connections after relayed ones; nil on loopback
 	forgetMu  sync.Mutex
 	forget    *forgetQueue
 	notifiee  network.Notifiee
 	stop      context.CancelFunc // ends the forget loop
+	life      context.Context    // see lifetime
+	endLife   context.CancelFunc
 	wg        sync.WaitGroup
 
 	apiMu     sync.Mutex
@@ -109,12 +127,39 @@ func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 			return nil, err
 		}
 	}
+	var fileBoot, remembered []peer.AddrInfo
+	if !cfg.Ephemeral {
+		if cfg.DataDir == "" {
+			if cfg.DataDir, err = DefaultDataDir(); err != nil {
+				return nil, err
+			}
+		}
+		var bad []string
+		if fileBoot, remembered, bad, err = loadPeerFiles(cfg.DataDir); err != nil {
+			return nil, err
+		}
+		for _, l := range bad {
+			cfg.Logger.Warn("bootstrap file: not a full /p2p/ multiaddr, skipped", "line", l)
+		}
+	}
 	if cfg.Reach == ReachAuto {
-		if cfg.Reach, err = autoReach(cfg, boot); err != nil {
+		// The bootstrap file is the user's, like --bootstrap; remembered peers are not.
+		if cfg.Reach, err = autoReach(cfg, slices.Concat(boot, fileBoot)); err != nil {
 			return nil, err
 		}
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, announced: make(chan struct{})}
+	n.reach = newReachTracker(n.log, cfg.Loopback)
+	if cfg.MDNS && !cfg.Loopback {
+		n.lan = newLANPeers()
+	}
+	if !cfg.Loopback && !cfg.Ephemeral && !cfg.RelayService {
+		relays, err := ParseAddrs(cfg.Relays)
+		if err != nil {
+			return nil, fmt.Errorf("relays: %w", err)
+		}
+		n.relays = &relaySource{static: relays}
+	}
 	defer func() {
 		if err != nil {
 			n.Close()
@@ -146,24 +191,54 @@ func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 	}
 
-	if n.h, err = newHost(key, cfg); err != nil {
+	if n.h, err = n.newHost(key); err != nil {
 		return nil, err
+	}
+	if err = n.reach.watch(n.lifetime(), n.h, &n.wg); err != nil {
+		return nil, err
+	}
+	if !cfg.Loopback {
+		n.direct = newDirectTimer(n.log.With("component", "net")).notifiee()
+		n.h.Network().Notify(n.direct)
 	}
 	mode := dht.ModeAutoServer
 	if !cfg.Worker && cfg.Ephemeral {
 		mode = dht.ModeClient // a short-lived submitter should not enter routing tables
 	}
 	dialable := func(a multiaddr.Multiaddr) bool { return within(cfg.Reach, a) }
-	if n.d, err = dht.New(ctx, n.h, dht.Config{Bootstrap: boot, Mode: mode, BucketSize: cfg.DHTBucketSize, Dialable: dialable, Logger: n.log.With("component", "dht")}); err != nil {
+	if cfg.RelayService {
+		mode = dht.ModeServer
+	}
+	if n.d, err = dht.New(ctx, n.h, dht.Config{Bootstrap: slices.Concat(boot, fileBoot), Mode: mode, BucketSize: cfg.DHTBucketSize, Dialable: dialable, Logger: n.log.With("component", "dht")}); err != nil {
 		return nil, err
 	}
 	if n.jobs, err = openJobs(n); err != nil {
 		return nil, err
 	}
-	if err = n.d.Bootstrap(ctx); err != nil {
-		return nil, err
+	if n.relays != nil {
+		n.relays.set(n.h, n.d)
 	}
-	if len(boot) > 0 {
+	if cfg.Ephemeral {
+		// A short-lived submitter fails at once when its bootstrap peers are down.
+		if err = n.d.Bootstrap(ctx); err != nil {
+			return nil, err
+		}
+		if !cfg.Loopback {
+			n.waitHolePunching(ctx)
+		}
+	} else {
+		// A daemon keeps trying (the join loop, started below); the first try is now, so
+		// that Open returns joined when the grid is there.
+		n.join = &joiner{n: n, boot: slices.Concat(boot, fileBoot), remembered: remembered,
+			path: filepath.Join(n.dir, PeersFile), sched: newJoinSchedule(joinMinBackoff, joinMaxBackoff)}
+		if ok, tried := n.join.attempt(ctx); tried > 0 && ok == 0 {
+			n.log.Warn("no known grid peer reachable yet; retrying in the background", "tried", tried)
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+	}
+	if len(n.h.Network().Peers()) > 0 {
 		// A connected bootstrap peer enters the routing table once identify has run.
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := n.d.WaitReady(wctx, 1)
@@ -175,15 +250,40 @@ func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 			n.log.Warn("routing table still empty", "err", err)
 		}
 	}
+	if err = n.watchAddrs(n.lifetime()); err != nil {
+		return nil, err
+	}
 	if cfg.Worker {
 		n.d.AnnounceLoop(dht.WorkerNamespace(n.jobs.worker.Arch()), n.announced)
 	}
-	n.forgetPeers(boot)
-	n.log.Info("node started", "peer", n.h.ID(), "worker", cfg.Worker, "addrs", n.h.Addrs(), "reach", cfg.Reach)
+	if cfg.RelayService {
+		n.d.AnnounceLoop(RelayNamespace, nil)
+	}
+	n.forgetPeers(slices.Concat(boot, fileBoot))
+	if n.lan != nil {
+		if n.lanDisc, err = startLAN(n.h, n.lan, n.log.With("component", "lan"), nil); err != nil {
+			return nil, fmt.Errorf("mdns: %w", err)
+		}
+	}
+	if n.join != nil {
+		jctx := n.lifetime()
+		n.wg.Go(func() { n.join.run(jctx) })
+	}
+	n.log.Info("node started", "peer", n.h.ID(), "worker", cfg.Worker, "relay_service", cfg.RelayService,
+		"mdns", n.lan != nil, "addrs", n.h.Addrs(), "reach", cfg.Reach)
 	return n, nil
 }
 
-func newHost(key crypto.PrivKey, cfg Config) (host.Host, error) {
+// lifetime is a context that ends when Close begins.
+func (n *Node) lifetime() context.Context {
+	if n.life == nil {
+		n.life, n.endLife = context.WithCancel(context.Background())
+	}
+	return n.life
+}
+
+func (n *Node) newHost(key crypto.PrivKey) (host.Host, error) {
+	cfg := n.cfg
 	listen := cfg.Listen
 	if len(listen) == 0 {
 		if cfg.Loopback {
@@ -217,22 +317,38 @@ func newHost(key crypto.PrivKey, cfg Config) (host.Host, error) {
 		libp2p.Transport(quic.NewTransport),
 		libp2p.ResourceManager(rm),
 		libp2p.ConnectionManager(cm),
-		libp2p.ConnectionGater(dialGater{cfg.Reach}),
-		libp2p.UserAgent("gridnode"),
+		libp2p.ConnectionGater(dialGater{reach: cfg.Reach, lan: n.lan}),
+		libp2p.UserAgent(userAgent),
 		libp2p.DisableMetrics(),
 	}
-	if cfg.Loopback {
+	switch {
+	case cfg.Loopback:
 		opts = append(opts, libp2p.DisableRelay())
-	} else {
-		opts = append(opts, libp2p.NATPortMap(), libp2p.EnableHolePunching(), libp2p.EnableAutoNATv2())
-		if len(cfg.Relays) > 0 {
-			relays, err := ParseAddrs(cfg.Relays)
-			if err != nil {
-				return nil, fmt.Errorf("relays: %w", err)
-			}
-			opts = append(opts, libp2p.EnableAutoRelayWithStaticRelays(relays))
+	case cfg.RelayService:
+		// A relay is a public node by the operator's word: AutoNAT would need another
+		// public node to confirm it, and the relay service starts only once it is public.
+		acl := &relayACL{}
+		opts = append(opts, libp2p.EnableRelayService(relayv2.WithResources(RelayResources()), relayv2.WithACL(acl)),
+			libp2p.ForceReachabilityPublic(), libp2p.EnableNATService(), libp2p.EnableAutoNATv2(),
+			libp2p.EnableHolePunching(holepunch.WithTracer(&punchTracer{log: n.log, reach: n.reach})))
+		h, err := n.buildHost(opts, rm, cm)
+		if err == nil {
+			acl.h.Store(&h)
+		}
+		return h, err
+	default:
+		opts = append(opts, libp2p.NATPortMap(), libp2p.EnableAutoNATv2(),
+			libp2p.EnableHolePunching(holepunch.WithTracer(&punchTracer{log: n.log, reach: n.reach})))
+		if !cfg.Ephemeral {
+			// Daemons answer AutoNAT for others (dial-backs pass the gater) and find relays
+			// through the grid; a short-lived submitter only dials out.
+			opts = append(opts, libp2p.EnableNATService(), libp2p.EnableAutoRelayWithPeerSource(n.relays.peers, relayOptions()...))
 		}
 	}
+	return n.buildHost(opts, rm, cm)
+}
+
+func (n *Node) buildHost(opts []libp2p.Option, rm network.ResourceManager, cm *connmgr.BasicConnMgr) (host.Host, error) {
 	h, err := libp2p.New(opts...)
 	if err != nil {
 		rm.Close()
@@ -399,6 +515,9 @@ func (n *Node) AddrStrings() []string {
 	return out
 }
 
+// Reachability is how other peers can reach this node, as far as it knows.
+func (n *Node) Reachability() Reachability { return n.reach.get() }
+
 // WaitAnnounced waits until a worker's first capacity announcement reached the DHT.
 func (n *Node) WaitAnnounced(ctx context.Context) error {
 	if !n.cfg.Worker {
@@ -443,16 +562,28 @@ func (n *Node) WaitWorkers(ctx context.Context, arch string, min int) ([]peer.Ad
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		var errs []error
+		if n.join != nil && n.h != nil && n.d != nil {
+			n.join.save()
+		}
+		if n.endLife != nil {
+			n.endLife()
+		}
+		if n.lanDisc != nil {
+			n.lanDisc.close()
+		}
 		n.closeAPI()
 		if n.jobs != nil {
 			// The worker, then the blob handler, then the store.
 			errs = append(errs, n.jobs.close())
 		}
+		if n.direct != nil {
+			n.h.Network().StopNotify(n.direct)
+		}
 		if n.stop != nil {
 			n.h.Network().StopNotify(n.notifiee)
 			n.stop()
-			n.wg.Wait()
 		}
+		n.wg.Wait() // the forget, join and event loops
 		if n.d != nil {
 			errs = append(errs, n.d.Close())
 		}

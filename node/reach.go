@@ -3,6 +3,7 @@ package node
 import (
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/connmgr"
 	"github.com/libp2p/go-libp2p/core/control"
@@ -113,14 +114,18 @@ func within(r Reach, a multiaddr.Multiaddr) bool { return reachOf(a) <= r }
 
 // dialGater refuses every dial outside the node's reach: the one place every outgoing
 // connection passes, whoever asked for it (DHT queries, provider fetches, offers, identify
-// and hole punching, AutoNAT dial-backs).
-type dialGater struct{ reach Reach }
+// and hole punching, AutoNAT dial-backs, relays). The one exception is a LAN address that
+// mDNS on this LAN announced for the very peer being dialled (see lanPeers), when mDNS is on.
+type dialGater struct {
+	reach Reach
+	lan   *lanPeers // nil without mDNS
+}
 
 var _ connmgr.ConnectionGater = dialGater{}
 
 func (dialGater) InterceptPeerDial(peer.ID) bool { return true }
-func (g dialGater) InterceptAddrDial(_ peer.ID, a multiaddr.Multiaddr) bool {
-	return within(g.reach, a)
+func (g dialGater) InterceptAddrDial(p peer.ID, a multiaddr.Multiaddr) bool {
+	return within(g.reach, a) || g.lan.allowed(p, a, time.Now())
 }
 func (dialGater) InterceptAccept(network.ConnMultiaddrs) bool { return true }
 func (dialGater) InterceptSecured(network.Direction, peer.ID, network.ConnMultiaddrs) bool {

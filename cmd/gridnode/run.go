@@ -32,6 +32,9 @@ func (c *RunCommand) Run(ctx context.Context, args []string) error {
 	fs.Var((*sizeFlag)(&quota), "store-quota", "disk space for stored job binaries, least recently used evicted first (default 2GiB)")
 	api := fs.String("api", "", "also serve the submit API on loopback TCP `ADDR` (127.0.0.1:PORT), where requests need the token in DIR/"+node.APITokenFile)
 	reach := fs.String("reach", "auto", "addresses the node dials: `R` is public, lan (also private and link-local), loopback, or auto (the widest of the listen and bootstrap addresses)")
+	noMDNS := fs.Bool("no-mdns", false, "do not look for other gridnode nodes on the LAN with multicast DNS")
+	relayService := fs.Bool("relay-service", false, "relay connections for grid nodes behind NAT (only on a machine with a public address; see docs/donating.md)")
+	worker := fs.Bool("worker", true, "run jobs for others; --worker=false for a bootstrap or relay node that only serves the grid")
 	verbose := fs.Bool("v", false, "log debug messages")
 	addLimitFlags(fs, &lim, "the stock limit") // here, the most a job may ask for
 	fs.Usage = func() {
@@ -41,6 +44,11 @@ Runs a grid node: donates idle CPU by running other peers' jobs under strict sec
 Prints the node's peer ID and then its listen addresses, one per line, on stdout; logs go
 to stderr. SIGINT or SIGTERM stop it; running jobs are killed and reported cancelled.
 The limits below are the largest a job may ask for.
+
+It joins the grid through the --bootstrap peers, the peers listed in DIR/bootstrap (one
+full multiaddr per line), the peers it remembered from its last run (DIR/peers), and
+gridnode nodes on the LAN (mDNS, unless --no-mdns); it keeps retrying them while it is
+cut off. Behind a home router it uses UPnP/NAT-PMP, hole punching and relays.
 
 The local submit API ('gridnode submit --api') is served on the unix socket DIR/api.sock,
 which only this user may open (mode 0600), with the bearer token in DIR/api.token (0600);
@@ -79,7 +87,9 @@ Flags:
 		StoreQuota:   quota,
 		JobUIDs:      uids,
 		Limits:       lim,
-		Worker:       true,
+		Worker:       *worker,
+		MDNS:         !*noMDNS,
+		RelayService: *relayService,
 		Logger:       log,
 	})
 	if err != nil {
