@@ -155,6 +155,7 @@ type Worker struct {
 	byPeer    map[peer.ID]int             // of those, per peer
 	running   map[peer.ID]int             // slots held
 	nrunning  int
+	live      liveness // pings the peers with jobs running (liveness.go)
 }
 
 // NewWorker checks cfg and returns a Worker; Start makes it serve.
@@ -498,6 +499,7 @@ func (w *Worker) handleJob(s network.Stream) {
 	}
 	ctx, cancel := context.WithCancel(w.ctx)
 	defer cancel()
+	defer w.live.watch(w.ctx, &w.wg, w.cfg.Host, w.log, from, cancel)()
 	in := &streamInput{s: s, sp: sp, asked: make(chan struct{}), got: make(chan []byte, 1)}
 	watched := make(chan struct{})
 	go func() {

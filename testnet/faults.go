@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -124,22 +126,47 @@ func Forge(out []byte, maxOutput int64) []byte {
 	return f
 }
 
-// Apply gives a started worker node the faults of b that are not in its runner: a Boaster
-// replaces the node's /gridnode/info handler with one that signs boastful offers.
-// Preconditions: n is a worker, opened with Config.Runner = b.Runner(...).
-func (b Behaviour) Apply(ctx context.Context, n *node.Node, isolation string) error {
-	if b&Boaster == 0 {
+// Configure makes the worker node that cfg opens misbehave as b: it wraps cfg.Runner (or,
+// when nil, a sandbox runner made as node makes its default) with b.Runner, and returns
+// what to call once the node is open: a Boaster then replaces the node's /gridnode/info
+// handler with one that signs boastful offers. An honest b changes nothing.
+func (b Behaviour) Configure(cfg *node.Config) (started func(ctx context.Context, n *node.Node) error) {
+	if b == 0 {
+		return func(context.Context, *node.Node) error { return nil }
+	}
+	if cfg.Logger != nil {
+		cfg.Logger.Warn("this node misbehaves, for tests", "behaviour", b.String())
+	}
+	var isolation string // a wrapped runner hides the sandbox's layers from the node's offer
+	if cfg.Runner == nil {
+		slots := cfg.Slots
+		if slots <= 0 {
+			slots = runtime.NumCPU()
+		}
+		mem := cfg.Limits.Or(sandbox.DefaultLimits()).Memory
+		log := cfg.Logger
+		if log == nil {
+			log = slog.New(slog.DiscardHandler)
+		}
+		sr := &sandbox.Runner{Logger: log.With("component", "sandbox"), JobUIDs: cfg.JobUIDs,
+			JobsMemory: int64(slots) * (mem + 16<<20)}
+		cfg.Runner, isolation = sr, sr.Isolation().String()
+	}
+	cfg.Runner = b.Runner(cfg.Runner)
+	return func(ctx context.Context, n *node.Node) error {
+		if b&Boaster == 0 {
+			return nil
+		}
+		real, err := RealOffer(ctx, n.Host())
+		if err != nil {
+			return fmt.Errorf("boaster: %w", err)
+		}
+		if isolation != "" {
+			real.Isolation = isolation
+		}
+		Boast(n.Host(), real)
 		return nil
 	}
-	real, err := RealOffer(ctx, n.Host())
-	if err != nil {
-		return fmt.Errorf("boaster: %w", err)
-	}
-	if isolation != "" {
-		real.Isolation = isolation // a wrapped runner hides the sandbox's from the node
-	}
-	Boast(n.Host(), real)
-	return nil
 }
 
 // Boast makes h answer /gridnode/info with offer o, signed with h's key, claiming

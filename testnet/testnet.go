@@ -18,9 +18,9 @@ import (
 
 // Setup describes a test grid. Zero fields take defaults.
 type Setup struct {
-	Nodes      int         // default 5
-	Slots      int         // job slots per node; default 2
-	Runner     node.Runner // default the real sandbox runner
+	Nodes  int         // default 5
+	Slots  int         // job slots per node; default 2
+	Runner node.Runner // default the real sandbox runner
 	// NodeRunner, if set, gives node i its runner instead of Runner (to tell apart what
 	// each node runs).
 	NodeRunner func(i int) node.Runner

@@ -14,7 +14,11 @@ import (
 )
 
 // RunCommand runs the gridnode daemon.
-type RunCommand struct{}
+type RunCommand struct {
+	// faulty, set only by the testnet's faulty-node form (testnet_faults.go), makes the
+	// node misbehave: it edits the config and returns what to do once the node is open.
+	faulty func(cfg *node.Config) (started func(ctx context.Context, n *node.Node) error)
+}
 
 // Run executes the command.
 func (c *RunCommand) Run(ctx context.Context, args []string) error {
@@ -76,7 +80,7 @@ Flags:
 		return badUsage(fs, "--reach %q: want public, lan, loopback or auto", *reach)
 	}
 	log := newLogger(slog.LevelInfo, *verbose)
-	n, err := node.Open(ctx, node.Config{
+	cfg := node.Config{
 		Reach:        r,
 		DataDir:      *data,
 		Listen:       listen,
@@ -91,11 +95,19 @@ Flags:
 		MDNS:         !*noMDNS,
 		RelayService: *relayService,
 		Logger:       log,
-	})
+	}
+	started := func(context.Context, *node.Node) error { return nil }
+	if c.faulty != nil {
+		started = c.faulty(&cfg)
+	}
+	n, err := node.Open(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer n.Close()
+	if err := started(ctx, n); err != nil {
+		return err
+	}
 	if _, err := n.ServeAPI(*api); err != nil {
 		return err
 	}

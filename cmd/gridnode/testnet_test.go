@@ -88,8 +88,9 @@ func TestTestnetAndSubmit(t *testing.T) {
 		t.Fatal("testnet printed no bootstrap address within 60s")
 	}
 
+	trusted := filepath.Join(netDir, "trusted-peers")
 	submit := func(args ...string) (string, error) {
-		cmd := exec.Command(bin, append([]string{"submit", "--bootstrap", boot, "--timeout", "60s"}, args...)...)
+		cmd := exec.Command(bin, append([]string{"submit", "--bootstrap", boot, "--trust-file", trusted, "--timeout", "60s"}, args...)...)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		out, err := cmd.Output()
@@ -151,7 +152,7 @@ func TestTestnetAndSubmit(t *testing.T) {
 	proctest.Poll(t, 10*time.Second, "the nodes to exit with the testnet", func() bool {
 		return len(procsMentioning(netDir)) == 0
 	})
-	if !strings.Contains(printed.String(), "gridnode submit --bootstrap "+boot+" --replicas 2 JOB") {
+	if !strings.Contains(printed.String(), "gridnode submit --bootstrap "+boot+" --trust-file "+trusted+" --replicas 2 JOB") {
 		t.Errorf("testnet did not print the submit line:\n%s", printed.String())
 	}
 }
