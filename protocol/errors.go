@@ -3,6 +3,7 @@ package protocol
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Sentinel errors, one per Code. A *CodeError matches its code's sentinel with errors.Is.
@@ -97,7 +98,14 @@ func CodeOf(err error) Code {
 	return Code_INTERNAL
 }
 
-// Refusal returns the code and the cleaned message to send for a non-nil err.
+// Refusal returns the code and the cleaned message to send for a non-nil err. The
+// receiver's CodeError says the code's own words ("binary rejected: ...") again, so they
+// are left out of the message.
 func Refusal(err error) (Code, string) {
-	return CodeOf(err), Clean(err.Error(), MaxReason)
+	msg := err.Error()
+	var ce *CodeError
+	if errors.As(err, &ce) && ce.Msg != "" {
+		msg = strings.Replace(msg, ce.sentinel().Error()+": ", "", 1)
+	}
+	return CodeOf(err), Clean(msg, MaxReason)
 }

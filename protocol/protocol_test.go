@@ -9,6 +9,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -399,5 +400,22 @@ func TestLimitsWire(t *testing.T) {
 	}
 	if got := (&Limits{CpuMs: math.MaxUint64, Memory: math.MaxUint64}).Sandbox(); got.CPU != math.MaxInt64 || got.Memory != math.MaxInt64 {
 		t.Fatalf("huge wire limits: %+v, want saturated", got)
+	}
+}
+
+// TestRefusalSaysTheCodeOnce: a refusal crosses the wire and reads as the sender wrote it,
+// the code's own words once (they were twice: "binary rejected: binary rejected: ...").
+func TestRefusalSaysTheCodeOnce(t *testing.T) {
+	for _, err := range []error{
+		Errorf(Code_REJECTED, "not an ELF file"),
+		fmt.Errorf("binary: %w", Errorf(Code_REJECTED, "not an ELF file")),
+	} {
+		got := FromCode(Refusal(err)).Error()
+		if strings.Count(got, "binary rejected") != 1 || !strings.Contains(got, "not an ELF file") {
+			t.Errorf("%v crossed the wire as %q", err, got)
+		}
+	}
+	if code, msg := Refusal(errors.New("plain")); code != Code_INTERNAL || msg != "plain" {
+		t.Errorf("a plain error: %v %q", code, msg)
 	}
 }
