@@ -26,6 +26,7 @@ import (
 	"github.com/gridnode/gridnode/node"
 	"github.com/gridnode/gridnode/sandbox"
 	"github.com/gridnode/gridnode/store"
+	"github.com/gridnode/gridnode/testnet"
 )
 
 // netProcess is a `gridnode testnet` process run by a test.
@@ -290,9 +291,17 @@ func TestWorkerKilledMidJob(t *testing.T) {
 	})
 	pid := tn.pid(victim)
 	syscall.Kill(pid, syscall.SIGKILL)
+	killed := time.Now()
 	err := <-exited
 	if err != nil {
 		t.Fatalf("submit after worker %d was killed: %v\n%s", victim, err, stderr.String())
+	}
+	// The job takes ~1.5 s; a submitter that waits for the dead worker's QUIC connection
+	// to time out (30 s) instead of noticing it took 33 s.
+	took := time.Since(killed)
+	t.Logf("submit done %v after the worker was killed", took.Round(time.Millisecond))
+	if took > 10*time.Second {
+		t.Errorf("submit took %v after the worker was killed, want under 10s", took.Round(time.Millisecond))
 	}
 	var rep jobs.ReportJSON
 	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
@@ -444,10 +453,19 @@ func mustDecodePeer(t *testing.T, s string) peer.ID {
 	return id
 }
 
-// fdCount is how many descriptors process pid has open.
-func fdCount(pid int) int {
+// fdCount is how many descriptors process pid has open, besides the locks of job uids,
+// which a root sandbox keeps, one per slot that ever ran a job (uids).
+func fdCount(pid int) (fds, uids int) {
 	ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	return len(ents)
+	for _, e := range ents {
+		l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name()))
+		if strings.HasPrefix(l, "/run/gridnode-job-uids/") {
+			uids++
+		} else {
+			fds++
+		}
+	}
+	return fds, uids
 }
 
 // TestManyJobsOnProcesses submits 200 jobs at once, from 10 client peers, to a 5-node
@@ -512,8 +530,8 @@ func TestManyJobsOnProcesses(t *testing.T) {
 		}
 		return nil
 	}
-	// Warm up every worker (connections between workers, the binary stored, a job uid
-	// per slot, which the sandbox keeps), then take the baseline.
+	// Warm up every worker (connections between workers, the binary stored), then take
+	// the baseline.
 	warm := []*node.Node{newClient(), newClient()}
 	var wg sync.WaitGroup
 	for i := range 20 {
@@ -532,7 +550,7 @@ func TestManyJobsOnProcesses(t *testing.T) {
 	}
 	fds := make([]int, nodes)
 	for i, pid := range pids {
-		fds[i] = fdCount(pid)
+		fds[i], _ = fdCount(pid)
 	}
 
 	cs := make([]*node.Node, clients)
@@ -586,11 +604,11 @@ func TestManyJobsOnProcesses(t *testing.T) {
 	for _, c := range cs {
 		c.Close()
 	}
-	now := make([]int, nodes)
+	now, uids := make([]int, nodes), make([]int, nodes)
 	settled := func() bool {
 		ok := true
 		for i, pid := range pids {
-			now[i] = fdCount(pid)
+			now[i], uids[i] = fdCount(pid)
 			ok = ok && now[i] <= fds[i]
 		}
 		return ok
@@ -610,5 +628,77 @@ func TestManyJobsOnProcesses(t *testing.T) {
 		}
 		t.Errorf("descriptors per node: %v before, %v 20s after the clients left", fds, now)
 	}
-	t.Logf("descriptors per node: %v before, %v after", fds, now)
+	t.Logf("descriptors per node: %v before, %v after, and %v job uid locks", fds, now, uids)
+	for i, u := range uids {
+		if u > slots {
+			t.Errorf("node %d holds %d job uid locks, more than its %d slots", i, u, slots)
+		}
+	}
+}
+
+// TestTestnetFaultyNodes runs a testnet with two boaster-liars, as a demo would: the
+// banner and the process table say which nodes misbehave, only the honest ones are in
+// trusted-peers, neither 'gridnode --help' nor 'gridnode run --help' knows of faults, a
+// liar's replica carries a valid receipt over the forged output, and submits that trust
+// the honest nodes print the true output.
+func TestTestnetFaultyNodes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a testnet")
+	}
+	bin := gridnodeBinary(t)
+	for _, args := range [][]string{{"--help"}, {"run", "--help"}} {
+		out, _ := exec.Command(bin, args...).CombinedOutput()
+		for _, s := range []string{"faulty", "liar", "boast", "stall"} {
+			if strings.Contains(string(out), s) {
+				t.Errorf("gridnode %s mentions %q:\n%s", strings.Join(args, " "), s, out)
+			}
+		}
+	}
+	dir := t.TempDir()
+	echo := filepath.Join(dir, "echo")
+	if out, errOut, code := runBin(t, bin, "", "build", "--example", "echo", "-o", echo); code != 0 {
+		t.Fatalf("gridnode build: exit %d\n%s%s", code, out, errOut)
+	}
+	const n = 5
+	tn := startNet(t, bin, n, "--liars", "2", "--boasters", "2")
+	want := map[string]string{"0": "honest", "1": "honest", "2": "honest", "3": "liar+boaster", "4": "liar+boaster"}
+	liars := map[string]bool{}
+	for i, kind := range tn.kind {
+		if kind != want[fmt.Sprint(i)] {
+			t.Errorf("banner: node %d is %s, want %s", i, kind, want[fmt.Sprint(i)])
+		}
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", tn.pid(i)))
+		faulty := bytes.Contains(cmdline, []byte("\x00faulty-node\x00"+kind+"\x00"))
+		if faulty != (kind != "honest") {
+			t.Errorf("node %d (%s) runs as %q", i, kind, bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}))
+		}
+		if kind != "honest" {
+			liars[tn.ids[i]] = true
+		}
+	}
+	trusted, _ := os.ReadFile(filepath.Join(tn.dir, node.TrustFile))
+	for i, id := range tn.ids {
+		if bytes.Contains(trusted, []byte(id)) == liars[id] {
+			t.Errorf("trusted-peers and node %d (%s, %s) disagree:\n%s", i, id, tn.kind[i], trusted)
+		}
+	}
+	in := "hello, grid\n"
+	forged := cids.Sum(testnet.Forge([]byte(in), 1<<20)).String()
+	lies := 0
+	for range 3 {
+		out, errOut, code := runBin(t, bin, in, tn.submit("--json", "--timeout", "60s", echo)...)
+		var rep jobs.ReportJSON
+		if err := json.Unmarshal([]byte(out), &rep); err != nil || code != 0 || string(rep.Output) != in {
+			t.Fatalf("submit: exit %d, output %q (%v)\n%s", code, rep.Output, err, errOut)
+		}
+		for _, r := range rep.Replicas {
+			if liars[r.Worker] && r.Status != "" {
+				lies++
+				if !r.ReceiptValid || r.OutputCID != forged {
+					t.Errorf("liar %s: receipt valid %v over %s, want valid over the forged %s", r.Worker, r.ReceiptValid, r.OutputCID, forged)
+				}
+			}
+		}
+	}
+	t.Logf("%d replicas of 3 submits went to liars", lies)
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,11 +17,12 @@ import (
 	"github.com/gridnode/gridnode/jobs"
 )
 
-// startTestnet runs `gridnode testnet -n N` until the test ends and returns its bootstrap
-// address.
-func startTestnet(t *testing.T, bin string, n int) string {
+// startTestnet runs `gridnode testnet -n N` until the test ends and returns the flags of a
+// submit to it: its bootstrap address, and its honest nodes as trusted peers.
+func startTestnet(t *testing.T, bin string, n int) []string {
 	t.Helper()
-	tn := exec.Command(bin, "testnet", "-n", fmt.Sprint(n), "--dir", filepath.Join(t.TempDir(), "net"))
+	dir := filepath.Join(t.TempDir(), "net")
+	tn := exec.Command(bin, "testnet", "-n", fmt.Sprint(n), "--dir", dir)
 	tn.Stderr = os.Stderr
 	stdout, err := tn.StdoutPipe()
 	if err != nil {
@@ -52,13 +54,13 @@ func startTestnet(t *testing.T, bin string, n int) string {
 	})
 	select {
 	case boot := <-bootc:
-		return boot
+		return []string{"--bootstrap", boot, "--trust-file", filepath.Join(dir, "trusted-peers")}
 	case <-done:
 		t.Fatal("testnet exited before it printed its bootstrap address")
 	case <-time.After(60 * time.Second):
 		t.Fatal("testnet printed no bootstrap address within 60s")
 	}
-	return ""
+	return nil
 }
 
 // run runs the built binary with stdin and returns stdout, stderr and the exit code.
@@ -99,9 +101,9 @@ func TestSubmitTellsTheTruth(t *testing.T) {
 	if err := os.WriteFile(readme, []byte("not a job\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	boot := startTestnet(t, bin, 3)
+	grid := startTestnet(t, bin, 3)
 	submit := func(stdin string, args ...string) (string, string, int) {
-		return runBin(t, bin, stdin, append([]string{"submit", "--bootstrap", boot, "--timeout", "60s"}, args...)...)
+		return runBin(t, bin, stdin, slices.Concat([]string{"submit", "--timeout", "60s"}, grid, args)...)
 	}
 
 	tests := []struct {
