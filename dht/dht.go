@@ -395,12 +395,24 @@ const (
 	resolveTimeout = 2 * time.Second
 )
 
+// providersQuiet ends a provider lookup that has found providers and then none new for
+// this long. Every one of the closest peers holds the same records, so the first answers
+// carry nearly all of them, and the rest of a lookup is waiting on peers that do not answer:
+// a departed peer still in others' routing tables cost every fresh submitter its 5 s dial
+// timeout.
+var providersQuiet = 300 * time.Millisecond
+
 // FindProviders lists the providers of c other than this node, resolving addresses of
 // providers the records did not carry any for.
 func (d *DHT) FindProviders(ctx context.Context, c cid.Cid) []peer.AddrInfo {
 	var out []peer.AddrInfo
 	var unknown []peer.ID
-	for ai := range d.kad.FindProvidersAsync(ctx, c, 0) {
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	quiet := time.AfterFunc(time.Hour, cancel)
+	defer quiet.Stop()
+	for ai := range d.kad.FindProvidersAsync(lctx, c, 0) {
+		quiet.Reset(providersQuiet)
 		if ai.ID == d.h.ID() {
 			continue
 		}

@@ -293,8 +293,11 @@ const (
 	offerTimeout      = 2 * time.Second // a whole query, connecting included
 	offerReplyTimeout = time.Second     // from opening the stream: a worker answers at once
 	// offerGrace is how long the submitter still collects offers once it has enough to
-	// start (max(R, Q)) but fewer than it wants (MaxReplicas + R, a margin for refusals).
-	offerGrace = time.Second
+	// start (max(R, Q)) but fewer than it wants (MaxReplicas + R, a margin for refusals):
+	// the queries still out were sent with the ones that answered, so live workers answer
+	// within about a round trip more; a departed worker's (a dial to a dead address) is not
+	// waited for.
+	offerGrace = 300 * time.Millisecond
 )
 
 // candidate is a worker whose live offer fits the job.
