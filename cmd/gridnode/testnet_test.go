@@ -156,3 +156,30 @@ func TestTestnetAndSubmit(t *testing.T) {
 		t.Errorf("testnet did not print the submit line:\n%s", printed.String())
 	}
 }
+
+func TestAssignFaults(t *testing.T) {
+	for _, tt := range []struct {
+		name                      string
+		n, liars, stallers, boast int
+		want                      string // behaviours of nodes 0..n-1; "" for an error
+	}{
+		{"honest", 3, 0, 0, 0, "honest honest honest"},
+		{"boaster-liars", 5, 2, 0, 2, "honest honest honest liar+boaster liar+boaster"},
+		{"stallers before liars", 5, 1, 2, 0, "honest honest staller staller liar"},
+		{"boasters past the liars", 5, 1, 1, 3, "honest honest boaster staller+boaster liar+boaster"},
+		{"node 0 stays honest", 3, 2, 1, 0, ""},
+		{"too many boasters", 3, 0, 0, 3, ""},
+		{"negative", 3, -1, 0, 0, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := assignFaults(tt.n, tt.liars, tt.stallers, tt.boast)
+			var got []string
+			for _, x := range b {
+				got = append(got, x.String())
+			}
+			if g := strings.Join(got, " "); g != tt.want || (err == nil) != (tt.want != "") {
+				t.Errorf("got %q, %v; want %q", g, err, tt.want)
+			}
+		})
+	}
+}
