@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -107,9 +106,15 @@ type WorkerConfig struct {
 	Host   host.Host
 	Store  *store.Store // binaries are kept here; the node serves it on the blob protocol
 	Runner Runner
-	// Slots is how many jobs run at once; 0 means runtime.NumCPU(). A job that finds no
-	// free slot is refused with BUSY.
+	// Slots is how many jobs run at once; 0 means DefaultSlots() (half the cores, at
+	// least 1). A job that finds no free slot is refused with BUSY.
 	Slots int
+	// MaxLoad, if above 0, refuses every job with BUSY while the machine's non-grid load
+	// is above it: its runnable tasks (/proc/stat's procs_running) less the grid jobs
+	// running, averaged over about 10 s and sampled once a second (loadGate, policy.go).
+	MaxLoad float64
+	// runnable replaces procsRunning as the MaxLoad gate's source; for tests.
+	runnable func() (int, error)
 	// SlotsPerPeer is how many slots one peer may hold; 0 means half the slots, rounded
 	// up, so that one peer never holds every slot of a worker with two or more.
 	SlotsPerPeer int
@@ -140,6 +145,7 @@ type Worker struct {
 	key      crypto.PrivKey
 	policy   sandbox.Limits // the most a job may ask for
 	deflt    sandbox.Limits // what a job that names no limit gets: the defaults, capped by policy
+	load     *loadGate      // the donor's MaxLoad
 	lookups  *budget        // provider lookups per requesting peer
 	all      *budget        // provider lookups of all peers, under ""
 	abandons *budget        // admitted jobs abandoned before they ran, per peer
@@ -168,8 +174,13 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 		return nil, errors.New("new worker: host has no private key")
 	}
 	if cfg.Slots <= 0 {
-		cfg.Slots = runtime.NumCPU()
+		cfg.Slots = DefaultSlots()
 	}
+	load, err := newLoadGate(cfg.MaxLoad, cfg.runnable)
+	if err != nil {
+		return nil, fmt.Errorf("new worker: %w", err)
+	}
+	cfg.Runner = load.count(cfg.Runner)
 	if cfg.SlotsPerPeer <= 0 {
 		cfg.SlotsPerPeer = (cfg.Slots + 1) / 2
 	}
@@ -200,6 +211,7 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 		key:       key,
 		policy:    policy,
 		deflt:     sandbox.DefaultLimits().Min(policy),
+		load:      load,
 		lookups:   newBudget(lookupBurst, lookupPeriod, lookupPeers),
 		all:       newBudget(allLookupBurst, allLookupPeriod, 1),
 		abandons:  newBudget(abandonBurst, abandonPeriod, lookupPeers),
@@ -217,6 +229,7 @@ func (w *Worker) Start() {
 	h := w.cfg.Host
 	h.SetStreamHandler(protocol.InfoID, w.handler(w.handleInfo))
 	h.SetStreamHandler(protocol.JobID, w.handler(w.handleJob))
+	w.load.run(w.ctx, &w.wg, w.log.Warn)
 }
 
 // Close removes the handlers, cancels running jobs (their submitters get CANCELLED) and
@@ -302,6 +315,9 @@ func (w *Worker) forgetPending(ps *pendingStream) {
 
 // take gives p a slot, unless none is free or p holds its share.
 func (w *Worker) take(p peer.ID) error {
+	if err := w.load.check(); err != nil {
+		return err
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	switch {
@@ -376,10 +392,18 @@ func (w *Worker) handleInfo(s network.Stream) {
 
 // offer is the worker's offer to peer asker: the slots free are those it could take.
 func (w *Worker) offer(asker peer.ID, nonce []byte) *protocol.Offer {
+	load, paused := w.load.state()
+	free := w.free(asker)
+	if paused {
+		free = 0 // it would refuse
+	}
 	return &protocol.Offer{
+		MaxLoad:    w.cfg.MaxLoad,
+		Load:       load,
+		Paused:     paused,
 		Peer:       w.cfg.Host.ID(),
 		Arch:       w.cfg.Arch,
-		SlotsFree:  w.free(asker),
+		SlotsFree:  free,
 		SlotsTotal: w.cfg.Slots,
 		Max:        w.policy,
 		MaxInput:   w.cfg.MaxInput,

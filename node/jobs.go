@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -68,7 +67,7 @@ func openJobs(n *Node) (_ *jobsPart, err error) {
 		// per-process memory, so a job that got past the stub's RLIMIT_AS is still held.
 		slots := cfg.Slots
 		if slots <= 0 {
-			slots = runtime.NumCPU()
+			slots = jobs.DefaultSlots()
 		}
 		mem := cfg.Limits.Or(sandbox.DefaultLimits()).Memory
 		runner = &sandbox.Runner{Logger: n.log.With("component", "sandbox"), JobUIDs: cfg.JobUIDs,
@@ -127,6 +126,7 @@ func openJobs(n *Node) (_ *jobsPart, err error) {
 			Store:        st,
 			Runner:       runner,
 			Slots:        cfg.Slots,
+			MaxLoad:      cfg.MaxLoad,
 			SlotsPerPeer: cfg.SlotsPerPeer,
 			Isolation:    isolation,
 			Limits:       cfg.Limits,

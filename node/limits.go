@@ -1,7 +1,6 @@
 package node
 
 import (
-	"runtime"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
@@ -10,6 +9,7 @@ import (
 	p2pproto "github.com/libp2p/go-libp2p/core/protocol"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 
+	"github.com/gridnode/gridnode/jobs"
 	"github.com/gridnode/gridnode/protocol"
 )
 
@@ -70,7 +70,7 @@ func newResourceManager(jobsPerPeer int) (network.ResourceManager, error) {
 func jobStreamsPerPeer(cfg Config) int {
 	slots := cfg.Slots
 	if slots <= 0 {
-		slots = runtime.NumCPU()
+		slots = jobs.DefaultSlots()
 	}
 	share := cfg.SlotsPerPeer
 	if share <= 0 {

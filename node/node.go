@@ -40,7 +40,10 @@ type Config struct {
 	Listen    []string // multiaddrs; default TCP and QUIC on DefaultPort (port 0 with Loopback)
 	Bootstrap []string // full /p2p/ multiaddrs of peers to join through
 	Relays    []string // static relays for the relay client (non-loopback only)
-	Slots     int      // concurrent jobs; default runtime.NumCPU()
+	Slots     int      // concurrent jobs; default jobs.DefaultSlots(), half the cores
+	// MaxLoad refuses jobs while the machine's non-grid load is above it (see
+	// jobs.WorkerConfig.MaxLoad); 0 means never.
+	MaxLoad float64
 	// SlotsPerPeer is how many slots one peer may hold; default half the slots, rounded up.
 	SlotsPerPeer int
 	// StoreQuota bounds the bytes of blobs kept in the data dir; default store.DefaultQuota.

@@ -293,16 +293,21 @@ func (x *InfoResponse) GetOffer() []byte {
 
 // OfferPayload is the payload of an offer envelope.
 type OfferPayload struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	PeerId        []byte                 `protobuf:"bytes,1,opt,name=peer_id,json=peerId,proto3" json:"peer_id,omitempty"`
-	Arch          string                 `protobuf:"bytes,2,opt,name=arch,proto3" json:"arch,omitempty"` // "linux/amd64"
-	SlotsFree     uint32                 `protobuf:"varint,3,opt,name=slots_free,json=slotsFree,proto3" json:"slots_free,omitempty"`
-	SlotsTotal    uint32                 `protobuf:"varint,4,opt,name=slots_total,json=slotsTotal,proto3" json:"slots_total,omitempty"`
-	Max           *Limits                `protobuf:"bytes,5,opt,name=max,proto3" json:"max,omitempty"` // the most a job may ask for
-	MaxInput      uint64                 `protobuf:"varint,6,opt,name=max_input,json=maxInput,proto3" json:"max_input,omitempty"`
-	TimeUnixMs    int64                  `protobuf:"varint,7,opt,name=time_unix_ms,json=timeUnixMs,proto3" json:"time_unix_ms,omitempty"`
-	Nonce         []byte                 `protobuf:"bytes,8,opt,name=nonce,proto3" json:"nonce,omitempty"`
-	Isolation     string                 `protobuf:"bytes,9,opt,name=isolation,proto3" json:"isolation,omitempty"` // the sandbox's isolation layers, free text for people to read
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	PeerId     []byte                 `protobuf:"bytes,1,opt,name=peer_id,json=peerId,proto3" json:"peer_id,omitempty"`
+	Arch       string                 `protobuf:"bytes,2,opt,name=arch,proto3" json:"arch,omitempty"` // "linux/amd64"
+	SlotsFree  uint32                 `protobuf:"varint,3,opt,name=slots_free,json=slotsFree,proto3" json:"slots_free,omitempty"`
+	SlotsTotal uint32                 `protobuf:"varint,4,opt,name=slots_total,json=slotsTotal,proto3" json:"slots_total,omitempty"`
+	Max        *Limits                `protobuf:"bytes,5,opt,name=max,proto3" json:"max,omitempty"` // the most a job may ask for
+	MaxInput   uint64                 `protobuf:"varint,6,opt,name=max_input,json=maxInput,proto3" json:"max_input,omitempty"`
+	TimeUnixMs int64                  `protobuf:"varint,7,opt,name=time_unix_ms,json=timeUnixMs,proto3" json:"time_unix_ms,omitempty"`
+	Nonce      []byte                 `protobuf:"bytes,8,opt,name=nonce,proto3" json:"nonce,omitempty"`
+	Isolation  string                 `protobuf:"bytes,9,opt,name=isolation,proto3" json:"isolation,omitempty"` // the sandbox's isolation layers, free text for people to read
+	// The donor's --max-load in thousandths (0: none), the machine's non-grid load now in
+	// thousandths, and whether the worker refuses jobs because that load is above the max.
+	MaxLoadMilli  uint32 `protobuf:"varint,10,opt,name=max_load_milli,json=maxLoadMilli,proto3" json:"max_load_milli,omitempty"`
+	LoadMilli     uint32 `protobuf:"varint,11,opt,name=load_milli,json=loadMilli,proto3" json:"load_milli,omitempty"`
+	LoadPaused    bool   `protobuf:"varint,12,opt,name=load_paused,json=loadPaused,proto3" json:"load_paused,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -398,6 +403,27 @@ func (x *OfferPayload) GetIsolation() string {
 		return x.Isolation
 	}
 	return ""
+}
+
+func (x *OfferPayload) GetMaxLoadMilli() uint32 {
+	if x != nil {
+		return x.MaxLoadMilli
+	}
+	return 0
+}
+
+func (x *OfferPayload) GetLoadMilli() uint32 {
+	if x != nil {
+		return x.LoadMilli
+	}
+	return 0
+}
+
+func (x *OfferPayload) GetLoadPaused() bool {
+	if x != nil {
+		return x.LoadPaused
+	}
+	return false
 }
 
 // BlobRequest opens /gridnode/blob/1.0.0. The response is a BlobResponse; when its code is
@@ -962,7 +988,7 @@ const file_gridnode_proto_rawDesc = "" +
 	"\fInfoResponse\x12\"\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x0e.gridnode.CodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x14\n" +
-	"\x05offer\x18\x03 \x01(\fR\x05offer\"\x92\x02\n" +
+	"\x05offer\x18\x03 \x01(\fR\x05offer\"\xf8\x02\n" +
 	"\fOfferPayload\x12\x17\n" +
 	"\apeer_id\x18\x01 \x01(\fR\x06peerId\x12\x12\n" +
 	"\x04arch\x18\x02 \x01(\tR\x04arch\x12\x1d\n" +
@@ -975,7 +1001,13 @@ const file_gridnode_proto_rawDesc = "" +
 	"\ftime_unix_ms\x18\a \x01(\x03R\n" +
 	"timeUnixMs\x12\x14\n" +
 	"\x05nonce\x18\b \x01(\fR\x05nonce\x12\x1c\n" +
-	"\tisolation\x18\t \x01(\tR\tisolation\"\x1f\n" +
+	"\tisolation\x18\t \x01(\tR\tisolation\x12$\n" +
+	"\x0emax_load_milli\x18\n" +
+	" \x01(\rR\fmaxLoadMilli\x12\x1d\n" +
+	"\n" +
+	"load_milli\x18\v \x01(\rR\tloadMilli\x12\x1f\n" +
+	"\vload_paused\x18\f \x01(\bR\n" +
+	"loadPaused\"\x1f\n" +
 	"\vBlobRequest\x12\x10\n" +
 	"\x03cid\x18\x01 \x01(\fR\x03cid\"`\n" +
 	"\fBlobResponse\x12\"\n" +

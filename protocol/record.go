@@ -139,6 +139,11 @@ type Offer struct {
 	Time       time.Time
 	Nonce      []byte // the asker's nonce from the InfoRequest
 	Isolation  string // the sandbox's isolation layers, for people to read
+	// MaxLoad is the donor's --max-load (0: none) and Load the machine's non-grid load now
+	// (jobs.WorkerConfig.MaxLoad defines it), both rounded to thousandths on the wire;
+	// Paused says the worker refuses jobs (BUSY) because Load is above MaxLoad.
+	MaxLoad, Load float64
+	Paused        bool
 }
 
 // Domain implements record.Record.
@@ -150,15 +155,18 @@ func (o *Offer) Codec() []byte { return offerCodec }
 // MarshalRecord implements record.Record.
 func (o *Offer) MarshalRecord() ([]byte, error) {
 	return proto.Marshal(&OfferPayload{
-		PeerId:     []byte(o.Peer),
-		Arch:       o.Arch,
-		SlotsFree:  uint32(max(o.SlotsFree, 0)),
-		SlotsTotal: uint32(max(o.SlotsTotal, 0)),
-		Max:        WireLimits(o.Max),
-		MaxInput:   uint64(max(o.MaxInput, 0)),
-		TimeUnixMs: o.Time.UnixMilli(),
-		Nonce:      o.Nonce,
-		Isolation:  o.Isolation,
+		PeerId:       []byte(o.Peer),
+		Arch:         o.Arch,
+		SlotsFree:    uint32(max(o.SlotsFree, 0)),
+		SlotsTotal:   uint32(max(o.SlotsTotal, 0)),
+		Max:          WireLimits(o.Max),
+		MaxInput:     uint64(max(o.MaxInput, 0)),
+		TimeUnixMs:   o.Time.UnixMilli(),
+		Nonce:        o.Nonce,
+		Isolation:    o.Isolation,
+		MaxLoadMilli: milli(o.MaxLoad),
+		LoadMilli:    milli(o.Load),
+		LoadPaused:   o.Paused,
 	})
 }
 
@@ -181,6 +189,9 @@ func (o *Offer) UnmarshalRecord(b []byte) error {
 	if len(m.Isolation) > MaxIsolation {
 		return fmt.Errorf("%w: offer isolation of %d bytes", ErrBadEnvelope, len(m.Isolation))
 	}
+	if m.LoadPaused && m.MaxLoadMilli == 0 {
+		return fmt.Errorf("%w: offer paused by load with no max load", ErrBadEnvelope)
+	}
 	*o = Offer{
 		Peer:       id,
 		Arch:       m.Arch,
@@ -191,8 +202,16 @@ func (o *Offer) UnmarshalRecord(b []byte) error {
 		Time:       time.UnixMilli(m.TimeUnixMs),
 		Nonce:      m.Nonce,
 		Isolation:  m.Isolation,
+		MaxLoad:    float64(m.MaxLoadMilli) / 1000,
+		Load:       float64(m.LoadMilli) / 1000,
+		Paused:     m.LoadPaused,
 	}
 	return nil
+}
+
+// milli is x in thousandths, rounded, within [0, MaxUint32].
+func milli(x float64) uint32 {
+	return uint32(math.Round(min(max(x, 0), math.MaxUint32/1000) * 1000))
 }
 
 // SealOffer signs o with key and returns the envelope's bytes.

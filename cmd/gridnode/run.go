@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/gridnode/gridnode/jobs"
 	"github.com/gridnode/gridnode/node"
 	"github.com/gridnode/gridnode/sandbox"
 )
@@ -29,7 +30,8 @@ func (c *RunCommand) Run(ctx context.Context, args []string) error {
 	fs.Var(&listen, "listen", fmt.Sprintf("listen on multiaddr `ADDR` (repeatable; default TCP and QUIC on port %d)", node.DefaultPort))
 	fs.Var(&boot, "bootstrap", "join the grid through the peer at full multiaddr `ADDR` (repeatable)")
 	fs.Var(&relays, "relay", "use the relay at full multiaddr `ADDR` when behind NAT (repeatable)")
-	slots := fs.Int("slots", 0, "jobs run at once (default the number of CPUs)")
+	slots := fs.Int("slots", 0, fmt.Sprintf("jobs run at once (default half the CPUs, at least 1: %d here)", jobs.DefaultSlots()))
+	maxLoad := fs.Float64("max-load", 0, "admit no job while the machine's non-grid load is above `L`: its runnable tasks (procs_running in /proc/stat) less the grid jobs running, averaged over about 10 s (0: admit whatever the load)")
 	perPeer := fs.Int("slots-per-peer", 0, "slots one peer may hold at once (default half the slots, rounded up)")
 	jobUIDs := fs.String("job-uids", "", "uids that jobs run as when run as root, FIRST-LAST, one per running job; none may belong to a user or file (default 2100000000-2100000255)")
 	var quota int64
@@ -47,7 +49,10 @@ func (c *RunCommand) Run(ctx context.Context, args []string) error {
 Runs a grid node: donates idle CPU by running other peers' jobs under strict seccomp.
 Prints the node's peer ID and then its listen addresses, one per line, on stdout; logs go
 to stderr. SIGINT or SIGTERM stop it; running jobs are killed and reported cancelled.
-The limits below are the largest a job may ask for.
+The limits below are the largest a job may ask for. Jobs run under SCHED_IDLE, so they
+only get CPU time nothing else on the machine wants; --slots and --max-load keep them off
+the machine altogether: both are stated in every offer the node signs, and a job asked for
+while the load is above --max-load is refused as busy ("the donor's machine is busy").
 
 It joins the grid through the --bootstrap peers, the peers listed in DIR/bootstrap (one
 full multiaddr per line), the peers it remembered from its last run (DIR/peers), and
@@ -68,8 +73,8 @@ Flags:
 	if fs.NArg() != 0 {
 		return badUsage(fs, "no arguments expected, got %q", fs.Args())
 	}
-	if *slots < 0 || *perPeer < 0 || quota < 0 {
-		return badUsage(fs, "--slots, --slots-per-peer and --store-quota must not be negative")
+	if *slots < 0 || *perPeer < 0 || quota < 0 || !(*maxLoad >= 0) {
+		return badUsage(fs, "--slots, --slots-per-peer, --store-quota and --max-load must not be negative")
 	}
 	uids, err := parseUIDRange(*jobUIDs)
 	if err != nil {
@@ -87,6 +92,7 @@ Flags:
 		Bootstrap:    boot,
 		Relays:       relays,
 		Slots:        *slots,
+		MaxLoad:      *maxLoad,
 		SlotsPerPeer: *perPeer,
 		StoreQuota:   quota,
 		JobUIDs:      uids,
