@@ -145,6 +145,8 @@ type SubmitterConfig struct {
 	SamePrefix bool
 	// Local runs jobs for Request.VerifyLocal; nil means this machine cannot.
 	Local Runner
+	// Events, if set, hears of every submit's end (Events.Submitted).
+	Events Events
 	// FindWorkers returns candidate workers for jobs of an architecture ("linux/amd64");
 	// the submitter skips itself.
 	FindWorkers func(ctx context.Context, arch string) ([]peer.AddrInfo, error)
@@ -164,6 +166,10 @@ type Submitter struct {
 	trusted map[peer.ID]bool // cfg.Trusted and what Trust added
 
 	progressMu sync.Mutex // Progress is called from several goroutines
+	live       liveness   // pings the workers running this submitter's replicas
+
+	offerMu    sync.Mutex
+	offerCache map[peer.ID]*offerEntry // offers.go
 
 	ignoreSlots bool                  // tests: ask workers whose offer shows no free slot
 	order       func(cs []*candidate) // tests: reorder the candidates after the weighted draw
@@ -219,12 +225,15 @@ type job struct {
 // refused here, before anything is sent (ErrRejected, with the sandbox's reason). Without
 // a quorum the error wraps ErrNoQuorum (or ErrNoWorkers) and the report still lists every
 // replica.
-func (s *Submitter) Submit(ctx context.Context, req Request) (*Report, error) {
+func (s *Submitter) Submit(ctx context.Context, req Request) (rep *Report, err error) {
+	if s.cfg.Events.Submitted != nil {
+		defer func() { s.cfg.Events.Submitted(rep, err) }()
+	}
 	j, err := s.prepare(ctx, req)
 	if err != nil {
 		return nil, err
 	}
-	rep := &Report{JobCID: j.jobCID, InputCID: j.inputCID}
+	rep = &Report{JobCID: j.jobCID, InputCID: j.inputCID}
 	cands, err := s.workers(ctx, j, nil)
 	if err != nil {
 		return rep, err
@@ -436,7 +445,7 @@ collect:
 			ai := cands[asked]
 			asked, inflight = asked+1, inflight+1
 			go func() {
-				o, prefix, err := s.queryOffer(ctx, ai)
+				o, prefix, err := s.offer(ctx, ai)
 				answers <- answer{ai, o, prefix, err}
 			}()
 		}
@@ -612,7 +621,9 @@ func (s *Submitter) dispatch(parent context.Context, j *job, cands []*candidate,
 		switch {
 		case a.refused:
 			spent--
-			if !errors.Is(a.Err, protocol.ErrBusy) {
+			if errors.Is(a.Err, protocol.ErrBusy) {
+				s.dropOffer(a.Worker) // it said it had room: ask it afresh
+			} else {
 				ran[a.Worker] = true
 			}
 		case !a.Local:
@@ -823,6 +834,8 @@ func (s *Submitter) runOne(ctx context.Context, c *candidate, j *job) (a attempt
 		a.refused, a.Err = true, fmt.Errorf("%w: %w", ErrRefused, err)
 		return a
 	}
+	// A worker killed mid-job leaves a silent QUIC connection (liveness.go).
+	defer s.live.watch(context.WithoutCancel(ctx), nil, s.cfg.Host, s.log, p, func() { st.Reset() })()
 	// Unset, the wall limit is the worker's default, which its maximum bounds.
 	wall := cmp.Or(j.Limits.Wall, o.Max.Wall)
 	protocol.SetDeadline(st, protocol.FetchTimeout+protocol.BlobTimeout(int64(len(j.Input)))+wall+protocol.ReplyTimeout)

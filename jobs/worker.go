@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -133,7 +134,9 @@ type WorkerConfig struct {
 	Providers func(ctx context.Context, c cid.Cid) []peer.AddrInfo
 	// Isolation describes the sandbox's isolation layers, for the offer; may be empty.
 	Isolation string
-	Logger    *slog.Logger
+	// Events, if set, hears of every job admitted and every request refused.
+	Events Events
+	Logger *slog.Logger
 }
 
 // Worker serves /gridnode/info and /gridnode/job on a host: it admits or refuses job
@@ -423,7 +426,9 @@ type spec struct {
 	binSize   int64
 	lim       sandbox.Limits
 	nonce     []byte
-	ran       bool // the runner was called (set by execute)
+	ran       bool          // the runner was called (set by execute)
+	verdict   Verdict       // what the receipt says (set by execute)
+	cpu, wall time.Duration // from the receipt (set by execute)
 }
 
 // admit checks a request against the protocol and the worker's policy.
@@ -506,6 +511,9 @@ func (w *Worker) handleJob(s network.Stream) {
 	}
 	if err != nil {
 		log.Debug("job refused", "err", err)
+		if w.cfg.Events.Refused != nil {
+			w.cfg.Events.Refused(from, protocol.CodeOf(err))
+		}
 		w.refuse(s, err)
 		stop()
 		return
@@ -536,7 +544,9 @@ func (w *Worker) handleJob(s network.Stream) {
 	defer func() { <-watched }() // runs after the stream is closed or reset below
 
 	log.Debug("job admitted", "job", sp.jobCID, "input", sp.inputCID)
+	started := time.Now()
 	res, err := w.execute(ctx, sp, in)
+	w.jobEvent(sp, started, res, cmp.Or(w.ctx.Err(), ctx.Err(), err))
 	switch {
 	case w.ctx.Err() != nil:
 		release()
@@ -718,6 +728,8 @@ func (w *Worker) execute(ctx context.Context, sp *spec, in *streamInput) (*proto
 	if err != nil {
 		return nil, protocol.Errorf(protocol.Code_INTERNAL, "%v", err)
 	}
+	sp.verdict = Verdict{OutputCID: outputCID(r), StderrCID: cids.Sum(stderr), Status: status, ExitCode: r.ExitCode, Signal: protocol.Clean(r.Signal, protocol.MaxText)}
+	sp.cpu, sp.wall = r.CPUTime, r.WallTime
 	return &protocol.JobResult{
 		Reason:  protocol.Clean(r.Reason, protocol.MaxReason),
 		Output:  r.Output,
