@@ -46,3 +46,38 @@ func (w *Worker) jobEvent(sp *spec, start time.Time, res *protocol.JobResult, er
 	}
 	w.cfg.Events.Job(ev)
 }
+
+// JoinEvents returns Events that call each of es in turn (history, metrics, ...).
+func JoinEvents(es ...Events) Events {
+	var out Events
+	for _, e := range es {
+		if f := e.Job; f != nil {
+			prev := out.Job
+			out.Job = func(ev JobEvent) {
+				if prev != nil {
+					prev(ev)
+				}
+				f(ev)
+			}
+		}
+		if f := e.Refused; f != nil {
+			prev := out.Refused
+			out.Refused = func(p peer.ID, c protocol.Code) {
+				if prev != nil {
+					prev(p, c)
+				}
+				f(p, c)
+			}
+		}
+		if f := e.Submitted; f != nil {
+			prev := out.Submitted
+			out.Submitted = func(rep *Report, err error) {
+				if prev != nil {
+					prev(rep, err)
+				}
+				f(rep, err)
+			}
+		}
+	}
+	return out
+}

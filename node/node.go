@@ -27,6 +27,7 @@ import (
 	manet "github.com/multiformats/go-multiaddr/net"
 
 	"github.com/gridnode/gridnode/dht"
+	"github.com/gridnode/gridnode/jobs"
 	"github.com/gridnode/gridnode/sandbox"
 )
 
@@ -92,6 +93,9 @@ type Node struct {
 	dir  string   // data dir; removed on Close when ephemeral
 	lock *os.File // holds the data dir's lock (lockDataDir) unless ephemeral
 	jobs *jobsPart
+	// events hear what the worker and the submitter do (history, metrics): filled before
+	// openJobs, which joins them.
+	events []jobs.Events
 
 	announced chan struct{}
 	reach     *reachTracker
