@@ -110,7 +110,7 @@ type Job struct {
 	// (Output).
 	Accepted   bool               `json:"accepted"`
 	Reason     string             `json:"reason,omitempty"`
-	Stderr     string             `json:"stderr,omitempty"`
+	Stderr     []byte             `json:"stderr,omitempty"` // base64: the bytes stderr_cid names
 	Replicas   []jobs.ReplicaJSON `json:"replicas,omitempty"`
 	OutputSize int                `json:"output_size"`
 	OutputKept bool               `json:"output_kept"`

@@ -299,7 +299,7 @@ func TestSubmitStderr(t *testing.T) {
 					t.Errorf("receipt of %s: stderr %v, %v; want %s", short(r.Worker), rc, err, cids.Sum(tt.wantStderr))
 				}
 			}
-			if got := JSON(rep, err).Stderr; got != string(tt.wantStderr) {
+			if got := JSON(rep, err).Stderr; !bytes.Equal(got, tt.wantStderr) {
 				t.Errorf("JSON stderr: got %d bytes, want %d", len(got), len(tt.wantStderr))
 			}
 		})

@@ -146,8 +146,8 @@ func newSubmitter(t testing.TB, find func(context.Context, string) ([]peer.AddrI
 	t.Helper()
 	h, st := newHost(t), newStore(t)
 	serveStore(t, h, st)
-	// It trusts the workers find lists now, and they are all on 127.0.0.1.
-	cfg := SubmitterConfig{Host: h, Store: st, FindWorkers: find, SamePrefix: true}
+	// It trusts the workers find lists now.
+	cfg := SubmitterConfig{Host: h, Store: st, FindWorkers: find}
 	ais, _ := find(context.Background(), sandbox.ArchAMD64)
 	for _, ai := range ais {
 		cfg.Trusted = append(cfg.Trusted, ai.ID)
@@ -221,7 +221,6 @@ func newGrid(t testing.TB, cfgs ...WorkerConfig) *grid {
 	for _, h := range g.hosts {
 		sub.Trust(h.ID())
 	}
-	sub.cfg.SamePrefix = true // every worker is on 127.0.0.1
 	return g
 }
 

@@ -22,7 +22,7 @@ type ReportJSON struct {
 	Error     string        `json:"error,omitempty"`
 	ErrorKind string        `json:"error_kind,omitempty"` // see errorKinds
 	Output    []byte        `json:"output"`               // base64
-	Stderr    string        `json:"stderr"`
+	Stderr    []byte        `json:"stderr"`               // base64: the bytes stderr_cid names
 	Replicas  []ReplicaJSON `json:"replicas"`
 }
 
@@ -64,7 +64,7 @@ func JSON(rep *Report, err error) *ReportJSON {
 		out.JobCID, out.InputCID = cidString(rep.JobCID), cidString(rep.InputCID)
 		out.OutputCID, out.StderrCID = cidString(rep.OutputCID), cidString(rep.StderrCID)
 		out.Status, out.ExitCode, out.Signal, out.Reason = rep.Status, rep.ExitCode, rep.Signal, rep.Reason
-		out.Output, out.Stderr = rep.Output, string(rep.Stderr)
+		out.Output, out.Stderr = rep.Output, rep.Stderr
 		for _, r := range rep.Replicas {
 			rj := ReplicaJSON{
 				Worker: r.Worker.String(), Status: r.Status, ExitCode: r.ExitCode, Signal: r.Signal,

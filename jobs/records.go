@@ -1,9 +1,11 @@
 package jobs
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -19,12 +21,16 @@ import (
 // submitter could judge count: a replica agrees or disagrees with a result a quorum
 // accepted, or fails or times out; refusals count nothing.
 type Record struct {
-	Agreed    int       `json:"agreed"`
-	Disagreed int       `json:"disagreed"`
-	Failed    int       `json:"failed"`
-	TimedOut  int       `json:"timed_out"`
-	FirstSeen time.Time `json:"first_seen"`
-	LastSeen  time.Time `json:"last_seen"`
+	Agreed    int `json:"agreed"`
+	Disagreed int `json:"disagreed"`
+	Failed    int `json:"failed"`
+	TimedOut  int `json:"timed_out"`
+	// Contradicted counts adaptive checks where a quorum's worth of other replicas agreed
+	// on another verdict and nothing anchored the outcome: not a proven lie, but enough
+	// to stop trusting the record.
+	Contradicted int       `json:"contradicted,omitempty"`
+	FirstSeen    time.Time `json:"first_seen"`
+	LastSeen     time.Time `json:"last_seen"`
 }
 
 // Established is the record a worker needs before its replica may anchor a quorum: this
@@ -35,20 +41,31 @@ type Record struct {
 const Established = 3
 
 // established reports whether r is an established record.
-func (r Record) established() bool { return r.Agreed >= Established && r.Disagreed == 0 }
+func (r Record) established() bool {
+	return r.Agreed >= Established && r.Disagreed == 0 && r.Contradicted == 0
+}
 
 // weight is how likely placement picks a worker with record r, against 1 for a stranger:
 // more for agreement (capped, so that no record buys every job), almost never after a
 // disagreement.
 func (r Record) weight() float64 {
-	if r.Disagreed > 0 {
+	if r.Disagreed > 0 || r.Contradicted > 0 {
 		return 0.01
 	}
 	return 1 + float64(min(r.Agreed, 20))/4 - float64(min(r.Failed+r.TimedOut, 8))/10
 }
 
-// maxRecords bounds a records file: past it, the workers seen least recently are dropped.
-const maxRecords = 10000
+// maxRecords bounds a records file: past it, strangers with nothing to their name go
+// first, then the rest by when they were last seen; established records and
+// disagreements go last (bound). maxRecordsFile bounds the file read (a record is about
+// 200 bytes).
+const (
+	maxRecords     = 10000
+	maxRecordsFile = 16 << 20
+)
+
+// saveLockWait bounds how long Save waits for another process's save.
+const saveLockWait = 5 * time.Second
 
 // Records is a submitter's record of workers by peer ID, kept in a JSON file in the data
 // dir so that it survives restarts. A daemon and one-shot submits may share the file:
@@ -58,9 +75,10 @@ const maxRecords = 10000
 type Records struct {
 	path string // "" keeps records in memory only
 
-	mu    sync.Mutex
-	m     map[peer.ID]Record // as last read, plus delta
-	delta map[peer.ID]Record // what this process learnt since the last Save
+	saveMu sync.Mutex // one Save at a time
+	mu     sync.Mutex
+	m      map[peer.ID]Record // as last read, plus delta
+	delta  map[peer.ID]Record // what this process learnt since the last Save
 }
 
 // OpenRecords reads the records at path ("" for records kept in memory only). A missing
@@ -86,18 +104,26 @@ type recordsFile struct {
 
 func readRecords(path string) (map[peer.ID]Record, error) {
 	m := make(map[peer.ID]Record)
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return m, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("worker records: %w", err)
 	}
-	var f recordsFile
-	if err := json.Unmarshal(b, &f); err != nil {
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxRecordsFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("worker records: %w", err)
+	}
+	if len(b) > maxRecordsFile {
+		return nil, fmt.Errorf("worker records %s: over %d bytes (move it away to start afresh)", path, maxRecordsFile)
+	}
+	var rf recordsFile
+	if err := json.Unmarshal(b, &rf); err != nil {
 		return nil, fmt.Errorf("worker records %s: %w (move it away to start afresh)", path, err)
 	}
-	for s, rec := range f.Workers {
+	for s, rec := range rf.Workers {
 		if id, err := peer.Decode(s); err == nil {
 			m[id] = rec
 		}
@@ -120,6 +146,7 @@ const (
 	disagreed
 	failed
 	timedOut
+	contradicted
 )
 
 // note adds one outcome for p at now.
@@ -137,6 +164,8 @@ func (r *Records) note(p peer.ID, o outcome, now time.Time) {
 			rec.Failed++
 		case timedOut:
 			rec.TimedOut++
+		case contradicted:
+			rec.Contradicted++
 		}
 		if rec.FirstSeen.IsZero() {
 			rec.FirstSeen = now
@@ -152,38 +181,60 @@ func (r *Records) Save() error {
 	if r.path == "" {
 		return nil
 	}
+	// One save at a time in this process; notes go on meanwhile (r.mu is not held while
+	// waiting for another process's lock).
+	r.saveMu.Lock()
+	defer r.saveMu.Unlock()
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(r.delta) == 0 {
+	delta := r.delta
+	r.delta = make(map[peer.ID]Record)
+	r.mu.Unlock()
+	if len(delta) == 0 {
 		return nil
 	}
-	if err := os.MkdirAll(filepath.Dir(r.path), 0o700); err != nil {
-		return fmt.Errorf("worker records: %w", err)
-	}
-	lock, err := os.OpenFile(r.path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	m, err := r.merge(delta)
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if err != nil {
-		return fmt.Errorf("worker records: %w", err)
+		for p, d := range delta { // keep them for the next save
+			r.delta[p] = addRecord(r.delta[p], d)
+		}
+		return err
+	}
+	for p, d := range r.delta { // learnt while saving
+		m[p] = addRecord(m[p], d)
+	}
+	r.m = m
+	return nil
+}
+
+// merge adds delta to the file under its lock and writes it; it returns what it wrote.
+func (r *Records) merge(delta map[peer.ID]Record) (map[peer.ID]Record, error) {
+	if err := os.MkdirAll(filepath.Dir(r.path), 0o700); err != nil {
+		return nil, fmt.Errorf("worker records: %w", err)
+	}
+	lock, err := os.OpenFile(r.path+".lock", os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("worker records: %w", err)
 	}
 	defer lock.Close()
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
-		return fmt.Errorf("worker records: lock: %w", err)
+	for deadline := time.Now().Add(saveLockWait); ; {
+		err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) || time.Now().After(deadline) {
+			return nil, fmt.Errorf("worker records: lock %s: %w", lock.Name(), err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	defer unix.Flock(int(lock.Fd()), unix.LOCK_UN)
 	m, err := readRecords(r.path)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	for p, d := range r.delta {
-		rec := m[p]
-		rec.Agreed += d.Agreed
-		rec.Disagreed += d.Disagreed
-		rec.Failed += d.Failed
-		rec.TimedOut += d.TimedOut
-		if rec.FirstSeen.IsZero() || (!d.FirstSeen.IsZero() && d.FirstSeen.Before(rec.FirstSeen)) {
-			rec.FirstSeen = d.FirstSeen
-		}
-		rec.LastSeen = maxTime(rec.LastSeen, d.LastSeen)
-		m[p] = rec
+	for p, d := range delta {
+		m[p] = addRecord(m[p], d)
 	}
 	bound(m, maxRecords)
 	f := recordsFile{Version: 1, Workers: make(map[string]Record, len(m))}
@@ -192,16 +243,43 @@ func (r *Records) Save() error {
 	}
 	b, err := json.MarshalIndent(f, "", " ")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := writeAtomic(r.path, b); err != nil {
-		return fmt.Errorf("worker records: %w", err)
+		return nil, fmt.Errorf("worker records: %w", err)
 	}
-	r.m, r.delta = m, make(map[peer.ID]Record)
-	return nil
+	return m, nil
 }
 
-// bound drops the records seen least recently until m has at most n.
+// addRecord returns rec with d's counts added and its times widened.
+func addRecord(rec, d Record) Record {
+	rec.Agreed += d.Agreed
+	rec.Disagreed += d.Disagreed
+	rec.Failed += d.Failed
+	rec.TimedOut += d.TimedOut
+	rec.Contradicted += d.Contradicted
+	if rec.FirstSeen.IsZero() || (!d.FirstSeen.IsZero() && d.FirstSeen.Before(rec.FirstSeen)) {
+		rec.FirstSeen = d.FirstSeen
+	}
+	rec.LastSeen = maxTime(rec.LastSeen, d.LastSeen)
+	return rec
+}
+
+// keep ranks a record for bound: what a stranger's fresh identities can push out goes
+// first. 0: nothing but failures; 1: some agreements; 2: established or a disagreement
+// (a liar's disagreement must outlive any number of fresh identities).
+func (r Record) keep() int {
+	switch {
+	case r.established() || r.Disagreed > 0 || r.Contradicted > 0:
+		return 2
+	case r.Agreed > 0:
+		return 1
+	}
+	return 0
+}
+
+// bound drops records until m has at most n: those that matter least first (keep), and
+// among equals those seen least recently.
 func bound(m map[peer.ID]Record, n int) {
 	if len(m) <= n {
 		return
@@ -210,15 +288,25 @@ func bound(m map[peer.ID]Record, n int) {
 	for p := range m {
 		ids = append(ids, p)
 	}
-	slices.SortFunc(ids, func(a, b peer.ID) int { return m[a].LastSeen.Compare(m[b].LastSeen) })
+	slices.SortFunc(ids, func(a, b peer.ID) int {
+		return cmp.Or(cmp.Compare(m[a].keep(), m[b].keep()), m[a].LastSeen.Compare(m[b].LastSeen))
+	})
 	for _, p := range ids[:len(ids)-n] {
 		delete(m, p)
 	}
 }
 
-// writeAtomic writes b to path through a synced temporary file renamed over it.
+// writeAtomic writes b to path through a synced temporary file renamed over it, and
+// syncs the directory, so that a crash leaves the old file or the new one. Temporary files
+// a crash left behind are removed first (the caller holds the file's lock).
 func writeAtomic(path string, b []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
+	dir := filepath.Dir(path)
+	if old, _ := filepath.Glob(filepath.Join(dir, filepath.Base(path)+".tmp-*")); len(old) > 0 {
+		for _, f := range old {
+			os.Remove(f)
+		}
+	}
+	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return err
 	}
@@ -234,7 +322,15 @@ func writeAtomic(path string, b []byte) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp.Name(), path)
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 func maxTime(a, b time.Time) time.Time {

@@ -218,6 +218,7 @@ type job struct {
 	inline           bool
 	arch             string
 	trusted          map[peer.ID]bool
+	audited          peer.ID // adaptive: the veteran a checked job audits
 }
 
 // Submit runs req on R workers, more on failure or disagreement up to MaxReplicas, and
@@ -239,8 +240,7 @@ func (s *Submitter) Submit(ctx context.Context, req Request) (rep *Report, err e
 		return rep, err
 	}
 	if !j.VerifyLocal && !slices.ContainsFunc(cands, func(c *candidate) bool { return c.anchor != "" }) {
-		return rep, fmt.Errorf("submit: %w: none of the %s that can take the job is trusted or has an established record with you (%d agreements with accepted results, none against), and a quorum of strangers proves nothing; trust workers you know (--trust PEERID, --trust-file) or run the job here too (--verify-local): see docs/TRUST.md",
-			ErrNoTrust, plural(len(cands), "worker"), Established)
+		return rep, noTrust(len(cands))
 	}
 	defer func() {
 		if err := s.records.Save(); err != nil {
@@ -339,10 +339,14 @@ func (s *Submitter) workers(ctx context.Context, j *job, exclude map[peer.ID]boo
 		case len(cands) > 0:
 			s.weigh(cands, j)
 			return cands, nil
-		case busy == 0:
+		case len(busy) == 0:
 			return nil, fmt.Errorf("submit: %w: none of the %s workers found can take the job", ErrNoWorkers, j.arch)
-		case !said:
-			s.progress("all %s that can take the job are busy; waiting for a free slot", plural(busy, "worker"))
+		}
+		if s.weigh(busy, j); !j.VerifyLocal && !slices.ContainsFunc(busy, func(c *candidate) bool { return c.anchor != "" }) {
+			return nil, noTrust(len(busy)) // waiting for strangers' slots would never help
+		}
+		if !said {
+			s.progress("all %s that can take the job are busy; waiting for a free slot", plural(len(busy), "worker"))
 		}
 		select {
 		case <-ctx.Done():
@@ -355,13 +359,13 @@ func (s *Submitter) workers(ctx context.Context, j *job, exclude map[peer.ID]boo
 
 // findFit finds candidates for j on the DHT and asks them for offers; busy is how many
 // fit but had no free slot.
-func (s *Submitter) findFit(ctx context.Context, j *job, exclude map[peer.ID]bool, talk bool) (fit []*candidate, busy int, err error) {
+func (s *Submitter) findFit(ctx context.Context, j *job, exclude map[peer.ID]bool, talk bool) (fit, busy []*candidate, err error) {
 	found, err := s.cfg.FindWorkers(ctx, j.arch)
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, 0, fmt.Errorf("submit: %w", ctx.Err())
+			return nil, nil, fmt.Errorf("submit: %w", ctx.Err())
 		}
-		return nil, 0, fmt.Errorf("submit: %w: find %s workers: %v", ErrNoWorkers, j.arch, err)
+		return nil, nil, fmt.Errorf("submit: %w: find %s workers: %v", ErrNoWorkers, j.arch, err)
 	}
 	seen := map[peer.ID]bool{s.cfg.Host.ID(): true}
 	var cands []peer.AddrInfo
@@ -373,9 +377,9 @@ func (s *Submitter) findFit(ctx context.Context, j *job, exclude map[peer.ID]boo
 	}
 	if len(cands) == 0 {
 		if len(exclude) > 0 {
-			return nil, 0, fmt.Errorf("submit: %w: no %s worker found that has not had the job", ErrNoWorkers, j.arch)
+			return nil, nil, fmt.Errorf("submit: %w: no %s worker found that has not had the job", ErrNoWorkers, j.arch)
 		}
-		return nil, 0, fmt.Errorf("submit: %w: no %s workers found", ErrNoWorkers, j.arch)
+		return nil, nil, fmt.Errorf("submit: %w: no %s workers found", ErrNoWorkers, j.arch)
 	}
 	// A random order, so that where a candidate sits in the DHT's answer buys it nothing.
 	mrand.Shuffle(len(cands), func(a, b int) { cands[a], cands[b] = cands[b], cands[a] })
@@ -385,15 +389,21 @@ func (s *Submitter) findFit(ctx context.Context, j *job, exclude map[peer.ID]boo
 	fit, busy, asked := s.offers(ctx, j, cands, talk)
 	switch {
 	case ctx.Err() != nil:
-		return nil, 0, fmt.Errorf("submit: %w", ctx.Err())
-	case len(fit)+busy < j.Quorum && len(exclude) == 0:
-		return nil, 0, fmt.Errorf("submit: %w: a quorum of %d needs %d workers, and %d of %s can take the job", ErrNoWorkers, j.Quorum, j.Quorum, len(fit)+busy, plural(asked, "candidate"))
+		return nil, nil, fmt.Errorf("submit: %w", ctx.Err())
+	case len(fit)+len(busy) < j.Quorum && len(exclude) == 0:
+		return nil, nil, fmt.Errorf("submit: %w: a quorum of %d needs %d workers, and %d of %s can take the job", ErrNoWorkers, j.Quorum, j.Quorum, len(fit)+len(busy), plural(asked, "candidate"))
 	case len(fit) > 0 && len(fit) < j.Replicas && len(exclude) == 0 && talk:
 		s.progress("only %s can take the job, fewer than the %d replicas asked for", plural(len(fit), "worker"), j.Replicas)
 	case len(fit) > 0 && talk:
 		s.progress("%s can take the job", plural(len(fit), "worker"))
 	}
 	return fit, busy, nil
+}
+
+// noTrust is the error of a submit no quorum of which could be anchored, among n workers.
+func noTrust(n int) error {
+	return fmt.Errorf("submit: %w: none of the %s that can take the job is trusted or has an established record with you (%d agreements with accepted results, none against), and a quorum of strangers proves nothing; trust workers you know (--trust PEERID, --trust-file) or run the job here too (--verify-local): see docs/TRUST.md",
+		ErrNoTrust, plural(n, "worker"), Established)
 }
 
 // weigh gives each candidate its anchor and weight and puts them in a random order in
@@ -426,7 +436,7 @@ func (s *Submitter) weigh(cs []*candidate, j *job) {
 // them once it has MaxReplicas + Replicas, once it has max(Replicas, Quorum) and offerGrace
 // has passed since, or once every candidate was asked; busy is how many offers fit but had
 // no free slot, asked how many candidates were asked.
-func (s *Submitter) offers(ctx context.Context, j *job, cands []peer.AddrInfo, talk bool) (fit []*candidate, busy, asked int) {
+func (s *Submitter) offers(ctx context.Context, j *job, cands []peer.AddrInfo, talk bool) (fit, busy []*candidate, asked int) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // queries still in flight are not needed
 	need, want := max(j.Replicas, j.Quorum), j.MaxReplicas+j.Replicas
@@ -468,7 +478,7 @@ collect:
 					s.progress("%s: no offer: %v", short(a.ai.ID), a.err)
 				}
 			case why == "" && a.o.SlotsFree == 0 && !s.ignoreSlots:
-				busy++
+				busy = append(busy, &candidate{offer: a.o, prefix: a.prefix})
 			case why != "":
 				if talk {
 					s.progress("%s: skipped: %s", short(a.ai.ID), why)
@@ -529,7 +539,7 @@ func (s *Submitter) queryOffer(ctx context.Context, ai peer.AddrInfo) (*protocol
 	if signer != ai.ID || !bytes.Equal(o.Nonce, nonce) {
 		return nil, "", fmt.Errorf("%w: offer signed by %s for another nonce or peer", protocol.ErrBadEnvelope, signer)
 	}
-	return o, netPrefix(st.Conn().RemoteMultiaddr()), nil
+	return o, netPrefix(st.Conn().RemoteMultiaddr(), ai.ID), nil
 }
 
 // unfit says why offer o cannot take j, or "".
@@ -575,27 +585,31 @@ const (
 func (s *Submitter) dispatch(parent context.Context, j *job, cands []*candidate, rep *Report) (*Report, error) {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
-	t := newTally(j.Quorum, !j.SamePrefix, true)
+	distinct := !j.SamePrefix
+	t := newTally(j.Quorum, distinct, true)
 	first := j.Replicas
-	if c := cands[0]; j.Adaptive && c.anchor != "" && c.record.Agreed >= adaptiveAgreed && c.record.Disagreed == 0 {
+	var solo peer.ID // adaptive: the one worker trusted with the job alone
+	if c := cands[0]; j.Adaptive && c.anchor != "" && c.record.Agreed >= adaptiveAgreed && c.record.Disagreed == 0 && c.record.Contradicted == 0 {
 		if mrand.Float64() >= adaptiveCheck {
-			t = newTally(1, false, true)
-			first = 1
+			t, first, solo = newTally(1, false, true), 1, c.offer.Peer
 			s.progress("adaptive: %s has %d agreements and none against; it runs the job alone", short(c.offer.Peer), c.record.Agreed)
 		} else {
-			s.progress("adaptive: this job is one of the 1 in %d that are replicated as usual", int(1/adaptiveCheck))
+			// A check: the veteran's own word does not anchor the quorum that audits it.
+			c.anchor, j.audited = "", c.offer.Peer
+			s.progress("adaptive: this job is one of the 1 in %d that are replicated as usual, %s audited", int(1/adaptiveCheck), short(c.offer.Peer))
 		}
 	}
 	results := make(chan attempt)
 	sent := map[peer.ID]bool{} // workers the job was sent to
-	ran := map[peer.ID]bool{}  // of those, the ones not to ask again (all but BUSY refusals)
+	ran := map[peer.ID]bool{}  // of those, the ones not to ask again
+	busy := map[peer.ID]int{}  // BUSY refusals by worker
 	prefixes := map[string]bool{}
 	spent, inflight := 0, 0
 	launch := func() bool {
 		if spent >= j.MaxReplicas || parent.Err() != nil {
 			return false
 		}
-		c := pick(cands, sent, prefixes, t.wantsAnchor(), !j.SamePrefix)
+		c := pick(cands, sent, prefixes, t.wantsAnchor(), distinct)
 		if c == nil {
 			return false
 		}
@@ -615,19 +629,41 @@ func (s *Submitter) dispatch(parent context.Context, j *job, cands []*candidate,
 	}
 	var winner *attempt
 	var lastErr error // why the candidates could not be renewed
+	start, lastAnswer := time.Now(), time.Duration(0)
+	spare := time.NewTimer(time.Hour)
+	spare.Stop()
+	defer spare.Stop()
+	rediscoverWait := time.Duration(0)
 	for inflight > 0 {
-		a := <-results
+		var a attempt
+		select {
+		case a = <-results:
+		case <-spare.C:
+			// The answers in came long ago and the rest are late: a worker that admitted
+			// the job and sits on it must not hold the submit for its own wall limit.
+			if t.short() > 0 && launch() {
+				s.progress("the other replicas are late: one more sent")
+			}
+			spare.Reset(2 * (time.Since(start) + spareSlack))
+			continue
+		}
 		inflight--
 		switch {
+		case a.refused && errors.Is(a.Err, protocol.ErrBusy):
+			spent--
+			s.dropOffer(a.Worker) // it said it had room: ask it afresh
+			if busy[a.Worker]++; busy[a.Worker] >= maxBusy {
+				ran[a.Worker] = true // it says it has room and refuses: not again for this job
+			}
 		case a.refused:
 			spent--
-			if errors.Is(a.Err, protocol.ErrBusy) {
-				s.dropOffer(a.Worker) // it said it had room: ask it afresh
-			} else {
-				ran[a.Worker] = true
-			}
+			ran[a.Worker] = true
 		case !a.Local:
 			ran[a.Worker] = true
+		}
+		if !a.refused && !a.Local && lastAnswer == 0 {
+			lastAnswer = time.Since(start)
+			spare.Reset(2*lastAnswer + spareSlack)
 		}
 		if t.accepted != nil && errors.Is(a.Err, context.Canceled) {
 			a.Err = ErrNotNeeded // cancelled once the quorum was reached
@@ -643,11 +679,25 @@ func (s *Submitter) dispatch(parent context.Context, j *job, cands []*candidate,
 			s.progress("%s: %s, output %s (%d of %d needed%s)", a.name(), a.Outcome(), a.OutputCID, t.counted(t.votes[a.Verdict]), t.quorum, anchorNote(t, a))
 		}
 		rep.Replicas = append(rep.Replicas, a.Replica)
+		if solo != "" && a.Worker == solo && t.accepted == nil {
+			// The veteran's replica did not count: the job is replicated as usual after all,
+			// and nobody else's word alone will do.
+			solo, t = "", newTally(j.Quorum, distinct, true)
+			s.progress("adaptive: its replica did not count; replicating the job as usual")
+		}
 		for inflight < t.short() && launch() {
 		}
 		if inflight == 0 && t.short() > 0 && spent < j.MaxReplicas && parent.Err() == nil && lastErr == nil {
 			// The candidates ran out: ask the DHT again, for workers that have not had the job
-			// (waiting for a free slot if they are all busy).
+			// (waiting for a free slot if they are all busy), a little later each time.
+			if rediscoverWait > 0 {
+				select {
+				case <-ctx.Done():
+					continue
+				case <-time.After(rediscoverWait):
+				}
+			}
+			rediscoverWait = min(max(2*rediscoverWait, slotWaitMin), slotWaitMax)
 			exclude := maps.Clone(ran)
 			exclude[s.cfg.Host.ID()] = true
 			more, err := s.workers(ctx, j, exclude)
@@ -664,23 +714,93 @@ func (s *Submitter) dispatch(parent context.Context, j *job, cands []*candidate,
 		return rep, s.noQuorum(parent, j, t, rep, lastErr)
 	}
 	rep.Verdict, rep.Reason, rep.Output, rep.Stderr = winner.Verdict, winner.Reason, winner.output, winner.stderr
+	s.noteOutcomes(rep)
+	s.noteAudit(j, t, rep)
+	s.progress("quorum: %d agree: %s, output %s", j.Quorum, rep.Outcome(), rep.OutputCID)
+	return rep, nil
+}
+
+// maxBusy is how many BUSY refusals one worker may give one job after offers saying it
+// had room; spareSlack is added to the time a spare replica waits for (dispatch).
+const (
+	maxBusy    = 2
+	spareSlack = 5 * time.Second
+)
+
+// noteOutcomes adds what an accepted verdict tells of each replica to its worker's record.
+// Records change only through quorums something other than the worker itself anchored: an
+// agreement counts when another replica of the verdict is trusted or the local run (a
+// worker's own anchoring, or an established worker vouching for Sybils, would build
+// records for free); a disagreement counts when the verdict has such a root anchor or two
+// anchored votes. A resource-limit verdict (wall_timeout, cpu_limit) depends on the
+// machine's speed: it is a timeout, never a disagreement.
+func (s *Submitter) noteOutcomes(rep *Report) {
+	roots, anchored := 0, 0
+	for _, r := range rep.Replicas {
+		if r.Err == nil && r.Verdict == rep.Verdict {
+			if r.Anchor == "trusted" || r.Anchor == "local" {
+				roots++
+			}
+			if r.Anchor != "" {
+				anchored++
+			}
+		}
+	}
 	now := time.Now()
 	for i, r := range rep.Replicas {
+		own := 0
+		if r.Anchor == "trusted" || r.Anchor == "local" {
+			own = 1
+		}
 		switch {
 		case r.Local:
 		case r.Err == nil && r.Verdict == rep.Verdict:
-			s.records.note(r.Worker, agreed, now)
+			if roots-own > 0 {
+				s.records.note(r.Worker, agreed, now)
+			}
+		case r.Err == nil && (limitStatus(r.Status) || limitStatus(rep.Status)):
+			rep.Replicas[i].Err = ErrDisagrees
+			if limitStatus(r.Status) {
+				s.records.note(r.Worker, timedOut, now)
+			}
 		case r.Err == nil || errors.Is(r.Err, ErrBadReceipt):
 			if r.Err == nil {
 				rep.Replicas[i].Err = ErrDisagrees
 			}
-			s.records.note(r.Worker, disagreed, now)
+			if roots > 0 || anchored >= 2 {
+				s.records.note(r.Worker, disagreed, now)
+			}
 		default:
 			s.noteFailure(r)
 		}
 	}
-	s.progress("quorum: %d agree: %s, output %s", j.Quorum, rep.Outcome(), rep.OutputCID)
-	return rep, nil
+}
+
+// noteAudit records, after an adaptive check, that the audited veteran was contradicted:
+// a quorum's worth of other replicas (counted as the tally counts) agreed on another
+// verdict than its own.
+func (s *Submitter) noteAudit(j *job, t *tally, rep *Report) {
+	if j.audited == "" {
+		return
+	}
+	var mine *Verdict
+	for _, r := range rep.Replicas {
+		if r.Worker == j.audited && r.Err == nil || (r.Worker == j.audited && errors.Is(r.Err, ErrDisagrees)) {
+			mine = &r.Verdict
+		}
+	}
+	for v, c := range t.votes {
+		if (mine == nil || v != *mine) && t.counted(c) >= t.quorum {
+			s.records.note(j.audited, contradicted, time.Now())
+			return
+		}
+	}
+}
+
+// limitStatus reports whether a status is a resource limit that a slower machine reaches
+// first.
+func limitStatus(st string) bool {
+	return st == string(sandbox.StatusWallTimeout) || st == string(sandbox.StatusCPULimit)
 }
 
 // noQuorum records the failures of a submit that accepted nothing and returns its error.
@@ -690,6 +810,7 @@ func (s *Submitter) noQuorum(parent context.Context, j *job, t *tally, rep *Repo
 			s.noteFailure(r)
 		}
 	}
+	s.noteAudit(j, t, rep)
 	if parent.Err() != nil {
 		return fmt.Errorf("submit: %w", parent.Err())
 	}
@@ -797,7 +918,7 @@ func (s *Submitter) runLocal(ctx context.Context, j *job) (a attempt) {
 
 // runOne sends j to candidate c and checks its answer. Preconditions: c is not the host.
 func (s *Submitter) runOne(ctx context.Context, c *candidate, j *job) (a attempt) {
-	o, p := c.offer, c.offer.Peer
+	p := c.offer.Peer
 	a.Worker, a.Anchor, a.Prefix = p, c.anchor, c.prefix
 	nonce := newNonce()
 	// The request is a header: the input follows on the stream once the worker asks for it,
@@ -836,8 +957,9 @@ func (s *Submitter) runOne(ctx context.Context, c *candidate, j *job) (a attempt
 	}
 	// A worker killed mid-job leaves a silent QUIC connection (liveness.go).
 	defer s.live.watch(context.WithoutCancel(ctx), nil, s.cfg.Host, s.log, p, func() { st.Reset() })()
-	// Unset, the wall limit is the worker's default, which its maximum bounds.
-	wall := cmp.Or(j.Limits.Wall, o.Max.Wall)
+	// Unset, the wall limit is the worker's default, at most the stock one; never what the
+	// worker's own offer claims (a staller claiming a century would be waited on for one).
+	wall := cmp.Or(j.Limits.Wall, sandbox.DefaultLimits().Wall)
 	protocol.SetDeadline(st, protocol.FetchTimeout+protocol.BlobTimeout(int64(len(j.Input)))+wall+protocol.ReplyTimeout)
 	var res protocol.JobResult
 	sent := false
@@ -875,9 +997,9 @@ func (s *Submitter) runOne(ctx context.Context, c *candidate, j *job) (a attempt
 		}
 		return a
 	}
-	a.Prefix = netPrefix(st.Conn().RemoteMultiaddr()) // the connection that carried the job
+	a.Prefix = netPrefix(st.Conn().RemoteMultiaddr(), p) // the connection that carried the job
 	st.Close()
-	a.Receipt, a.Reason = res.Receipt, res.Reason
+	a.Receipt, a.Reason = res.Receipt, protocol.Clean(res.Reason, protocol.MaxReason)
 	r, err := checkReceipt(res.Receipt, p, nonce, j, res.Output, res.Stderr)
 	if err != nil {
 		a.Err = fmt.Errorf("%w: %w", ErrBadReceipt, err)

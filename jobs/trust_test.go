@@ -109,10 +109,13 @@ func TestNetPrefix(t *testing.T) {
 		"/ip4/203.0.113.9/udp/4001/quic-v1":   "203.0.113.0/24",
 		"/ip6/2001:db8:1234:5678::1/tcp/4001": "2001:db8:1234::/48",
 		"/ip6/::ffff:198.51.100.7/tcp/1":      "198.51.100.0/24",
-		"/ip4/198.51.100.1/tcp/4001/p2p/12D3KooWLRPJAA5o6xqYqKTBg6DZJTe8WtPWgEQY3J1zRP8A2tSj/p2p-circuit": "relay 198.51.100.0/24",
-		"/dns4/example.com/tcp/1": "/dns4/example.com/tcp/1",
+		"/ip4/198.51.100.1/tcp/4001/p2p/12D3KooWLRPJAA5o6xqYqKTBg6DZJTe8WtPWgEQY3J1zRP8A2tSj/p2p-circuit": "relayed",
+		"/ip6/2002:c633:6401::1/tcp/1":  "198.51.100.0/24",                   // 6to4
+		"/ip6/64:ff9b::c633:6407/tcp/1": "198.51.100.0/24",                   // NAT64
+		"/ip4/127.0.0.1/tcp/1":          "loopback " + peer.ID("p").String(), // each peer on this machine is its own
+		"/dns4/example.com/tcp/1":       "/dns4/example.com/tcp/1",
 	} {
-		if got := netPrefix(ma.StringCast(in)); got != want {
+		if got := netPrefix(ma.StringCast(in), "p"); got != want {
 			t.Errorf("netPrefix(%s) = %q, want %q", in, got, want)
 		}
 	}

@@ -128,7 +128,7 @@ func TestWorkerOffer(t *testing.T) {
 	}
 	d := sandbox.DefaultLimits()
 	// One peer may take half the slots, rounded up: its offer shows 2 of 3 free.
-	if o.Peer != ai.ID || o.Arch != sandbox.ArchAMD64 || o.SlotsFree != 2 || o.SlotsTotal != 3 || o.Isolation != "seccomp strict\x00, own uid" ||
+	if o.Peer != ai.ID || o.Arch != sandbox.ArchAMD64 || o.SlotsFree != 2 || o.SlotsTotal != 3 || o.Isolation != "seccomp strict , own uid" /* a control character reaches no terminal */ ||
 		o.Max.Memory != 1<<20 || o.Max.CPU != d.CPU || o.MaxInput != 1000 || o.Max.MaxOutput != protocol.MaxOutput {
 		t.Fatalf("got offer %+v", o)
 	}

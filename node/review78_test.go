@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -21,10 +20,10 @@ import (
 // loopback connection counts by peer, as the commit message of bef827f says, rather than a
 // node-wide switch), or only for Config.Loopback set explicitly (testnet), never derived
 // from bootstrap addresses.
-func TestReview78FailsLoopbackBootstrapTurnsOffPrefixes(t *testing.T) {
-	if os.Getenv("REVIEW78") == "" {
-		t.Skip("REVIEW78: fails, see report (REVIEW78=1 runs it)")
-	}
+//
+// Fixed: nothing implies SamePrefix; a loopback connection counts by peer in netPrefix
+// (jobs), so a testnet needs no switch and internet workers are counted by prefix.
+func TestReview78LoopbackBootstrapCountsPrefixes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	daemon, err := Open(ctx, Config{Ephemeral: true, Listen: []string{"/ip4/0.0.0.0/tcp/0"}})
@@ -46,7 +45,7 @@ func TestReview78FailsLoopbackBootstrapTurnsOffPrefixes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if c.cfg.Loopback || c.cfg.SamePrefix {
-		t.Errorf("a one-shot client bootstrapped through its own internet daemon's %s: Loopback %v, SamePrefix %v; want prefixes counted", boot[0], c.cfg.Loopback, c.cfg.SamePrefix)
+	if c.cfg.SamePrefix {
+		t.Errorf("a one-shot client bootstrapped through its own internet daemon's %s: SamePrefix %v; want prefixes counted", boot[0], c.cfg.SamePrefix)
 	}
 }

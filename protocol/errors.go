@@ -77,7 +77,7 @@ func FromCode(c Code, msg string) error {
 	if c == Code_OK {
 		return nil
 	}
-	return &CodeError{Code: c, Msg: msg}
+	return &CodeError{Code: c, Msg: Clean(msg, MaxReason)}
 }
 
 // CodeOf returns the code to send for err: OK for nil, the code of a *CodeError or of a

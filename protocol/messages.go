@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/gridnode/gridnode/cids"
@@ -43,6 +44,9 @@ func (m *JobResult) Check() error {
 		return nil
 	}
 	if m.Code != Code_OK {
+		if len(m.Message) > MaxReason {
+			return fmt.Errorf("%w: refusal message of %d bytes", ErrTooLarge, len(m.Message))
+		}
 		return nil
 	}
 	switch {
@@ -87,6 +91,14 @@ func ReadBlobHeader(r io.Reader, max int64) (int64, error) {
 // cut at a rune boundary.
 func Clean(s string, n int) string {
 	s = strings.ToValidUTF8(s, "\uFFFD")
+	// Text from peers reaches terminals: no control characters (escape sequences, carriage
+	// returns, new lines that fake a line of our own), each shown as a space.
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) || r == '\u2028' || r == '\u2029' {
+			return ' '
+		}
+		return r
+	}, s)
 	if len(s) <= n {
 		return s
 	}

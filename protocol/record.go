@@ -96,7 +96,7 @@ func (r *Receipt) UnmarshalRecord(b []byte) error {
 	if out.Worker, err = peer.IDFromBytes(m.Worker); err != nil {
 		return fmt.Errorf("%w: receipt worker: %v", ErrBadEnvelope, err)
 	}
-	if m.Status == "" || len(m.Status) > MaxText || len(m.Signal) > MaxText {
+	if m.Status == "" || len(m.Status) > MaxText || len(m.Signal) > MaxText || Clean(m.Status, MaxText) != m.Status || Clean(m.Signal, MaxText) != m.Signal {
 		return fmt.Errorf("%w: receipt status or signal", ErrBadEnvelope)
 	}
 	if err := CheckNonce(m.Nonce); err != nil {
@@ -180,7 +180,7 @@ func (o *Offer) UnmarshalRecord(b []byte) error {
 	if err != nil {
 		return fmt.Errorf("%w: offer peer: %v", ErrBadEnvelope, err)
 	}
-	if m.Arch == "" || len(m.Arch) > MaxText || m.SlotsFree > m.SlotsTotal {
+	if m.Arch == "" || len(m.Arch) > MaxText || Clean(m.Arch, MaxText) != m.Arch || m.SlotsFree > m.SlotsTotal {
 		return fmt.Errorf("%w: offer arch or slots", ErrBadEnvelope)
 	}
 	if len(m.Nonce) > MaxNonce {
@@ -201,7 +201,7 @@ func (o *Offer) UnmarshalRecord(b []byte) error {
 		MaxInput:   SatInt64(m.MaxInput),
 		Time:       time.UnixMilli(m.TimeUnixMs),
 		Nonce:      m.Nonce,
-		Isolation:  m.Isolation,
+		Isolation:  Clean(m.Isolation, MaxIsolation),
 		MaxLoad:    float64(m.MaxLoadMilli) / 1000,
 		Load:       float64(m.LoadMilli) / 1000,
 		Paused:     m.LoadPaused,

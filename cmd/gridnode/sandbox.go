@@ -33,7 +33,7 @@ type sandboxReport struct {
 	OutputCID  string `json:"output_cid"`
 	OutputSize int    `json:"output_size"`
 	Output     []byte `json:"output"` // base64
-	Stderr     string `json:"stderr"`
+	Stderr     []byte `json:"stderr"` // base64, as output
 }
 
 // Run executes the command.
@@ -54,7 +54,7 @@ starts and at most 16MiB, the grid's input limit; its stdout goes to stdout.
 `+exitHelp+`
 With --json, one object with job_cid, status (exited, violation, crashed, cpu_limit,
 wall_timeout, output_limit, rejected), exit_code, signal, error, cpu_ms, wall_ms,
-output_cid, output_size, output (base64) and stderr.
+output_cid, output_size, output and stderr (both base64: the bytes as written).
 
 Flags:
 `)
@@ -99,7 +99,7 @@ Flags:
 			OutputCID:  cidOrEmpty(res.OutputCID),
 			OutputSize: len(res.Output),
 			Output:     res.Output,
-			Stderr:     string(res.Stderr),
+			Stderr:     res.Stderr,
 		}
 		if res.Status != sandbox.StatusExited {
 			rep.Error = res.Reason

@@ -70,7 +70,7 @@ sends nothing: it never believes strangers alone. A busy grid is waited on (--ti
 
 `+exitHelp+`
 With --json, one object: job_cid, input_cid, and for the verdict a quorum agreed on
-output_cid, stderr_cid, status, exit_code, signal, reason, output (base64) and stderr;
+output_cid, stderr_cid, status, exit_code, signal, reason, output and stderr (base64);
 error and error_kind (rejected, no_workers, no_quorum, no_trust, timeout, cancelled,
 failed) when the submit failed; replicas: [{worker, status, exit_code, signal,
 output_cid, stderr_cid, receipt_valid, receipt (base64), error, anchor (trusted,
@@ -171,7 +171,7 @@ Flags:
 		}
 	} else if err == nil {
 		os.Stdout.Write(rep.Output)
-		os.Stderr.WriteString(rep.Stderr)
+		os.Stderr.Write(rep.Stderr)
 	}
 	return jobExit(rep.Status, rep.ExitCode, rep.Signal, rep.Reason, err, *asJSON)
 }

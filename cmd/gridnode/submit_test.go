@@ -158,7 +158,7 @@ func TestSubmitTellsTheTruth(t *testing.T) {
 	}
 	out, errOut, code = submit("stderr", "--json", job)
 	rep = jobs.ReportJSON{}
-	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != 3 || rep.Stderr != "explained on stderr\n" || rep.StderrCID == "" || len(rep.Replicas) < 2 {
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != 3 || string(rep.Stderr) != "explained on stderr\n" || rep.StderrCID == "" || len(rep.Replicas) < 2 {
 		t.Errorf("submit --json of a job that explains itself on stderr: exit %d, stderr %q (cid %q), %d replicas (%v)\n%s\n%s", code, rep.Stderr, rep.StderrCID, len(rep.Replicas), err, out, errOut)
 	}
 	for _, r := range rep.Replicas {
