@@ -151,7 +151,9 @@ type DB struct {
 	cond    *sync.Cond // queue emptied or writer idle
 	queue   []item
 	qbytes  int64
-	busy    bool // the writer holds a batch
+	busy    bool   // the writer holds a batch
+	seq     uint64 // of the last write queued
+	written uint64 // seq of the last write committed (or failed)
 	closed  bool
 	dropped uint64
 	werr    error // the last failed batch's error
@@ -160,6 +162,7 @@ type DB struct {
 }
 
 type item struct {
+	seq    uint64
 	job    Job
 	output []byte
 }
@@ -253,6 +256,8 @@ func (h *DB) enqueue(it item) {
 		h.dropped++
 		return
 	}
+	h.seq++
+	it.seq = h.seq
 	h.queue = append(h.queue, it)
 	h.qbytes += it.size()
 	for len(h.queue) > 1 && (len(h.queue) > h.opts.QueueLen || h.qbytes > h.opts.QueueBytes) {
@@ -279,7 +284,8 @@ func (h *DB) Dropped() uint64 {
 func (h *DB) Flush() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for len(h.queue) > 0 || h.busy {
+	target := h.seq
+	for h.written < target && (len(h.queue) > 0 || h.busy) {
 		h.cond.Wait()
 	}
 	return h.werr
@@ -299,7 +305,7 @@ func (h *DB) writer() {
 				h.opts.Logger.Error("history: write failed", "jobs", len(batch), "err", err)
 			}
 			h.mu.Lock()
-			h.werr, h.busy = err, false
+			h.werr, h.busy, h.written = err, false, batch[len(batch)-1].seq
 			h.cond.Broadcast()
 			h.mu.Unlock()
 		}

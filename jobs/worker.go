@@ -164,7 +164,8 @@ type Worker struct {
 	byPeer    map[peer.ID]int             // of those, per peer
 	running   map[peer.ID]int             // slots held
 	nrunning  int
-	live      liveness // pings the peers with jobs running (liveness.go)
+	live      liveness  // pings the peers with jobs running (liveness.go)
+	pause     pauseGate // the donor's pause (pause.go)
 }
 
 // NewWorker checks cfg and returns a Worker; Start makes it serve.
@@ -318,6 +319,9 @@ func (w *Worker) forgetPending(ps *pendingStream) {
 
 // take gives p a slot, unless none is free or p holds its share.
 func (w *Worker) take(p peer.ID) error {
+	if err := w.pause.check(); err != nil {
+		return err
+	}
 	if err := w.load.check(); err != nil {
 		return err
 	}
@@ -397,7 +401,8 @@ func (w *Worker) handleInfo(s network.Stream) {
 func (w *Worker) offer(asker peer.ID, nonce []byte) *protocol.Offer {
 	load, paused := w.load.state()
 	free := w.free(asker)
-	if paused {
+	donorPaused := w.pause.paused()
+	if paused || donorPaused {
 		free = 0 // it would refuse
 	}
 	return &protocol.Offer{
@@ -413,6 +418,8 @@ func (w *Worker) offer(asker peer.ID, nonce []byte) *protocol.Offer {
 		Time:       time.Now(),
 		Nonce:      nonce,
 		Isolation:  protocol.Clean(w.cfg.Isolation, protocol.MaxIsolation),
+
+		DonorPaused: donorPaused,
 	}
 }
 
@@ -531,6 +538,8 @@ func (w *Worker) handleJob(s network.Stream) {
 	}
 	ctx, cancel := context.WithCancel(w.ctx)
 	defer cancel()
+	paused := w.pause.jobs() // ends when the donor pauses with --cancel
+	defer context.AfterFunc(paused, cancel)()
 	defer w.live.watch(w.ctx, &w.wg, w.cfg.Host, w.log, from, cancel)()
 	in := &streamInput{s: s, sp: sp, asked: make(chan struct{}), got: make(chan []byte, 1)}
 	watched := make(chan struct{})
@@ -559,6 +568,14 @@ func (w *Worker) handleJob(s network.Stream) {
 		// the deadline) until the submitter has read it and closed its side.
 		s.CloseWrite()
 		<-watched
+	case ctx.Err() != nil && paused.Err() != nil:
+		log.Info("job cancelled: paused by the donor", "job", sp.jobCID)
+		release()
+		protocol.SetDeadline(s, 5*time.Second)
+		if protocol.WriteMsg(s, &protocol.JobResult{Code: protocol.Code_CANCELLED, Message: "paused by the donor"}) != nil {
+			s.Reset()
+			return
+		}
 	case ctx.Err() != nil:
 		log.Info("job cancelled: submitter gone", "job", sp.jobCID, "ran", sp.ran)
 		if !sp.ran {

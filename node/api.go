@@ -258,6 +258,7 @@ func (n *Node) APIHandler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(jobs.JSON(rep, err))
 	})
+	n.controlRoutes(mux) // control.go
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		host, _, err := net.SplitHostPort(r.Host)
 		if err != nil {

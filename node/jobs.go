@@ -98,6 +98,7 @@ func openJobs(n *Node) (_ *jobsPart, err error) {
 		Trusted:     trust,
 		SamePrefix:  cfg.SamePrefix || cfg.Loopback,
 		Local:       runner, // for --verify-local; nil where this machine cannot run jobs
+		Events:      jobs.JoinEvents(n.events...),
 		FindWorkers: n.findWorkers,
 		Logger:      log,
 		Progress:    cfg.Progress,
@@ -129,6 +130,7 @@ func openJobs(n *Node) (_ *jobsPart, err error) {
 			MaxLoad:      cfg.MaxLoad,
 			SlotsPerPeer: cfg.SlotsPerPeer,
 			Isolation:    isolation,
+			Events:       jobs.JoinEvents(n.events...),
 			Limits:       cfg.Limits,
 			Validate:     validate,
 			Providers: func(ctx context.Context, c cid.Cid) []peer.AddrInfo {

@@ -27,6 +27,7 @@ import (
 	manet "github.com/multiformats/go-multiaddr/net"
 
 	"github.com/gridnode/gridnode/dht"
+	"github.com/gridnode/gridnode/history"
 	"github.com/gridnode/gridnode/jobs"
 	"github.com/gridnode/gridnode/sandbox"
 )
@@ -79,6 +80,12 @@ type Config struct {
 	// Records is the file of the submitter's record of workers; default DATA/workers.json,
 	// none (in memory) when Ephemeral.
 	Records string
+	// History is the history database (package history; node/history.go): default
+	// DATA/history.db; an ephemeral node has one only when it is set, and goes without it
+	// when a daemon holds it. HistoryMaxJobs and HistoryMaxBytes bound it (0: defaults).
+	History         string
+	HistoryMaxJobs  int
+	HistoryMaxBytes int64
 
 	// DHTBucketSize overrides the Kademlia bucket size; for tests.
 	DHTBucketSize int
@@ -116,6 +123,9 @@ type Node struct {
 	api       []func() // stop the API servers (ServeAPI)
 	closeOnce sync.Once
 	closeErr  error
+
+	hist    *history.DB // nil without one (history.go)
+	started time.Time
 }
 
 // Open starts a node: host, DHT (bootstrapped through cfg.Bootstrap), store, and the worker
@@ -155,7 +165,7 @@ func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 			return nil, err
 		}
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, announced: make(chan struct{})}
+	n := &Node{cfg: cfg, log: cfg.Logger, announced: make(chan struct{}), started: time.Now()}
 	n.reach = newReachTracker(n.log, cfg.Loopback)
 	if cfg.MDNS && !cfg.Loopback {
 		n.lan = newLANPeers()
@@ -217,6 +227,9 @@ func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 		mode = dht.ModeServer
 	}
 	if n.d, err = dht.New(ctx, n.h, dht.Config{Bootstrap: slices.Concat(boot, fileBoot), Mode: mode, BucketSize: cfg.DHTBucketSize, Dialable: dialable, Logger: n.log.With("component", "dht")}); err != nil {
+		return nil, err
+	}
+	if err = n.openHistory(); err != nil {
 		return nil, err
 	}
 	if n.jobs, err = openJobs(n); err != nil {
@@ -582,6 +595,9 @@ func (n *Node) Close() error {
 		if n.jobs != nil {
 			// The worker, then the blob handler, then the store.
 			errs = append(errs, n.jobs.close())
+		}
+		if n.hist != nil {
+			errs = append(errs, n.hist.Close()) // no event comes once the jobs are closed
 		}
 		if n.direct != nil {
 			n.h.Network().StopNotify(n.direct)

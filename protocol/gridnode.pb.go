@@ -305,9 +305,11 @@ type OfferPayload struct {
 	Isolation  string                 `protobuf:"bytes,9,opt,name=isolation,proto3" json:"isolation,omitempty"` // the sandbox's isolation layers, free text for people to read
 	// The donor's --max-load in thousandths (0: none), the machine's non-grid load now in
 	// thousandths, and whether the worker refuses jobs because that load is above the max.
-	MaxLoadMilli  uint32 `protobuf:"varint,10,opt,name=max_load_milli,json=maxLoadMilli,proto3" json:"max_load_milli,omitempty"`
-	LoadMilli     uint32 `protobuf:"varint,11,opt,name=load_milli,json=loadMilli,proto3" json:"load_milli,omitempty"`
-	LoadPaused    bool   `protobuf:"varint,12,opt,name=load_paused,json=loadPaused,proto3" json:"load_paused,omitempty"`
+	MaxLoadMilli uint32 `protobuf:"varint,10,opt,name=max_load_milli,json=maxLoadMilli,proto3" json:"max_load_milli,omitempty"`
+	LoadMilli    uint32 `protobuf:"varint,11,opt,name=load_milli,json=loadMilli,proto3" json:"load_milli,omitempty"`
+	LoadPaused   bool   `protobuf:"varint,12,opt,name=load_paused,json=loadPaused,proto3" json:"load_paused,omitempty"`
+	// The donor paused the worker (gridnode pause): it refuses every job BUSY.
+	DonorPaused   bool `protobuf:"varint,13,opt,name=donor_paused,json=donorPaused,proto3" json:"donor_paused,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -422,6 +424,13 @@ func (x *OfferPayload) GetLoadMilli() uint32 {
 func (x *OfferPayload) GetLoadPaused() bool {
 	if x != nil {
 		return x.LoadPaused
+	}
+	return false
+}
+
+func (x *OfferPayload) GetDonorPaused() bool {
+	if x != nil {
+		return x.DonorPaused
 	}
 	return false
 }
@@ -988,7 +997,7 @@ const file_gridnode_proto_rawDesc = "" +
 	"\fInfoResponse\x12\"\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x0e.gridnode.CodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x14\n" +
-	"\x05offer\x18\x03 \x01(\fR\x05offer\"\xf8\x02\n" +
+	"\x05offer\x18\x03 \x01(\fR\x05offer\"\x9b\x03\n" +
 	"\fOfferPayload\x12\x17\n" +
 	"\apeer_id\x18\x01 \x01(\fR\x06peerId\x12\x12\n" +
 	"\x04arch\x18\x02 \x01(\tR\x04arch\x12\x1d\n" +
@@ -1007,7 +1016,8 @@ const file_gridnode_proto_rawDesc = "" +
 	"\n" +
 	"load_milli\x18\v \x01(\rR\tloadMilli\x12\x1f\n" +
 	"\vload_paused\x18\f \x01(\bR\n" +
-	"loadPaused\"\x1f\n" +
+	"loadPaused\x12!\n" +
+	"\fdonor_paused\x18\r \x01(\bR\vdonorPaused\"\x1f\n" +
 	"\vBlobRequest\x12\x10\n" +
 	"\x03cid\x18\x01 \x01(\fR\x03cid\"`\n" +
 	"\fBlobResponse\x12\"\n" +

@@ -144,6 +144,8 @@ type Offer struct {
 	// Paused says the worker refuses jobs (BUSY) because Load is above MaxLoad.
 	MaxLoad, Load float64
 	Paused        bool
+	// DonorPaused says the worker refuses jobs (BUSY) because its donor paused it.
+	DonorPaused bool
 }
 
 // Domain implements record.Record.
@@ -167,6 +169,7 @@ func (o *Offer) MarshalRecord() ([]byte, error) {
 		MaxLoadMilli: milli(o.MaxLoad),
 		LoadMilli:    milli(o.Load),
 		LoadPaused:   o.Paused,
+		DonorPaused:  o.DonorPaused,
 	})
 }
 
@@ -205,6 +208,8 @@ func (o *Offer) UnmarshalRecord(b []byte) error {
 		MaxLoad:    float64(m.MaxLoadMilli) / 1000,
 		Load:       float64(m.LoadMilli) / 1000,
 		Paused:     m.LoadPaused,
+
+		DonorPaused: m.DonorPaused,
 	}
 	return nil
 }

@@ -153,7 +153,7 @@ Flags:
 			return err
 		}
 		n, err := node.Open(ctx, node.Config{Ephemeral: true, Bootstrap: boot, Logger: newLogger(slog.LevelWarn, *verbose), Progress: progress,
-			Records: filepath.Join(dir, node.RecordsFile), Trust: ps})
+			Records: filepath.Join(dir, node.RecordsFile), History: filepath.Join(dir, node.HistoryFile), Trust: ps})
 		if err != nil {
 			return err
 		}
