@@ -250,6 +250,20 @@ func (s *Submitter) Submit(ctx context.Context, req Request) (rep *Report, err e
 	return s.dispatch(ctx, j, cands, rep)
 }
 
+// CheckBinary makes the checks a worker makes of a job's binary under lim (unset limits:
+// the stock ones), so that a file that is not a job never leaves: it returns the binary's
+// architecture, or an error that wraps ErrRejected with the sandbox's reason.
+func CheckBinary(bin []byte, lim sandbox.Limits) (arch string, err error) {
+	arch, err = sandbox.ArchOf(bin)
+	if err == nil {
+		err = sandbox.Validate(bin, lim)
+	}
+	if err != nil {
+		return "", fmt.Errorf("%w: %s", ErrRejected, strings.TrimPrefix(err.Error(), "rejected: "))
+	}
+	return arch, nil
+}
+
 func (s *Submitter) prepare(ctx context.Context, req Request) (*job, error) {
 	if err := req.Settle(); err != nil {
 		return nil, fmt.Errorf("submit: %w", err)
@@ -263,13 +277,9 @@ func (s *Submitter) prepare(ctx context.Context, req Request) (*job, error) {
 	case req.Limits.MaxOutput > protocol.MaxOutput:
 		return nil, fmt.Errorf("submit: %w: output limit %d above the protocol's %d", protocol.ErrTooLarge, req.Limits.MaxOutput, protocol.MaxOutput)
 	}
-	// The same checks a worker makes, so that a file that is not a job never leaves.
-	arch, err := sandbox.ArchOf(req.Binary)
-	if err == nil {
-		err = sandbox.Validate(req.Binary, req.Limits)
-	}
+	arch, err := CheckBinary(req.Binary, req.Limits)
 	if err != nil {
-		return nil, fmt.Errorf("submit: %w: %s", ErrRejected, strings.TrimPrefix(err.Error(), "rejected: "))
+		return nil, fmt.Errorf("submit: %w", err)
 	}
 	if req.VerifyLocal && s.cfg.Local == nil {
 		return nil, fmt.Errorf("submit: --verify-local: %w: this machine cannot run %s jobs", sandbox.ErrUnsupported, arch)
@@ -602,7 +612,6 @@ func (s *Submitter) dispatch(parent context.Context, j *job, cands []*candidate,
 	results := make(chan attempt)
 	sent := map[peer.ID]bool{} // workers the job was sent to
 	ran := map[peer.ID]bool{}  // of those, the ones not to ask again
-	busy := map[peer.ID]int{}  // BUSY refusals by worker
 	prefixes := map[string]bool{}
 	spent, inflight := 0, 0
 	launch := func() bool {
@@ -650,11 +659,10 @@ func (s *Submitter) dispatch(parent context.Context, j *job, cands []*candidate,
 		inflight--
 		switch {
 		case a.refused && errors.Is(a.Err, protocol.ErrBusy):
+			// Busy after an offer with room: another submit took the slot, or the worker
+			// lies. It may be asked again, after the backoff of asking the DHT again.
 			spent--
-			s.dropOffer(a.Worker) // it said it had room: ask it afresh
-			if busy[a.Worker]++; busy[a.Worker] >= maxBusy {
-				ran[a.Worker] = true // it says it has room and refuses: not again for this job
-			}
+			s.dropOffer(a.Worker)
 		case a.refused:
 			spent--
 			ran[a.Worker] = true
@@ -720,12 +728,8 @@ func (s *Submitter) dispatch(parent context.Context, j *job, cands []*candidate,
 	return rep, nil
 }
 
-// maxBusy is how many BUSY refusals one worker may give one job after offers saying it
-// had room; spareSlack is added to the time a spare replica waits for (dispatch).
-const (
-	maxBusy    = 2
-	spareSlack = 5 * time.Second
-)
+// spareSlack is added to the time a spare replica waits for (dispatch).
+const spareSlack = 5 * time.Second
 
 // noteOutcomes adds what an accepted verdict tells of each replica to its worker's record.
 // Records change only through quorums something other than the worker itself anchored: an

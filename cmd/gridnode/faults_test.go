@@ -629,9 +629,12 @@ func TestManyJobsOnProcesses(t *testing.T) {
 		t.Errorf("descriptors per node: %v before, %v 20s after the clients left", fds, now)
 	}
 	t.Logf("descriptors per node: %v before, %v after, and %v job uid locks", fds, now, uids)
+	// A uid is claimed for the process's life once a job used it, and a cancelled job's
+	// uid is still held while its process is reaped as the next job starts in the slot:
+	// at most twice the slots, never a leak per job.
 	for i, u := range uids {
-		if u > slots {
-			t.Errorf("node %d holds %d job uid locks, more than its %d slots", i, u, slots)
+		if u > 2*slots {
+			t.Errorf("node %d holds %d job uid locks, more than twice its %d slots", i, u, slots)
 		}
 	}
 }

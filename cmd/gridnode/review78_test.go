@@ -7,7 +7,7 @@ import (
 	"testing"
 )
 
-// TestReview78FailsSubmitJSONAlwaysOneObject: `gridnode submit --json` promises one
+// TestReview78SubmitJSONAlwaysOneObject: `gridnode submit --json` promises one
 // object, "printed on failures too" (submit --help), and a script reads stdout as JSON.
 // Failures before the submit proper print nothing on stdout, only a line on stderr, exit
 // 125: a job file that cannot be read, a bootstrap peer that cannot be reached (node.Open),
@@ -20,10 +20,7 @@ import (
 // jobs.JSON(nil, err) and printJSON when --json is set (one place: a deferred print of
 // the error, or a helper that both the API and one-shot paths use); and validate the
 // binary (sandbox.ArchOf/Validate, as Submitter.prepare does) before node.Open.
-func TestReview78FailsSubmitJSONAlwaysOneObject(t *testing.T) {
-	if os.Getenv("REVIEW78") == "" {
-		t.Skip("REVIEW78: fails, see report (REVIEW78=1 runs it)")
-	}
+func TestReview78SubmitJSONAlwaysOneObject(t *testing.T) {
 	bin := gridnodeBinary(t)
 	dir := t.TempDir()
 	readme := filepath.Join(dir, "README")

@@ -113,54 +113,60 @@ Flags:
 		}
 		req.Trust = append(req.Trust, ps...)
 	}
-	bin, err := os.ReadFile(fs.Arg(0))
-	if err != nil {
-		return err
-	}
-	in, err := readInput(*input)
-	if err != nil {
-		return err
-	}
-	req.Binary, req.Input = bin, in
 	if *timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, *timeout)
 		defer cancel()
 	}
 	progress := func(msg string) { fmt.Fprintln(os.Stderr, "gridnode:", msg) }
-
 	start := time.Now()
-	var rep *jobs.ReportJSON // through the daemon, the report comes as JSON; the error is in it
-	if api.set {
-		var c *node.APIClient
-		if c, err = apiClient(api.addr, *data); err != nil {
-			return err
+	// From here on every failure is a report, so that --json always prints one object.
+	rep := func() *jobs.ReportJSON {
+		bin, err := os.ReadFile(fs.Arg(0))
+		if err != nil {
+			return jobs.JSON(nil, err)
 		}
-		progress("submitting through " + c.Addr)
-		if rep, err = c.Submit(ctx, req); err != nil {
-			rep = jobs.JSON(nil, err)
+		in, err := readInput(*input)
+		if err != nil {
+			return jobs.JSON(nil, err)
 		}
-	} else {
+		// Before joining the grid: a file that is not a job says so even when the grid is away.
+		if _, err := jobs.CheckBinary(bin, lim); err != nil {
+			return jobs.JSON(nil, fmt.Errorf("submit: %w", err))
+		}
+		req.Binary, req.Input = bin, in
+		if api.set {
+			c, err := apiClient(api.addr, *data)
+			if err != nil {
+				return jobs.JSON(nil, err)
+			}
+			progress("submitting through " + c.Addr)
+			rep, err := c.Submit(ctx, req)
+			if err != nil {
+				return jobs.JSON(nil, err)
+			}
+			return rep
+		}
 		// A one-shot client peer, with the record of workers and the trust of the data dir.
 		dir := *data
 		if dir == "" {
 			if dir, err = node.DefaultDataDir(); err != nil {
-				return err
+				return jobs.JSON(nil, err)
 			}
 		}
 		ps, err := node.ReadTrustFile(filepath.Join(dir, node.TrustFile))
 		if err != nil && !errors.Is(err, iofs.ErrNotExist) {
-			return err
+			return jobs.JSON(nil, err)
 		}
 		n, err := node.Open(ctx, node.Config{Ephemeral: true, Bootstrap: boot, Logger: newLogger(slog.LevelWarn, *verbose), Progress: progress,
 			Records: filepath.Join(dir, node.RecordsFile), History: filepath.Join(dir, node.HistoryFile), Trust: ps})
 		if err != nil {
-			return err
+			return jobs.JSON(nil, err)
 		}
 		defer n.Close()
-		rep = jobs.JSON(n.Submit(ctx, req))
-	}
-	err = rep.Err()
+		return jobs.JSON(n.Submit(ctx, req))
+	}()
+	err := rep.Err()
 	if err == nil {
 		v := jobs.Verdict{Status: rep.Status, ExitCode: rep.ExitCode, Signal: rep.Signal}
 		progress(fmt.Sprintf("%s in %v", v.Outcome(), time.Since(start).Round(time.Millisecond)))
