@@ -3,6 +3,7 @@ package node
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multiaddr"
 )
@@ -23,8 +25,8 @@ import (
 // writes it.
 const BootstrapFile = "bootstrap"
 
-// PeersFile, in the data dir, is where a daemon remembers grid peers it was connected to,
-// to rejoin through them next time when its bootstrap peers are gone. The node rewrites it
+// PeersFile, in the data dir, is where a daemon remembers grid peers it dialled, to rejoin
+// through them next time when its bootstrap peers are gone. The node rewrites it
 // (atomically) now and then and on Close.
 const PeersFile = "peers"
 
@@ -38,15 +40,21 @@ const (
 	maxPeersFileSize   = 64 << 10
 )
 
-// Join loop timing: the grid is looked at every joinPoll; while this node is not in it, its
-// known peers are tried with a backoff from joinMinBackoff doubling up to joinMaxBackoff;
-// remembered peers are saved every rememberEvery. Variables, for tests.
+// Join loop timing: the grid is looked at every joinPoll; each known peer is tried with its
+// own backoff from joinMinBackoff doubling up to joinMaxBackoff, which only a connection
+// that stayed up for joinStable resets; remembered peers are saved every rememberEvery.
+// Variables, for tests.
 var (
 	joinPoll       = time.Second
 	joinMinBackoff = time.Second
 	joinMaxBackoff = 5 * time.Minute
+	joinStable     = 2 * time.Second
 	rememberEvery  = 5 * time.Minute
 )
+
+// Bounds on what peers may make of DATA/peers: at most maxRememberedPerPrefix peers from one
+// network prefix (/24, /48), and a save replaces at most half of the peers of the last one.
+const maxRememberedPerPrefix = 2
 
 // readPeerFile parses a peer file: one multiaddr per line, blank lines and '#' comments
 // skipped, at most maxLines addresses, at most maxPeersFileSize bytes read. Lines that do
@@ -85,7 +93,7 @@ func readPeerFile(path string, maxLines int) (peers []peer.AddrInfo, bad []strin
 // mode 0600.
 func writePeerFile(path string, peers []peer.AddrInfo) error {
 	var b bytes.Buffer
-	b.WriteString("# Grid peers this node was connected to, rewritten by gridnode; list your own in " + BootstrapFile + ".\n")
+	b.WriteString("# Grid peers this node dialled, rewritten by gridnode; list your own in " + BootstrapFile + ".\n")
 	for _, ai := range peers {
 		mas, err := peer.AddrInfoToP2pAddrs(&ai)
 		if err != nil {
@@ -114,18 +122,24 @@ func writePeerFile(path string, peers []peer.AddrInfo) error {
 	return os.Rename(tmp.Name(), path)
 }
 
-// joinSchedule decides when a node tries its known peers and when it says that it lost or
-// found the grid; it is pure, for testing.
+// joinSchedule decides when a node tries each known peer and when it says that it lost or
+// found the grid; it is pure, for testing. Every peer has its own backoff, and an attempt
+// does not reset it (a peer that accepts connections and closes them at once counts as
+// reached): only a connection to it that stayed up does (reset).
 type joinSchedule struct {
 	min, max time.Duration
-	backoff  time.Duration
-	next     time.Time // earliest next attempt
-	in       bool      // in the grid at the last observation
-	started  bool      // observed at least once
+	peers    map[peer.ID]*joinRetry
+	in       bool // in the grid at the last observation
+	started  bool // observed at least once
+}
+
+type joinRetry struct {
+	next time.Time     // earliest next attempt
+	wait time.Duration // the wait after the next attempt
 }
 
 func newJoinSchedule(min, max time.Duration) *joinSchedule {
-	return &joinSchedule{min: min, max: max, backoff: min}
+	return &joinSchedule{min: min, max: max, peers: make(map[peer.ID]*joinRetry)}
 }
 
 // Transitions observe reports.
@@ -135,60 +149,96 @@ const (
 	joinLost
 )
 
-// observe records how many grid peers are connected at now and reports a transition.
-// Losing the grid makes an attempt due at once.
-func (s *joinSchedule) observe(now time.Time, peers int) int {
-	in := peers > 0
+// observe records whether this node is in the grid at now and reports a transition.
+// Losing the grid makes every peer due at once; their backoffs stay.
+func (s *joinSchedule) observe(now time.Time, in bool) int {
 	was, started := s.in, s.started
 	s.in, s.started = in, true
 	switch {
 	case in && (!was || !started):
-		s.backoff = s.min
 		return joinFound
 	case !in && was:
-		s.backoff, s.next = s.min, now
+		for _, r := range s.peers {
+			r.next = now
+		}
 		return joinLost
 	}
 	return joinNone
 }
 
-// due reports whether to try the known peers at now.
-func (s *joinSchedule) due(now time.Time) bool { return !s.in && !now.Before(s.next) }
+// due reports whether to try p at now.
+func (s *joinSchedule) due(now time.Time, p peer.ID) bool {
+	r := s.peers[p]
+	return r == nil || !now.Before(r.next)
+}
 
-// tried records an attempt at now that reached ok peers and returns the wait before the
-// next one if this node is still out of the grid.
-func (s *joinSchedule) tried(now time.Time, ok int) time.Duration {
-	if ok > 0 {
-		s.backoff = s.min
-		s.next = now.Add(s.min)
-		return s.min
+// tried records an attempt on p at now and returns the wait before the next one.
+func (s *joinSchedule) tried(now time.Time, p peer.ID) time.Duration {
+	r := s.peers[p]
+	if r == nil {
+		r = &joinRetry{wait: s.min}
+		s.peers[p] = r
 	}
-	wait := s.backoff
-	s.next = now.Add(wait)
-	s.backoff = min(2*s.backoff, s.max)
+	wait := r.wait
+	r.next = now.Add(wait)
+	r.wait = min(2*r.wait, s.max)
 	return wait
 }
 
+// reset restarts p's backoff: a connection to it stayed up.
+func (s *joinSchedule) reset(p peer.ID) {
+	if r := s.peers[p]; r != nil {
+		r.wait = s.min
+	}
+}
+
+// wait is how long from now until a peer of ps is due.
+func (s *joinSchedule) wait(now time.Time, ps []peer.AddrInfo) time.Duration {
+	w := s.max
+	for _, ai := range ps {
+		if r := s.peers[ai.ID]; r != nil {
+			w = min(w, max(r.next.Sub(now), 0))
+		} else {
+			return 0
+		}
+	}
+	return w
+}
+
 // joiner keeps a daemon in its grid: it tries the bootstrap and remembered peers with
-// backoff while no grid peer is connected, logs when the grid is lost and found, and
-// remembers the peers it was connected to in the data dir.
+// backoff while it is out of the grid, and its bootstrap peers now and then while it is in
+// (a few strangers must not become its whole grid), logs when the grid is lost and found,
+// and remembers the peers it dialled in the data dir.
+//
+// In the grid means: a stable connection to a peer this node chose (a bootstrap or
+// remembered peer, or a LAN peer it dialled at the address mDNS gave), or a routing table
+// of at least half a bucket from at least joinPrefixes network prefixes. A peer that
+// connects and says it runs gridnode proves nothing: identify's agent version is the
+// peer's word.
 type joiner struct {
 	n          *Node
 	boot       []peer.AddrInfo // --bootstrap and the bootstrap file
 	remembered []peer.AddrInfo // from the peers file
 	path       string          // the peers file; "" for none
 	sched      *joinSchedule
-	saved      []peer.AddrInfo
+	saved      []peer.AddrInfo // the peers file's peers, as last written; nil: remembered
 }
 
-// candidates are the peers to try: bootstrap peers first, then remembered ones, not
-// connected ones or this node.
-func (j *joiner) candidates() []peer.AddrInfo {
+// joinPrefixes is how many network prefixes a routing table must span to count as the grid.
+const joinPrefixes = 3
+
+// candidates are the peers to try at now: bootstrap peers first, then remembered ones
+// (while out of the grid only), not connected ones or this node, those that are due.
+func (j *joiner) candidates(now time.Time) []peer.AddrInfo {
 	h := j.n.h
+	known := j.boot
+	if !j.sched.in {
+		known = slices.Concat(j.boot, j.remembered)
+	}
 	var out []peer.AddrInfo
 	seen := map[peer.ID]bool{h.ID(): true}
-	for _, ai := range slices.Concat(j.boot, j.remembered) {
-		if seen[ai.ID] || h.Network().Connectedness(ai.ID) != 0 {
+	for _, ai := range known {
+		if seen[ai.ID] || h.Network().Connectedness(ai.ID) == network.Connected || !j.sched.due(now, ai.ID) {
 			continue
 		}
 		seen[ai.ID] = true
@@ -197,7 +247,7 @@ func (j *joiner) candidates() []peer.AddrInfo {
 	return out
 }
 
-// gridPeers counts the connected peers that run gridnode.
+// gridPeers counts the connected peers that say they run gridnode.
 func gridPeers(h host.Host) int {
 	n := 0
 	for _, p := range h.Network().Peers() {
@@ -214,14 +264,65 @@ func isGridPeer(h host.Host, p peer.ID) bool {
 	return err == nil && (s == userAgent || strings.HasPrefix(s, userAgent+"/"))
 }
 
-// attempt tries the candidates once and returns how many it reached.
+// stable reports whether a connection to p has been open for joinStable at now.
+func stable(nw network.Network, p peer.ID, now time.Time) bool {
+	for _, c := range nw.ConnsToPeer(p) {
+		if now.Sub(c.Stat().Opened) >= joinStable {
+			return true
+		}
+	}
+	return false
+}
+
+// inGrid judges at now whether this node is in the grid (see joiner), and restarts the
+// backoff of every known peer it is stably connected to.
+func (j *joiner) inGrid(now time.Time) bool {
+	nw := j.n.h.Network()
+	in := false
+	for _, ai := range slices.Concat(j.boot, j.remembered) {
+		if stable(nw, ai.ID, now) {
+			j.sched.reset(ai.ID)
+			in = true
+		}
+	}
+	if in {
+		return true
+	}
+	prefixes := map[string]bool{}
+	routed := 0
+	for _, p := range nw.Peers() {
+		if j.n.lan.verified(p) && stable(nw, p, now) {
+			return true
+		}
+		if !j.n.d.Routes(p) {
+			continue
+		}
+		routed++
+		for _, c := range nw.ConnsToPeer(p) {
+			if k, ok := netPrefix(c.RemoteMultiaddr()); ok {
+				prefixes[k] = true
+			}
+		}
+	}
+	k := cmp.Or(j.n.cfg.DHTBucketSize, 20)
+	return routed >= max(k/2, 1) && (len(prefixes) >= joinPrefixes || j.n.cfg.Loopback)
+}
+
+// attempt tries the due candidates once and returns how many it reached.
 func (j *joiner) attempt(ctx context.Context) (ok, tried int) {
-	cands := j.candidates()
+	now := time.Now()
+	cands := j.candidates(now)
 	if len(cands) == 0 {
 		return 0, 0
 	}
+	for _, ai := range cands {
+		j.sched.tried(now, ai.ID)
+	}
 	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	// The schedule is the backoff: the swarm's own, for addresses that failed, would hold
+	// back a bootstrap peer that came back for minutes.
+	actx = network.WithForceDirectDial(actx, "gridnode join")
 	ok, err := j.n.d.Join(actx, cands)
 	if err != nil && ok == 0 {
 		j.n.log.Debug("join", "err", err)
@@ -237,27 +338,26 @@ func (j *joiner) run(ctx context.Context) {
 	warnedAlone := false
 	for {
 		now := time.Now()
-		switch j.sched.observe(now, gridPeers(j.n.h)) {
+		switch j.sched.observe(now, j.inGrid(now)) {
 		case joinFound:
 			j.n.log.Info("joined the grid", "peers", gridPeers(j.n.h), "dht_peers", j.n.d.Size())
 			warnedAlone = false
 		case joinLost:
-			j.n.log.Warn("lost the grid: no grid peer connected; retrying known peers", "known", len(j.candidates()))
+			j.n.log.Warn("lost the grid: no known grid peer connected; retrying known peers", "known", len(j.boot)+len(j.remembered))
 		}
-		if j.sched.due(now) {
-			ok, tried := j.attempt(ctx)
-			if ctx.Err() != nil {
-				return
-			}
-			wait := j.sched.tried(time.Now(), ok)
-			switch {
-			case tried == 0 && len(j.boot)+len(j.remembered) == 0 && !warnedAlone:
-				warnedAlone = true
-				j.n.log.Warn("this node knows no grid peer, so no other node can find it: give --bootstrap ADDR, list peers in " +
-					filepath.Join(j.n.dir, BootstrapFile) + lanHint(j.n.cfg) + "; or let others join through this node's addresses")
-			case tried > 0 && ok == 0:
-				j.n.log.Warn("no known grid peer reachable", "tried", tried, "retry_in", wait)
-			}
+		in := j.sched.in
+		if !in && len(j.boot)+len(j.remembered) == 0 && !warnedAlone {
+			warnedAlone = true
+			j.n.log.Warn("this node knows no grid peer, so no other node can find it: give --bootstrap ADDR, list peers in " +
+				filepath.Join(j.n.dir, BootstrapFile) + lanHint(j.n.cfg) + "; or let others join through this node's addresses")
+		}
+		ok, tried := j.attempt(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if tried > 0 && ok == 0 && !in {
+			j.n.log.Warn("no known grid peer reachable", "tried", tried,
+				"retry_in", j.sched.wait(time.Now(), slices.Concat(j.boot, j.remembered)).Round(time.Millisecond))
 		}
 		if now.After(saveAt) {
 			j.save()
@@ -278,34 +378,100 @@ func lanHint(cfg Config) string {
 	return ""
 }
 
-// remember lists the peers worth remembering: connected grid peers with addresses this
-// node may dial again directly (within its reach, not relayed), bootstrap peers excepted
-// (they are configured anyway), at most maxRemembered.
+// remember lists the peers worth remembering: the last list merged with the connected
+// grid peers this node dialled itself or has in its routing table (it answered DHT
+// queries), at the remote address of their connection (within its reach, not relayed),
+// bootstrap peers excepted (they are configured anyway). The addresses a peer announces
+// are its word, and any host may be behind them; a connection's address is where that
+// peer's key answered, or where the peer itself connected from.
 func (j *joiner) remember() []peer.AddrInfo {
 	h := j.n.h
 	skip := map[peer.ID]bool{}
 	for _, ai := range j.boot {
 		skip[ai.ID] = true
 	}
-	var out []peer.AddrInfo
+	var fresh []peer.AddrInfo
 	for _, p := range h.Network().Peers() {
-		if len(out) >= maxRemembered {
-			break
-		}
-		if skip[p] || !isGridPeer(h, p) || !hasDirect(h.Network(), p) {
+		if skip[p] || !isGridPeer(h, p) {
 			continue
 		}
+		routed := j.n.d.Routes(p)
 		var addrs []multiaddr.Multiaddr
-		for _, a := range h.Peerstore().Addrs(p) {
-			if len(addrs) < maxRememberedAddrs && within(j.n.cfg.Reach, a) && !isRelayed(a) && reachOf(a) != reachNever {
-				addrs = append(addrs, a)
+		for _, c := range h.Network().ConnsToPeer(p) {
+			a := c.RemoteMultiaddr()
+			if c.Stat().Direction != network.DirOutbound && !routed || isRelayed(a) || !within(j.n.cfg.Reach, a) || reachOf(a) == reachNever ||
+				len(addrs) >= maxRememberedAddrs || slices.ContainsFunc(addrs, a.Equal) {
+				continue
 			}
+			addrs = append(addrs, a)
 		}
 		if len(addrs) > 0 {
-			out = append(out, peer.AddrInfo{ID: p, Addrs: addrs})
+			fresh = append(fresh, peer.AddrInfo{ID: p, Addrs: addrs})
 		}
 	}
-	slices.SortFunc(out, func(a, b peer.AddrInfo) int { return strings.Compare(string(a.ID), string(b.ID)) })
+	slices.SortFunc(fresh, func(a, b peer.AddrInfo) int { return strings.Compare(string(a.ID), string(b.ID)) })
+	old := j.saved
+	if old == nil {
+		old = j.remembered
+	}
+	perPrefix := maxRememberedPerPrefix
+	if j.n.cfg.Loopback {
+		perPrefix = 0 // a grid on one machine is one prefix
+	}
+	return mergeRemembered(old, fresh, maxRemembered, perPrefix)
+}
+
+// mergeRemembered is the next remembered list from the last one (old) and the peers
+// connected now (fresh): old peers still connected (with their current addresses), then
+// new peers, then the other old peers, at most limit in all and perPrefix from one network
+// prefix (0: no bound). New peers take the free places and at most half of the old
+// peers' places, so strangers who got dialled cannot replace the list in one save.
+func mergeRemembered(old, fresh []peer.AddrInfo, limit, perPrefix int) []peer.AddrInfo {
+	now := make(map[peer.ID]peer.AddrInfo, len(fresh))
+	for _, ai := range fresh {
+		now[ai.ID] = ai
+	}
+	wasOld := make(map[peer.ID]bool, len(old))
+	var kept, others []peer.AddrInfo
+	for _, ai := range old {
+		if wasOld[ai.ID] || len(ai.Addrs) == 0 {
+			continue
+		}
+		wasOld[ai.ID] = true
+		if f, ok := now[ai.ID]; ok {
+			kept = append(kept, f)
+		} else {
+			others = append(others, ai)
+		}
+	}
+	var out []peer.AddrInfo
+	count := map[string]int{}
+	take := func(ai peer.AddrInfo) bool {
+		if len(out) >= limit {
+			return false
+		}
+		if perPrefix > 0 {
+			k, _ := netPrefix(ai.Addrs[0])
+			if count[k] >= perPrefix {
+				return false
+			}
+			count[k]++
+		}
+		out = append(out, ai)
+		return true
+	}
+	for _, ai := range kept {
+		take(ai)
+	}
+	room := max(0, limit-len(wasOld)) + len(wasOld)/2
+	for _, ai := range fresh {
+		if room > 0 && !wasOld[ai.ID] && take(ai) {
+			room--
+		}
+	}
+	for _, ai := range others {
+		take(ai)
+	}
 	return out
 }
 
@@ -316,7 +482,11 @@ func (j *joiner) save() {
 		return
 	}
 	peers := j.remember()
-	if len(peers) == 0 || slices.EqualFunc(peers, j.saved, func(a, b peer.AddrInfo) bool {
+	last := j.saved
+	if last == nil {
+		last = j.remembered
+	}
+	if len(peers) == 0 || slices.EqualFunc(peers, last, func(a, b peer.AddrInfo) bool {
 		return a.ID == b.ID && slices.EqualFunc(a.Addrs, b.Addrs, multiaddr.Multiaddr.Equal)
 	}) {
 		return

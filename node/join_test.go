@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -14,44 +15,106 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-multiaddr"
 )
 
 func TestJoinSchedule(t *testing.T) {
 	now := time.Unix(1000, 0)
 	s := newJoinSchedule(time.Second, 8*time.Second)
+	p, q := peer.ID("p"), peer.ID("q")
 	type step struct {
 		name      string
-		peers     int // grid peers observed
-		want      int // transition
-		wantDue   bool
-		tryOK     int           // when due: peers the attempt reached
-		wantWait  time.Duration // when due: the wait it returns
+		in        bool          // in the grid at the observation
+		want      int           // transition
+		reset     peer.ID       // a stable connection to it
+		due       []peer.ID     // due peers, tried
+		notDue    []peer.ID     // peers that must not be due
+		wantWait  time.Duration // the wait the first due peer's try returns
 		advanceBy time.Duration
 	}
 	for _, st := range []step{
-		{name: "alone at start", peers: 0, want: joinNone, wantDue: true, tryOK: 0, wantWait: time.Second, advanceBy: 500 * time.Millisecond},
-		{name: "before the backoff", peers: 0, want: joinNone, wantDue: false, advanceBy: 500 * time.Millisecond},
-		{name: "second try", peers: 0, want: joinNone, wantDue: true, tryOK: 0, wantWait: 2 * time.Second, advanceBy: 2 * time.Second},
-		{name: "third try", peers: 0, want: joinNone, wantDue: true, tryOK: 0, wantWait: 4 * time.Second, advanceBy: 4 * time.Second},
-		{name: "fourth try", peers: 0, want: joinNone, wantDue: true, tryOK: 0, wantWait: 8 * time.Second, advanceBy: 8 * time.Second},
-		{name: "capped", peers: 0, want: joinNone, wantDue: true, tryOK: 1, wantWait: time.Second, advanceBy: time.Second},
-		{name: "found", peers: 2, want: joinFound, wantDue: false, advanceBy: time.Minute},
-		{name: "still in", peers: 1, want: joinNone, wantDue: false, advanceBy: time.Second},
-		{name: "lost: due at once", peers: 0, want: joinLost, wantDue: true, tryOK: 0, wantWait: time.Second, advanceBy: time.Second},
-		{name: "found again", peers: 1, want: joinFound, wantDue: false},
+		{name: "alone at start", want: joinNone, due: []peer.ID{p, q}, wantWait: time.Second, advanceBy: 500 * time.Millisecond},
+		{name: "before the backoff", want: joinNone, notDue: []peer.ID{p, q}, advanceBy: 500 * time.Millisecond},
+		{name: "second try", want: joinNone, due: []peer.ID{p, q}, wantWait: 2 * time.Second, advanceBy: 2 * time.Second},
+		{name: "third try", want: joinNone, due: []peer.ID{p, q}, wantWait: 4 * time.Second, advanceBy: 4 * time.Second},
+		// A peer that was reached but did not stay (accepts and closes) keeps backing off.
+		{name: "fourth try", want: joinNone, due: []peer.ID{p, q}, wantWait: 8 * time.Second, advanceBy: 8 * time.Second},
+		{name: "capped", want: joinNone, due: []peer.ID{p, q}, wantWait: 8 * time.Second, advanceBy: 8 * time.Second},
+		// p's connection stayed up: only p's backoff restarts.
+		{name: "found", in: true, want: joinFound, reset: p, due: []peer.ID{p, q}, wantWait: time.Second, advanceBy: time.Second},
+		{name: "still in: q keeps its backoff", in: true, want: joinNone, notDue: []peer.ID{q}, advanceBy: 7 * time.Second},
+		{name: "in: q is still tried now and then", in: true, want: joinNone, due: []peer.ID{q}, wantWait: 8 * time.Second, advanceBy: time.Second},
+		{name: "lost: due at once", want: joinLost, due: []peer.ID{p, q}, wantWait: 2 * time.Second, advanceBy: time.Second},
+		{name: "found again", in: true, want: joinFound, notDue: []peer.ID{p, q}},
 	} {
-		if got := s.observe(now, st.peers); got != st.want {
+		if got := s.observe(now, st.in); got != st.want {
 			t.Fatalf("%s: transition %d, want %d", st.name, got, st.want)
 		}
-		if got := s.due(now); got != st.wantDue {
-			t.Fatalf("%s: due %v, want %v", st.name, got, st.wantDue)
+		if st.reset != "" {
+			s.reset(st.reset)
 		}
-		if st.wantDue {
-			if got := s.tried(now, st.tryOK); got != st.wantWait {
+		for _, x := range st.notDue {
+			if s.due(now, x) {
+				t.Fatalf("%s: %s due, want not", st.name, x)
+			}
+		}
+		for i, x := range st.due {
+			if !s.due(now, x) {
+				t.Fatalf("%s: %s not due, want due", st.name, x)
+			}
+			if got := s.tried(now, x); i == 0 && got != st.wantWait {
 				t.Fatalf("%s: wait %v, want %v", st.name, got, st.wantWait)
 			}
 		}
 		now = now.Add(st.advanceBy)
+	}
+}
+
+// TestMergeRemembered: DATA/peers keeps the old peers still connected, lets new peers take
+// the free places and at most half of the old ones per save, and at most perPrefix per
+// network prefix.
+func TestMergeRemembered(t *testing.T) {
+	ai := func(id string, addr string) peer.AddrInfo {
+		return peer.AddrInfo{ID: peer.ID(id), Addrs: []multiaddr.Multiaddr{multiaddr.StringCast(addr)}}
+	}
+	list := func(prefix string, n int, net func(i int) string) []peer.AddrInfo {
+		var out []peer.AddrInfo
+		for i := range n {
+			out = append(out, ai(fmt.Sprintf("%s%02d", prefix, i), net(i)))
+		}
+		return out
+	}
+	spread := func(i int) string { return fmt.Sprintf("/ip4/198.51.%d.1/tcp/4011", i) }
+	oneNet := func(i int) string { return fmt.Sprintf("/ip4/203.0.113.%d/tcp/4011", i+1) }
+	ids := func(ps []peer.AddrInfo, prefix string) (n int) {
+		for _, p := range ps {
+			if strings.HasPrefix(string(p.ID), prefix) {
+				n++
+			}
+		}
+		return n
+	}
+	for _, tc := range []struct {
+		name           string
+		old, fresh     []peer.AddrInfo
+		perPrefix      int
+		wantOld, wantN int // old and new peers kept
+	}{
+		{"first save", nil, list("n", 40, spread), 2, 0, 32},
+		{"full list, all new", list("o", 32, spread), list("n", 32, spread), 2, 16, 16},
+		{"old still connected", list("o", 32, spread), slices.Concat(list("o", 32, spread), list("n", 32, spread)), 2, 32, 0},
+		{"free places, then half the old ones", list("o", 10, spread), list("n", 32, spread), 2, 5, 27},
+		{"free places enough", list("o", 10, spread), list("n", 20, spread), 2, 10, 20},
+		{"one prefix", nil, list("n", 32, oneNet), 2, 0, 2},
+		{"one prefix, no bound (loopback)", nil, list("n", 32, oneNet), 0, 0, 32},
+		{"nothing connected", list("o", 32, spread), nil, 2, 32, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := mergeRemembered(tc.old, tc.fresh, maxRemembered, tc.perPrefix)
+			if o, n := ids(got, "o"), ids(got, "n"); o != tc.wantOld || n != tc.wantN {
+				t.Errorf("got %d old and %d new peers, want %d and %d", o, n, tc.wantOld, tc.wantN)
+			}
+		})
 	}
 }
 
@@ -226,10 +289,10 @@ func freePort(t *testing.T) int {
 
 // fastJoin makes the join loop's timing test-sized.
 func fastJoin(t *testing.T) {
-	saved := []time.Duration{joinPoll, joinMinBackoff, joinMaxBackoff, rememberEvery}
-	joinPoll, joinMinBackoff, joinMaxBackoff, rememberEvery = 20*time.Millisecond, 20*time.Millisecond, 200*time.Millisecond, 50*time.Millisecond
+	saved := []time.Duration{joinPoll, joinMinBackoff, joinMaxBackoff, joinStable, rememberEvery}
+	joinPoll, joinMinBackoff, joinMaxBackoff, joinStable, rememberEvery = 20*time.Millisecond, 20*time.Millisecond, 200*time.Millisecond, 40*time.Millisecond, 50*time.Millisecond
 	t.Cleanup(func() {
-		joinPoll, joinMinBackoff, joinMaxBackoff, rememberEvery = saved[0], saved[1], saved[2], saved[3]
+		joinPoll, joinMinBackoff, joinMaxBackoff, joinStable, rememberEvery = saved[0], saved[1], saved[2], saved[3], saved[4]
 	})
 }
 

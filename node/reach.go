@@ -132,3 +132,25 @@ func (dialGater) InterceptSecured(network.Direction, peer.ID, network.ConnMultia
 	return true
 }
 func (dialGater) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) { return true, 0 }
+
+// netPrefix names the network prefix of a's IP address: the /24 of an IPv4 address, the /48
+// of an IPv6 one (what one home, one hoster's customer or one attacker's block usually
+// holds), as jobs' replica diversity counts them. A circuit address is the relay's. ok is
+// false for an address without an IP.
+func netPrefix(a multiaddr.Multiaddr) (string, bool) {
+	ip, err := manet.ToIP(a)
+	if err != nil {
+		return "", false
+	}
+	addr, ok := netip.AddrFromSlice(ip)
+	if !ok {
+		return "", false
+	}
+	addr = addr.Unmap()
+	bits := 48
+	if addr.Is4() {
+		bits = 24
+	}
+	p, _ := addr.Prefix(bits)
+	return p.String(), true
+}
