@@ -101,7 +101,13 @@ func CodeOf(err error) Code {
 // Refusal returns the code and the cleaned message to send for a non-nil err. The
 // receiver's CodeError says the code's own words ("binary rejected: ...") again, so they
 // are left out of the message.
+//
+// An INTERNAL error's text stays on this side (its log): it is about the host, not the
+// request (file paths, store errors), and any stranger may send a request.
 func Refusal(err error) (Code, string) {
+	if CodeOf(err) == Code_INTERNAL {
+		return Code_INTERNAL, "the peer failed for its own reasons (its log says why)"
+	}
 	msg := err.Error()
 	var ce *CodeError
 	if errors.As(err, &ce) && ce.Msg != "" {
