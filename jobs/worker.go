@@ -728,7 +728,7 @@ func (w *Worker) execute(ctx context.Context, sp *spec, in *streamInput) (*proto
 		return nil, protocol.Errorf(protocol.Code_INTERNAL, "runner returned no status")
 	}
 	stderr := r.Stderr[:min(len(r.Stderr), protocol.MaxStderr)]
-	w.log.Info("job done", "peer", sp.from, "job", sp.jobCID, "status", status, "exit", r.ExitCode, "signal", r.Signal)
+	w.log.Info("job done", "peer", sp.from, "job", sp.jobCID, "status", status, "exit_code", r.ExitCode, "signal", r.Signal)
 	receipt, err := protocol.SealReceipt(&protocol.Receipt{
 		JobCID:    sp.jobCID,
 		InputCID:  sp.inputCID,

@@ -232,7 +232,7 @@ func submit(ctx context.Context, t *testing.T, l *lab, args ...string) (*submitR
 	var id string
 	for _, line := range strings.Split(string(errOut), "\n") {
 		if strings.Contains(line, `msg="node started"`) {
-			id = logValue(line, "peer")
+			id = logValue(line, "self")
 		}
 	}
 	if id == "" {

@@ -37,7 +37,8 @@ const perPeerStreams = 4
 //
 // jobsPerPeer is the per-peer limit for job streams: its unjudged requests (perPeerStreams)
 // plus the slots it may hold, so a submitter can use its whole share of a big worker.
-func newResourceManager(jobsPerPeer int) (network.ResourceManager, error) {
+// metrics turns on rcmgr's Prometheus metrics (node/metrics.go registers them).
+func newResourceManager(jobsPerPeer int, metrics bool) (network.ResourceManager, error) {
 	cfg := rcmgr.DefaultLimits
 	libp2p.SetDefaultServiceLimits(&cfg)
 
@@ -63,7 +64,11 @@ func newResourceManager(jobsPerPeer int) (network.ResourceManager, error) {
 			rcmgr.BaseLimit{StreamsInbound: l.byPeer, StreamsOutbound: l.byPeer, Streams: 2 * l.byPeer, Memory: l.mem / 4},
 			rcmgr.BaseLimitIncrease{})
 	}
-	return rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(cfg.AutoScale()), rcmgr.WithMetricsDisabled())
+	var opts []rcmgr.Option
+	if !metrics {
+		opts = append(opts, rcmgr.WithMetricsDisabled())
+	}
+	return rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(cfg.AutoScale()), opts...)
 }
 
 // jobStreamsPerPeer is perPeerStreams plus the slots one peer may hold on this node.

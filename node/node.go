@@ -87,6 +87,10 @@ type Config struct {
 	HistoryMaxJobs  int
 	HistoryMaxBytes int64
 
+	// Metrics keeps Prometheus metrics, for ServeMetrics (node/metrics.go); libp2p's
+	// resource manager's are process-wide.
+	Metrics bool
+
 	// DHTBucketSize overrides the Kademlia bucket size; for tests.
 	DHTBucketSize int
 }
@@ -102,7 +106,8 @@ type Node struct {
 	jobs *jobsPart
 	// events hear what the worker and the submitter do (history, metrics): filled before
 	// openJobs, which joins them.
-	events []jobs.Events
+	events  []jobs.Events
+	metrics *nodeMetrics // nil without Config.Metrics
 
 	announced chan struct{}
 	reach     *reachTracker
@@ -166,6 +171,10 @@ func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, announced: make(chan struct{}), started: time.Now()}
+	if cfg.Metrics {
+		n.metrics = newMetrics(n)
+		n.events = append(n.events, n.metrics.events())
+	}
 	n.reach = newReachTracker(n.log, cfg.Loopback)
 	if cfg.MDNS && !cfg.Loopback {
 		n.lan = newLANPeers()
@@ -289,8 +298,8 @@ func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 		jctx := n.lifetime()
 		n.wg.Go(func() { n.join.run(jctx) })
 	}
-	n.log.Info("node started", "peer", n.h.ID(), "worker", cfg.Worker, "relay_service", cfg.RelayService,
-		"mdns", n.lan != nil, "addrs", n.h.Addrs(), "reach", cfg.Reach)
+	n.log.Info("node started", "self", n.h.ID(), "worker", cfg.Worker, "relay_service", cfg.RelayService,
+		"mdns", n.lan != nil, "addrs", n.h.Addrs(), "dial_reach", cfg.Reach)
 	return n, nil
 }
 
@@ -322,7 +331,7 @@ func (n *Node) newHost(key crypto.PrivKey) (host.Host, error) {
 	if err := checkPortsFree(listen); err != nil {
 		return nil, err
 	}
-	rm, err := newResourceManager(jobStreamsPerPeer(cfg))
+	rm, err := newResourceManager(jobStreamsPerPeer(cfg), cfg.Metrics)
 	if err != nil {
 		return nil, fmt.Errorf("resource manager: %w", err)
 	}
@@ -340,6 +349,9 @@ func (n *Node) newHost(key crypto.PrivKey) (host.Host, error) {
 		libp2p.ConnectionGater(dialGater{reach: cfg.Reach, lan: n.lan}),
 		libp2p.UserAgent(userAgent),
 		libp2p.DisableMetrics(),
+	}
+	if n.metrics != nil {
+		opts = append(opts, libp2p.BandwidthReporter(n.metrics.blobReport))
 	}
 	switch {
 	case cfg.Loopback:

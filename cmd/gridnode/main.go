@@ -35,6 +35,7 @@ var commands = []command{
 	{"build", "compile a C job (or a bundled example) with the job SDK", (&BuildCommand{}).Run},
 	{"sandbox", "run a job in the local sandbox", (&SandboxCommand{}).Run},
 	{"run", "run a grid node that donates idle CPU", (&RunCommand{}).Run},
+	{"config", "print the configuration 'gridnode run' would use, and where each value came from", (&ConfigCommand{}).Run},
 	{"submit", "run a job on the grid and print the verified output", (&SubmitCommand{}).Run},
 	{"status", "show a running daemon's health, and why jobs may not be arriving", (&StatusCommand{}).Run},
 	{"peers", "list a running daemon's connected peers", (&PeersCommand{}).Run},

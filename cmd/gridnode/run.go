@@ -5,10 +5,12 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strconv"
 	"strings"
 
+	"github.com/gridnode/gridnode/internal/config"
 	"github.com/gridnode/gridnode/jobs"
 	"github.com/gridnode/gridnode/node"
 	"github.com/gridnode/gridnode/sandbox"
@@ -21,28 +23,46 @@ type RunCommand struct {
 	faulty func(cfg *node.Config) (started func(ctx context.Context, n *node.Node) error)
 }
 
-// Run executes the command.
-func (c *RunCommand) Run(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("gridnode run", flag.ContinueOnError)
-	var listen, boot, relays stringsFlag
-	var lim sandbox.Limits // the most a job may ask for; unset: the stock limits
-	data := fs.String("data", "", "data `DIR` holding the identity key and blob store (default $XDG_DATA_HOME/gridnode or ~/.local/share/gridnode)")
-	fs.Var(&listen, "listen", fmt.Sprintf("listen on multiaddr `ADDR` (repeatable; default TCP and QUIC on port %d)", node.DefaultPort))
-	fs.Var(&boot, "bootstrap", "join the grid through the peer at full multiaddr `ADDR` (repeatable)")
-	fs.Var(&relays, "relay", "use the relay at full multiaddr `ADDR` when behind NAT (repeatable)")
-	slots := fs.Int("slots", 0, fmt.Sprintf("jobs run at once (default half the CPUs, at least 1: %d here)", jobs.DefaultSlots()))
-	maxLoad := fs.Float64("max-load", 0, "admit no job while the machine's non-grid load is above `L`: its runnable tasks (procs_running in /proc/stat) less the grid jobs running, averaged over about 10 s (0: admit whatever the load)")
-	perPeer := fs.Int("slots-per-peer", 0, "slots one peer may hold at once (default half the slots, rounded up)")
-	jobUIDs := fs.String("job-uids", "", "uids that jobs run as when run as root, FIRST-LAST, one per running job; none may belong to a user or file (default 2100000000-2100000255)")
-	var quota int64
-	fs.Var((*sizeFlag)(&quota), "store-quota", "disk space for stored job binaries, least recently used evicted first (default 2GiB)")
-	api := fs.String("api", "", "also serve the submit API on loopback TCP `ADDR` (127.0.0.1:PORT), where requests need the token in DIR/"+node.APITokenFile)
-	reach := fs.String("reach", "auto", "addresses the node dials: `R` is public, lan (also private and link-local), loopback, or auto (the widest of the listen and bootstrap addresses)")
-	noMDNS := fs.Bool("no-mdns", false, "do not look for other gridnode nodes on the LAN with multicast DNS")
-	relayService := fs.Bool("relay-service", false, "relay connections for grid nodes behind NAT (only on a machine with a public address; see docs/donating.md)")
-	worker := fs.Bool("worker", true, "run jobs for others; --worker=false for a bootstrap or relay node that only serves the grid")
-	verbose := fs.Bool("v", false, "log debug messages")
-	addLimitFlags(fs, &lim, "the stock limit") // here, the most a job may ask for
+// runFlags are gridnode run's flags. They are also the keys of its config file
+// (internal/config), which `gridnode config` reads with this same flag set: a new flag is a
+// new key, with nothing else to keep in step.
+type runFlags struct {
+	fs                                *flag.FlagSet
+	listen, boot, relays              stringsFlag
+	lim                               sandbox.Limits // the most a job may ask for; unset: the stock limits
+	quota                             int64
+	data, jobUIDs, api, reach, config *string
+	metrics                           *string
+	slots, perPeer                    *int
+	maxLoad                           *float64
+	noMDNS, relayService, worker      *bool
+	log                               *logFlags
+}
+
+// configFlag is the flag naming the config file; it is not a key of the file.
+const configFlag = "config"
+
+func newRunFlags(name string) *runFlags {
+	f := &runFlags{fs: flag.NewFlagSet(name, flag.ContinueOnError)}
+	fs := f.fs
+	f.config = fs.String(configFlag, "", "read defaults for these flags from the TOML `FILE` (default $XDG_CONFIG_HOME/gridnode/config.toml or ~/.config/gridnode/config.toml, if it exists; --config= for none); see 'gridnode config'")
+	f.data = fs.String("data", "", "data `DIR` holding the identity key and blob store (default $XDG_DATA_HOME/gridnode or ~/.local/share/gridnode)")
+	fs.Var(&f.listen, "listen", fmt.Sprintf("listen on multiaddr `ADDR` (repeatable; default TCP and QUIC on port %d)", node.DefaultPort))
+	fs.Var(&f.boot, "bootstrap", "join the grid through the peer at full multiaddr `ADDR` (repeatable)")
+	fs.Var(&f.relays, "relay", "use the relay at full multiaddr `ADDR` when behind NAT (repeatable)")
+	f.slots = fs.Int("slots", 0, fmt.Sprintf("jobs run at once (default half the CPUs, at least 1: %d here)", jobs.DefaultSlots()))
+	f.maxLoad = fs.Float64("max-load", 0, "admit no job while the machine's non-grid load is above `L`: its runnable tasks (procs_running in /proc/stat) less the grid jobs running, averaged over about 10 s (0: admit whatever the load)")
+	f.perPeer = fs.Int("slots-per-peer", 0, "slots one peer may hold at once (default half the slots, rounded up)")
+	f.jobUIDs = fs.String("job-uids", "", "uids that jobs run as when run as root, FIRST-LAST, one per running job; none may belong to a user or file (default 2100000000-2100000255)")
+	fs.Var((*sizeFlag)(&f.quota), "store-quota", "disk space for stored job binaries, least recently used evicted first (default 2GiB)")
+	f.api = fs.String("api", "", "also serve the submit API on loopback TCP `ADDR` (127.0.0.1:PORT), where requests need the token in DIR/"+node.APITokenFile)
+	f.metrics = fs.String("metrics", "", "serve Prometheus metrics at GET /metrics on `HOST:PORT`, such as 127.0.0.1:9090 (no job data, no token; a host other than loopback, such as 0.0.0.0, serves whoever can reach it)")
+	f.reach = fs.String("reach", "auto", "addresses the node dials: `R` is public, lan (also private and link-local), loopback, or auto (the widest of the listen and bootstrap addresses)")
+	f.noMDNS = fs.Bool("no-mdns", false, "do not look for other gridnode nodes on the LAN with multicast DNS")
+	f.relayService = fs.Bool("relay-service", false, "relay connections for grid nodes behind NAT (only on a machine with a public address; see docs/donating.md)")
+	f.worker = fs.Bool("worker", true, "run jobs for others; --worker=false for a bootstrap or relay node that only serves the grid")
+	f.log = addLogFlags(fs, slog.LevelInfo)
+	addLimitFlags(fs, &f.lim, "the stock limit") // here, the most a job may ask for
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: gridnode run [flags]
 
@@ -63,16 +83,50 @@ The local submit API ('gridnode submit --api') is served on the unix socket DIR/
 which only this user may open (mode 0600), with the bearer token in DIR/api.token (0600);
 --api adds loopback TCP with the same token.
 
+Every flag can be set in the config file (--config) under its own name, as in
+'slots = 4' or 'bootstrap = ["/ip4/..."]'; a flag given here overrides the file.
+'gridnode config' prints the configuration in force.
+
 Flags:
 `)
 		fs.PrintDefaults()
 	}
+	return f
+}
+
+// parse parses args and then the config file, and returns where each value came from.
+func (f *runFlags) parse(args []string) (path string, src map[string]config.Source, err error) {
+	fs := f.fs
 	if err := parseArgs(fs, args); err != nil {
-		return err
+		return "", nil, err
 	}
 	if fs.NArg() != 0 {
-		return badUsage(fs, "no arguments expected, got %q", fs.Args())
+		return "", nil, badUsage(fs, "no arguments expected, got %q", fs.Args())
 	}
+	path, explicit := *f.config, false
+	fs.Visit(func(fl *flag.Flag) { explicit = explicit || fl.Name == configFlag })
+	if !explicit {
+		if path, err = config.DefaultPath(); err != nil {
+			return "", nil, err
+		}
+	}
+	if src, err = config.Apply(fs, path, explicit, configFlag); err != nil {
+		return "", nil, err
+	}
+	return path, src, nil
+}
+
+// Run executes the command.
+func (c *RunCommand) Run(ctx context.Context, args []string) error {
+	f := newRunFlags("gridnode run")
+	if _, _, err := f.parse(args); err != nil {
+		return err
+	}
+	fs := f.fs
+	listen, boot, relays, lim, quota := f.listen, f.boot, f.relays, f.lim, f.quota
+	data, jobUIDs, api, reach := f.data, f.jobUIDs, f.api, f.reach
+	slots, perPeer, maxLoad := f.slots, f.perPeer, f.maxLoad
+	noMDNS, relayService, worker := f.noMDNS, f.relayService, f.worker
 	if *slots < 0 || *perPeer < 0 || quota < 0 || !(*maxLoad >= 0) {
 		return badUsage(fs, "--slots, --slots-per-peer, --store-quota and --max-load must not be negative")
 	}
@@ -84,7 +138,14 @@ Flags:
 	if !ok {
 		return badUsage(fs, "--reach %q: want public, lan, loopback or auto", *reach)
 	}
-	log := newLogger(slog.LevelInfo, *verbose)
+	log := f.log.logger()
+	var metrics net.Listener // before the node starts, so that a bad address stops nothing
+	if *f.metrics != "" {
+		if metrics, err = node.ListenMetrics(*f.metrics); err != nil {
+			return err
+		}
+		defer metrics.Close()
+	}
 	cfg := node.Config{
 		Reach:        r,
 		DataDir:      *data,
@@ -100,6 +161,7 @@ Flags:
 		Worker:       *worker,
 		MDNS:         !*noMDNS,
 		RelayService: *relayService,
+		Metrics:      *f.metrics != "",
 		Logger:       log,
 	}
 	started := func(context.Context, *node.Node) error { return nil }
@@ -117,6 +179,11 @@ Flags:
 	if _, err := n.ServeAPI(*api); err != nil {
 		return err
 	}
+	if metrics != nil {
+		if err := n.ServeMetrics(metrics); err != nil {
+			return err
+		}
+	}
 	var b strings.Builder
 	fmt.Fprintln(&b, n.ID())
 	for _, a := range n.Addrs() {
@@ -128,19 +195,12 @@ Flags:
 	return n.Close()
 }
 
-// newLogger returns the text logger on stderr that every command uses, at lvl or, with
-// debug, at debug level.
-func newLogger(lvl slog.Level, debug bool) *slog.Logger {
-	if debug {
-		lvl = slog.LevelDebug
-	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
-}
-
-// stringsFlag is a repeatable string flag.
+// stringsFlag is a repeatable string flag; a config file gives it an array.
 type stringsFlag []string
 
-func (s *stringsFlag) String() string { return strings.Join(*s, ",") }
+func (s *stringsFlag) String() string     { return strings.Join(*s, ",") }
+func (s *stringsFlag) Get() any           { return []string(*s) }
+func (s *stringsFlag) IsRepeatable() bool { return true }
 func (s *stringsFlag) Set(v string) error {
 	*s = append(*s, v)
 	return nil

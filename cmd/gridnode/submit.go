@@ -45,7 +45,7 @@ func (c *SubmitCommand) Run(ctx context.Context, args []string) error {
 	maxReplicas := fs.Int("max-replicas", 0, "most workers to try when results fail or disagree (M, at least R; default 2R+1)")
 	asJSON := fs.Bool("json", false, "print one JSON report instead of the output")
 	timeout := fs.Duration("timeout", 0, "give up after `D` (default: never)")
-	verbose := fs.Bool("v", false, "log debug messages")
+	logf := addLogFlags(fs, slog.LevelWarn)
 	addLimitFlags(fs, &lim, "each worker's default")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: gridnode submit [flags] JOB
@@ -158,7 +158,7 @@ Flags:
 		if err != nil && !errors.Is(err, iofs.ErrNotExist) {
 			return jobs.JSON(nil, err)
 		}
-		n, err := node.Open(ctx, node.Config{Ephemeral: true, Bootstrap: boot, Logger: newLogger(slog.LevelWarn, *verbose), Progress: progress,
+		n, err := node.Open(ctx, node.Config{Ephemeral: true, Bootstrap: boot, Logger: logf.logger(), Progress: progress,
 			Records: filepath.Join(dir, node.RecordsFile), History: filepath.Join(dir, node.HistoryFile), Trust: ps})
 		if err != nil {
 			return jobs.JSON(nil, err)

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -50,6 +51,7 @@ func (c *TestnetCommand) Run(ctx context.Context, args []string) error {
 	liars := fs.Int("liars", 0, "`K` nodes return wrong outputs (all the same wrong output) with valid signed receipts")
 	stallers := fs.Int("stallers", 0, "`K` nodes admit jobs and never answer")
 	boasters := fs.Int("boasters", 0, "`K` nodes sign offers claiming 2^30 free slots (liars first, then stallers, then honest ones)")
+	logf := addLogFlags(fs, slog.LevelInfo) // the nodes' logs
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: gridnode testnet [flags]
 
@@ -116,6 +118,7 @@ Flags:
 			log:       filepath.Join(root, fmt.Sprintf("node-%d.log", i)),
 			listen:    []string{fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port), fmt.Sprintf("/ip4/127.0.0.1/udp/%d/quic-v1", port)},
 			slots:     *slots,
+			logArgs:   []string{"--log-level", logf.effective().String(), "--log-format", string(logf.format)},
 		})
 	}
 	defer func() {
@@ -216,6 +219,7 @@ type netNode struct {
 	data, log string
 	listen    []string // its listen addresses; after the first start, with the ports it got
 	slots     int
+	logArgs   []string // --log-level and --log-format
 
 	id      string    // peer ID, from its first start
 	addr    string    // its TCP /p2p/ multiaddr
@@ -245,7 +249,8 @@ type nodeEvent struct {
 
 // args returns the command line of nd's next process, joined through boot.
 func (nd *netNode) args(boot string) []string {
-	a := []string{"run", "--data", nd.data, "--slots", fmt.Sprint(nd.slots)}
+	// --config= keeps the user's config file (for their own daemon) out of the testnet.
+	a := append([]string{"run", "--config=", "--data", nd.data, "--slots", fmt.Sprint(nd.slots)}, nd.logArgs...)
 	for _, l := range nd.listen {
 		a = append(a, "--listen", l)
 	}
