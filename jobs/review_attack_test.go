@@ -193,7 +193,10 @@ func TestReviewHeldStoreQuotaCountsBytesNotFiles(t *testing.T) {
 	if disk > 4*st.Used() {
 		t.Errorf("disk use %d is %.1fx what the quota counts (%d): quota is bypassable with many tiny binaries", disk, float64(disk)/float64(st.Used()), st.Used())
 	}
-	if evict > 500*time.Millisecond {
+	// An order-of-magnitude bound, not a performance target: evicting 30000 blobs is 30000
+	// unlinks (0.2-0.6 s here, more on a loaded machine), and the O(n) scan per victim this
+	// catches took minutes.
+	if evict > 10*time.Second {
 		t.Errorf("eviction of ~19000 tiny blobs took %v under the store mutex (O(n) scan per victim)", evict)
 	}
 }

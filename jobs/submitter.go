@@ -35,8 +35,8 @@ type Request struct {
 	Limits sandbox.Limits
 	// Replicas is how many workers run the job at first (R); 0 means 2.
 	Replicas int
-	// Quorum is how many replicas must agree on a Verdict (Q), at most Replicas; 0 means
-	// Replicas.
+	// Quorum is how many replicas must agree on a Verdict (Q), at most Replicas (plus one,
+	// the local run, with VerifyLocal); 0 means Replicas.
 	Quorum int
 	// MaxReplicas bounds the workers that run the job, retries included, at least
 	// Replicas; 0 means 2*Replicas+1. Refusals do not count.
@@ -72,12 +72,20 @@ func (r *Request) Settle() error {
 		r.MaxReplicas = 2*r.Replicas + 1
 	}
 	switch {
-	case r.Quorum > r.Replicas:
-		return fmt.Errorf("a quorum of %d needs at least %d replicas, not %d: raise the replicas or lower the quorum", r.Quorum, r.Quorum, r.Replicas)
+	case r.Quorum > r.Replicas+b2i(r.VerifyLocal):
+		return fmt.Errorf("a quorum of %d needs at least %d replicas, not %d: raise the replicas or lower the quorum", r.Quorum, r.Quorum-b2i(r.VerifyLocal), r.Replicas)
 	case r.MaxReplicas < r.Replicas:
 		return fmt.Errorf("max replicas %d is below the %d replicas started at first", r.MaxReplicas, r.Replicas)
 	}
 	return nil
+}
+
+// b2i is 1 for true: the local run is one more replica.
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // Verdict is what replicas must agree on: the outcome their signed receipts state.
@@ -400,8 +408,9 @@ func (s *Submitter) findFit(ctx context.Context, j *job, exclude map[peer.ID]boo
 	switch {
 	case ctx.Err() != nil:
 		return nil, nil, fmt.Errorf("submit: %w", ctx.Err())
-	case len(fit)+len(busy) < j.Quorum && len(exclude) == 0:
-		return nil, nil, fmt.Errorf("submit: %w: a quorum of %d needs %d workers, and %d of %s can take the job", ErrNoWorkers, j.Quorum, j.Quorum, len(fit)+len(busy), plural(asked, "candidate"))
+	case len(fit)+len(busy) < j.Quorum-b2i(j.VerifyLocal) && len(exclude) == 0:
+		need := j.Quorum - b2i(j.VerifyLocal)
+		return nil, nil, fmt.Errorf("submit: %w: a quorum of %d needs %d workers, and %d of %s can take the job", ErrNoWorkers, j.Quorum, need, len(fit)+len(busy), plural(asked, "candidate"))
 	case len(fit) > 0 && len(fit) < j.Replicas && len(exclude) == 0 && talk:
 		s.progress("only %s can take the job, fewer than the %d replicas asked for", plural(len(fit), "worker"), j.Replicas)
 	case len(fit) > 0 && talk:
