@@ -309,3 +309,40 @@ func askOffer(t *testing.T, ctx context.Context, h host.Host, p peer.ID) *protoc
 	}
 	return o
 }
+
+func TestReasons(t *testing.T) {
+	healthy := Status{Worker: true, Announced: true, ConnectedPeers: 3, RoutingTable: 3, SlotsFree: 2,
+		Reachability: string(ReachabilityPublic), Policy: &Policy{Slots: 2, MaxLoad: 1}}
+	tests := []struct {
+		name    string
+		edit    func(*Status)
+		relayed bool
+		want    []string // each in one reason, in this order
+	}{
+		{"healthy", func(*Status) {}, false, nil},
+		{"not a worker", func(s *Status) { s.Worker = false }, false, []string{"not a worker"}},
+		{"paused", func(s *Status) { s.Paused, s.SlotsFree = true, 0 }, false, []string{"paused by the donor"}},
+		{"busy machine", func(s *Status) { s.LoadPaused, s.Load = true, 2.5 }, false, []string{"load 2.50 above --max-load 1.00"}},
+		{"alone", func(s *Status) { s.ConnectedPeers, s.RoutingTable, s.Announced = 0, 0, false }, false,
+			[]string{"no peers connected", "not announced"}},
+		{"empty routing table", func(s *Status) { s.RoutingTable = 0 }, false, []string{"routing table is empty"}},
+		{"behind NAT", func(s *Status) { s.Reachability = string(ReachabilityNAT) }, false, []string{"behind NAT without a relay"}},
+		{"behind NAT, relayed", func(s *Status) { s.Reachability = string(ReachabilityRelayed) }, true, nil},
+		{"full", func(s *Status) { s.SlotsFree = 0 }, false, []string{"all 2 slots busy"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := healthy
+			tt.edit(&st)
+			got := reasons(st, tt.relayed)
+			if len(got) != len(tt.want) {
+				t.Fatalf("got %q, want %d reasons like %q", got, len(tt.want), tt.want)
+			}
+			for i, w := range tt.want {
+				if !strings.Contains(got[i], w) {
+					t.Errorf("reason %d: got %q, want it to say %q", i, got[i], w)
+				}
+			}
+		})
+	}
+}
