@@ -96,7 +96,7 @@ func openJobs(n *Node) (_ *jobsPart, err error) {
 		Store:       st,
 		Records:     records,
 		Trusted:     trust,
-		SamePrefix:  cfg.SamePrefix || cfg.Loopback,
+		SamePrefix:  cfg.SamePrefix,
 		Local:       runner, // for --verify-local; nil where this machine cannot run jobs
 		Events:      jobs.JoinEvents(n.events...),
 		FindWorkers: n.findWorkers,
@@ -117,9 +117,11 @@ func openJobs(n *Node) (_ *jobsPart, err error) {
 		} else {
 			// Said in the log (by the sandbox, once) and in every signed offer.
 			isolation = sr.Isolation().String()
-			if err := sandbox.CheckBinfmt(); err != nil {
-				// The node still serves the grid; every job is refused until this is fixed.
-				log.Error("jobs will be refused", "err", err)
+			for _, check := range []func() error{sandbox.CheckBinfmt, sandbox.CheckSeccomp} {
+				if err := check(); err != nil {
+					// The node still serves the grid; every job is refused until this is fixed.
+					log.Error("jobs will be refused", "err", err)
+				}
 			}
 		}
 		j.worker, err = jobs.NewWorker(jobs.WorkerConfig{

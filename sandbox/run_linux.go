@@ -70,6 +70,9 @@ func (r *Runner) Run(ctx context.Context, job Job, lim Limits) (Result, error) {
 	if err := jobBinfmt.check(); err != nil {
 		return Result{}, err
 	}
+	if err := CheckSeccomp(); err != nil {
+		return Result{}, err
+	}
 	if err := lim.Check(); err != nil {
 		return Result{}, err
 	}

@@ -1,0 +1,48 @@
+package sandbox
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+)
+
+// ErrInheritedSeccomp is returned when this process itself runs under a seccomp filter (a
+// systemd unit's SystemCallFilter and kin, a container runtime's profile). Jobs inherit it,
+// and the kernel refuses the stub's SECCOMP_MODE_STRICT under a filter: every job would
+// end "exited 125", and workers that all end so would agree on it.
+var ErrInheritedSeccomp = errors.New("sandbox: this process already runs under a seccomp filter, under which the kernel refuses strict mode to its jobs: run gridnode without one (no SystemCallFilter, SystemCallArchitectures, MemoryDenyWriteExecute, RestrictNamespaces, ... in its systemd unit, no container seccomp profile; see contrib/gridnode.service)")
+
+// ownSeccomp caches CheckSeccomp's answer: a process can enter seccomp but never leave it,
+// so once filtered, always filtered; an unfiltered answer is asked again each time.
+var ownSeccomp struct {
+	mu       sync.Mutex
+	filtered bool
+}
+
+// CheckSeccomp reports ErrInheritedSeccomp when this process runs under seccomp (its
+// /proc/self/status says Seccomp: 1 or 2).
+func CheckSeccomp() error {
+	ownSeccomp.mu.Lock()
+	defer ownSeccomp.mu.Unlock()
+	if ownSeccomp.filtered {
+		return ErrInheritedSeccomp
+	}
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return fmt.Errorf("sandbox: read /proc/self/status: %w", err)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		if v, ok := bytes.CutPrefix(sc.Bytes(), []byte("Seccomp:")); ok {
+			if mode := string(bytes.TrimSpace(v)); mode != "0" {
+				ownSeccomp.filtered = true
+				return ErrInheritedSeccomp
+			}
+			return nil
+		}
+	}
+	return nil // a kernel without seccomp: the stub's prctl fails and says so
+}
