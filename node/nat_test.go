@@ -10,6 +10,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/miekg/dns"
 	"github.com/multiformats/go-multiaddr"
 )
 
@@ -171,6 +172,93 @@ func TestLANPeers(t *testing.T) {
 			t.Errorf("%s: %d addresses kept, want at most %d", id, len(lp.addrs), lanMaxAddrs)
 		}
 	}
+
+	// A peer this node connected to stays: new identities do not evict it, and answers
+	// naming other addresses for its ID change nothing.
+	v := testID(t, 500)
+	vAddr := ma("/ip4/192.168.1.250/tcp/4011")
+	later := now.Add(time.Hour)
+	if _, dial := l.found(peer.AddrInfo{ID: v, Addrs: []multiaddr.Multiaddr{vAddr}}, later); !dial {
+		t.Fatal("a new LAN peer is not dialled")
+	}
+	l.connected(v)
+	for i := range 2 * lanMaxPeers {
+		l.found(peer.AddrInfo{ID: testID(t, 600+i), Addrs: []multiaddr.Multiaddr{ma(fmt.Sprintf("/ip4/192.168.1.%d/tcp/9", i%200+1))}}, later.Add(time.Second))
+	}
+	l.found(peer.AddrInfo{ID: v, Addrs: []multiaddr.Multiaddr{ma("/ip4/192.168.1.7/tcp/22")}}, later.Add(2*time.Second))
+	if !l.allowed(v, vAddr, later.Add(2*time.Second)) || l.allowed(v, ma("/ip4/192.168.1.7/tcp/22"), later.Add(2*time.Second)) {
+		t.Errorf("the verified peer's addresses are %v, want only %s", l.peers[v], vAddr)
+	}
+	// At most lanPerIP identities per IP address.
+	for i := range 10 {
+		l.found(peer.AddrInfo{ID: testID(t, 700+i), Addrs: []multiaddr.Multiaddr{ma("/ip4/192.168.1.99/tcp/9")}}, later.Add(3*time.Second))
+	}
+	atIP := 0
+	for _, lp := range l.peers {
+		if lp.ip == netip.MustParseAddr("192.168.1.99") {
+			atIP++
+		}
+	}
+	if atIP > lanPerIP {
+		t.Errorf("%d LAN peers at one IP address, want at most %d", atIP, lanPerIP)
+	}
+}
+
+// TestAnswerPeers: an mDNS answer counts only for the address it came from.
+func TestAnswerPeers(t *testing.T) {
+	id, other := testID(t, 1), testID(t, 2)
+	from := netip.MustParseAddr("192.168.77.3")
+	txt := func(name string, ss ...string) dns.RR {
+		return &dns.TXT{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeTXT, Class: dns.ClassINET}, Txt: ss}
+	}
+	inst := "x." + MDNSService + ".local."
+	m := &dns.Msg{Answer: []dns.RR{
+		txt(inst,
+			"dnsaddr=/ip4/192.168.77.3/tcp/4011/p2p/"+id.String(),
+			"dnsaddr=/ip4/192.168.77.3/udp/4011/quic-v1/p2p/"+id.String(),
+			"dnsaddr=/ip4/10.77.0.5/tcp/6379/p2p/"+id.String(),       // behind the donor's VPN
+			"dnsaddr=/ip4/192.168.77.2/tcp/631/p2p/"+id.String(),     // the donor itself
+			"dnsaddr=/ip4/192.168.77.9/tcp/4011/p2p/"+other.String(), // another LAN host
+			"junk=1", "dnsaddr=/not/an/addr"),
+		txt("y._other._udp.local.", "dnsaddr=/ip4/192.168.77.3/tcp/1/p2p/"+other.String()),
+	}}
+	got := answerPeers(m, from)
+	if len(got) != 1 || got[0].ID != id || len(got[0].Addrs) != 2 {
+		t.Fatalf("got %v, want %s with its two addresses at %s", got, id, from)
+	}
+}
+
+// TestRelayBudgets: the sliding window and the per-peer and per-prefix budgets.
+func TestRelayBudgets(t *testing.T) {
+	const w = 10 * time.Minute
+	t0 := time.Unix(1000, 0)
+	var u relayWindow
+	u.add(t0, w, 100)
+	for _, tc := range []struct {
+		at   time.Duration
+		want int64
+	}{{0, 100}, {w / 2, 100}, {w, 100}, {w + w/2, 50}, {2*w - 1, 0}, {3 * w, 0}} {
+		v := u
+		if got := v.used(t0.Add(tc.at), w); got != tc.want && !(tc.at == 2*w-1 && got <= 1) {
+			t.Errorf("used %v after: got %d, want %d", tc.at, got, tc.want)
+		}
+	}
+	b := newRelayBudgets(w, 100, 150)
+	p, q := testID(t, 1), testID(t, 2)
+	b.charge(t0, p, "10.0.0.0/24", 80)
+	if got := b.left(t0, p, "10.0.0.0/24"); got != 20 {
+		t.Errorf("p left %d, want 20", got)
+	}
+	if got := b.left(t0, q, "10.0.0.0/24"); got != 70 {
+		t.Errorf("q, same prefix, left %d, want 70 (the prefix's)", got)
+	}
+	b.charge(t0, p, "10.0.0.0/24", 80)
+	if got := b.left(t0, p, "10.0.0.0/24"); got != 0 {
+		t.Errorf("p past its budget left %d, want 0", got)
+	}
+	if got := b.left(t0.Add(2*w), p, "10.0.0.0/24"); got != 100 {
+		t.Errorf("two windows later p left %d, want 100", got)
+	}
 }
 
 // TestRelayResources: the limits docs/donating.md promises.
@@ -181,6 +269,10 @@ func TestRelayResources(t *testing.T) {
 	}
 	if r.MaxReservations != 64 || r.MaxReservationsPerIP != 4 || r.MaxCircuits != 8 {
 		t.Errorf("reservations %d (per IP %d), circuits per peer %d; want 64, 4, 8", r.MaxReservations, r.MaxReservationsPerIP, r.MaxCircuits)
+	}
+	if RelayReservationsPerPrefix != 4 || RelayPeerBudget != 64<<20 || RelayPrefixBudget != 256<<20 || RelayWindow != 10*time.Minute || RelayRate != 4<<20 {
+		t.Errorf("per prefix %d reservations, budgets %d/%d B per %v, rate %d B/s; want 4, 64 MiB/256 MiB per 10 min, 4 MiB/s",
+			RelayReservationsPerPrefix, RelayPeerBudget, RelayPrefixBudget, RelayWindow, RelayRate)
 	}
 }
 

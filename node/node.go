@@ -19,7 +19,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
-	relayv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
 	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
@@ -74,8 +73,8 @@ type Config struct {
 	// Trust lists workers whose replicas anchor the quorums of this node's submits (the
 	// owner's own machines), besides those in DATA/trusted-peers (TrustFile).
 	Trust []peer.ID
-	// SamePrefix counts replicas from one network prefix as many votes (docs/TRUST.md);
-	// implied by Loopback, where every peer is on 127.0.0.1.
+	// SamePrefix counts replicas from one network prefix as many votes (docs/TRUST.md).
+	// Peers reached on loopback (a testnet) count one each anyway.
 	SamePrefix bool
 	// Records is the file of the submitter's record of workers; default DATA/workers.json,
 	// none (in memory) when Ephemeral.
@@ -114,6 +113,7 @@ type Node struct {
 	lan       *lanPeers        // LAN peers found by mDNS; nil without mDNS
 	lanDisc   *lanDiscovery    // nil without mDNS
 	relays    *relaySource     // autorelay's candidates; nil when not a home daemon
+	relaySvc  *relayService    // with Config.RelayService
 	join      *joiner          // nil for ephemeral nodes
 	direct    network.Notifiee // times direct connections after relayed ones; nil on loopback
 	forgetMu  sync.Mutex
@@ -184,7 +184,7 @@ func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("relays: %w", err)
 		}
-		n.relays = &relaySource{static: relays}
+		n.relays = &relaySource{static: relays, boot: slices.Concat(boot, fileBoot)}
 	}
 	defer func() {
 		if err != nil {
@@ -359,15 +359,17 @@ func (n *Node) newHost(key crypto.PrivKey) (host.Host, error) {
 	case cfg.RelayService:
 		// A relay is a public node by the operator's word: AutoNAT would need another
 		// public node to confirm it, and the relay service starts only once it is public.
-		acl := &relayACL{}
-		opts = append(opts, libp2p.EnableRelayService(relayv2.WithResources(RelayResources()), relayv2.WithACL(acl)),
-			libp2p.ForceReachabilityPublic(), libp2p.EnableNATService(), libp2p.EnableAutoNATv2(),
+		opts = append(opts, libp2p.ForceReachabilityPublic(), libp2p.EnableNATService(), libp2p.EnableAutoNATv2(),
 			libp2p.EnableHolePunching(holepunch.WithTracer(&punchTracer{log: n.log, reach: n.reach})))
 		h, err := n.buildHost(opts, rm, cm)
-		if err == nil {
-			acl.h.Store(&h)
+		if err != nil {
+			return nil, err
 		}
-		return h, err
+		if n.relaySvc, err = startRelayService(h, n.log.With("component", "relay")); err != nil {
+			h.Close()
+			return nil, err
+		}
+		return h, nil
 	default:
 		opts = append(opts, libp2p.NATPortMap(), libp2p.EnableAutoNATv2(),
 			libp2p.EnableHolePunching(holepunch.WithTracer(&punchTracer{log: n.log, reach: n.reach})))
@@ -619,6 +621,9 @@ func (n *Node) Close() error {
 			n.stop()
 		}
 		n.wg.Wait() // the forget, join and event loops
+		if n.relaySvc != nil {
+			n.relaySvc.close()
+		}
 		if n.d != nil {
 			errs = append(errs, n.d.Close())
 		}

@@ -2,10 +2,12 @@ package node
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
@@ -16,6 +18,7 @@ import (
 	relayv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
 	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
 	"github.com/multiformats/go-multiaddr"
+	"golang.org/x/time/rate"
 
 	"github.com/gridnode/gridnode/dht"
 	"github.com/gridnode/gridnode/protocol"
@@ -28,51 +31,356 @@ const RelayNamespace = "gridnode/v1/relays"
 // hopProtocol is circuit v2's relay protocol; a peer that speaks it offers relaying.
 const hopProtocol p2pproto.ID = "/libp2p/circuit/relay/0.2.0/hop"
 
-// RelayResources are the limits of a gridnode relay (Config.RelayService), sized for a
-// donor's machine and uplink rather than libp2p's defaults (2 minutes and 128 KiB per
-// relayed connection), which are too small to carry a job: a relayed connection carries the
-// offer query, the job request, the binary the worker pulls, the input and the output. Each
-// relayed connection may carry RelayData bytes in each direction for RelayDuration; a relay
-// keeps at most 64 reservations (4 per IP address) and 8 relayed connections per peer, so
-// what one relay can be made to carry at once is bounded (64 x 8 x 2 x 32 MiB in the
-// theoretical worst case, far less in practice as the data flows at uplink speed), and its
-// memory use stays within the resource manager's limits for the relay service.
+// RelayResources are the limits libp2p's relay enforces for a gridnode relay
+// (Config.RelayService), sized for a donor's machine and uplink rather than libp2p's defaults
+// (2 minutes and 128 KiB per relayed connection), which are too small to carry a job: a
+// relayed connection carries the offer query, the job request, the binary the worker
+// pulls, the input and the output. Each relayed connection may carry RelayData bytes in each
+// direction for RelayDuration, and a peer may have 8 at a time. On top of these the relay
+// service (relayService) bounds what peers and network prefixes reserve and relay over
+// time, and the relay's total bandwidth.
 func RelayResources() relayv2.Resources {
 	r := relayv2.DefaultResources()
 	r.Limit = &relayv2.RelayLimit{Duration: RelayDuration, Data: RelayData}
-	r.MaxReservations = 64
-	r.MaxReservationsPerIP = 4
+	r.MaxReservations = RelayReservations
+	r.MaxReservationsPerIP = RelayReservationsPerPrefix
 	r.MaxReservationsPerASN = 32
 	r.MaxCircuits = 8
 	r.BufferSize = 16 << 10
 	return r
 }
 
-// The per-connection limits of a gridnode relay: a job whose binary plus input, or whose
-// output, is larger than RelayData cannot run over a relay, nor one that takes longer than
-// RelayDuration from the offer query to the result. Such jobs need a worker the submitter
-// can reach directly (public, UPnP-mapped or hole-punched).
+// The limits of a gridnode relay. Per relayed connection: a job whose binary plus input,
+// or whose output, is larger than RelayData cannot run over a relay, nor one that takes
+// longer than RelayDuration from the offer query to the result; such jobs need a worker
+// the submitter can reach directly (public, UPnP-mapped or hole-punched). Over time: each
+// byte relayed counts against both ends, against the peer (RelayPeerBudget) and its
+// network prefix, /24 or /48 (RelayPrefixBudget), in any RelayWindow; a peer or prefix
+// past its budget has its circuits cut and no new ones until its use of the last window
+// falls below the budget. All relayed bytes together are sent at most at RelayRate.
+// Reservations: RelayReservations in all, RelayReservationsPerPrefix per prefix.
 const (
-	RelayData     = 32 << 20
-	RelayDuration = 35 * time.Minute // the default wall limit (30 min) plus fetches and replies
+	RelayData                  = 32 << 20
+	RelayDuration              = 35 * time.Minute // the default wall limit (30 min) plus fetches and replies
+	RelayPeerBudget            = 2 * RelayData
+	RelayPrefixBudget          = 8 * RelayData
+	RelayWindow                = 10 * time.Minute
+	RelayRate                  = 4 << 20 // bytes per second
+	RelayReservations          = 64
+	RelayReservationsPerPrefix = 4
 )
 
-// relayACL lets only gridnode peers (by identify's agent version) reserve or use the relay:
-// the relay's address is not in any public DHT, but a stranger who connects could otherwise
-// use a donor's bandwidth for other traffic. Agent versions can be forged; this keeps the
-// relay to its grid's honest users, and the limits above bound the rest.
-type relayACL struct{ h atomic.Pointer[host.Host] } // set once the host is built
+// relayFree is what each relay stream carries before it counts against a budget: the hop
+// and stop messages (at most 4 KiB each), so that a peer past its budget can still renew its
+// reservation and be told no.
+const relayFree = 8 << 10
 
-var _ relayv2.ACLFilter = (*relayACL)(nil)
+// relayMaxTracked bounds the peers and prefixes the relay keeps budgets for; past it new
+// ones are refused until old ones' windows empty.
+const relayMaxTracked = 4096
 
-func (a *relayACL) AllowReserve(p peer.ID, _ multiaddr.Multiaddr) bool { return a.gridPeer(p) }
-func (a *relayACL) AllowConnect(src peer.ID, _ multiaddr.Multiaddr, dest peer.ID) bool {
-	return a.gridPeer(src) && a.gridPeer(dest)
+// relayWindow counts what was used in a sliding window of length w, approximated from the
+// current and the previous fixed window (the previous counts in proportion to how much of it
+// the sliding window still covers); it is pure, for testing.
+type relayWindow struct {
+	start     time.Time // of the current fixed window
+	cur, prev int64
 }
 
-func (a *relayACL) gridPeer(p peer.ID) bool {
-	h := a.h.Load()
-	return h != nil && isGridPeer(*h, p)
+func (u *relayWindow) roll(now time.Time, w time.Duration) {
+	switch d := now.Sub(u.start); {
+	case d >= 2*w:
+		u.start, u.cur, u.prev = now, 0, 0
+	case d >= w:
+		u.start, u.prev, u.cur = u.start.Add(w), u.cur, 0
+	}
+}
+
+// used is the use in the window of length w that ends at now.
+func (u *relayWindow) used(now time.Time, w time.Duration) int64 {
+	u.roll(now, w)
+	left := w - now.Sub(u.start)
+	return u.cur + int64(float64(u.prev)*float64(left)/float64(w))
+}
+
+func (u *relayWindow) add(now time.Time, w time.Duration, n int64) {
+	u.roll(now, w)
+	u.cur += n
+}
+
+// relayBudgets holds the windows of peers and prefixes.
+type relayBudgets struct {
+	mu       sync.Mutex
+	w        time.Duration
+	peerMax  int64
+	prefMax  int64
+	peers    map[peer.ID]*relayWindow
+	prefixes map[string]*relayWindow
+}
+
+func newRelayBudgets(w time.Duration, peerMax, prefMax int64) *relayBudgets {
+	return &relayBudgets{w: w, peerMax: peerMax, prefMax: prefMax, peers: map[peer.ID]*relayWindow{}, prefixes: map[string]*relayWindow{}}
+}
+
+// left is how many bytes p in prefix may still relay at now; 0 also when the tables are
+// full.
+func (b *relayBudgets) left(now time.Time, p peer.ID, prefix string) int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	pw, qw := b.get(now, p, prefix)
+	if pw == nil {
+		return 0
+	}
+	return max(0, min(b.peerMax-pw.used(now, b.w), b.prefMax-qw.used(now, b.w)))
+}
+
+func (b *relayBudgets) charge(now time.Time, p peer.ID, prefix string, n int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if pw, qw := b.get(now, p, prefix); pw != nil {
+		pw.add(now, b.w, int64(n))
+		qw.add(now, b.w, int64(n))
+	}
+}
+
+// get returns p's and prefix's windows, made if need be, or nils when the tables are full
+// of windows still in use. Preconditions: b.mu is held.
+func (b *relayBudgets) get(now time.Time, p peer.ID, prefix string) (*relayWindow, *relayWindow) {
+	pw, qw := b.peers[p], b.prefixes[prefix]
+	if (pw == nil || qw == nil) && len(b.peers)+len(b.prefixes) >= relayMaxTracked {
+		for id, u := range b.peers {
+			if u.used(now, b.w) == 0 {
+				delete(b.peers, id)
+			}
+		}
+		for k, u := range b.prefixes {
+			if u.used(now, b.w) == 0 {
+				delete(b.prefixes, k)
+			}
+		}
+		if len(b.peers)+len(b.prefixes) >= relayMaxTracked {
+			return nil, nil
+		}
+	}
+	if pw == nil {
+		pw = &relayWindow{start: now}
+		b.peers[p] = pw
+	}
+	if qw == nil {
+		qw = &relayWindow{start: now}
+		b.prefixes[prefix] = qw
+	}
+	return pw, qw
+}
+
+// errRelayBudget ends a relayed connection whose peer or prefix spent its budget.
+var errRelayBudget = errors.New("relay budget spent")
+
+// relayService is a gridnode relay (Config.RelayService): libp2p's circuit v2 relay with
+// RelayResources, on a host whose relay streams count every byte against the budgets of
+// the peer at their other end and its prefix, and wait for the total rate; its ACL lets
+// only gridnode peers (by identify's agent version) reserve or be relayed to, within the
+// reservation bounds and budgets. The agent version can be forged: the prefixes and budgets
+// are what bound a stranger with many identities, not the ACL.
+type relayService struct {
+	h       host.Host
+	relay   *relayv2.Relay
+	budgets *relayBudgets
+	rate    *rate.Limiter
+	ctx     context.Context
+	cancel  context.CancelFunc
+	log     *slog.Logger
+
+	mu     sync.Mutex
+	rsv    map[peer.ID]relayReservation
+	notify network.Notifiee
+}
+
+type relayReservation struct {
+	prefix string
+	expire time.Time
+}
+
+var _ relayv2.ACLFilter = (*relayService)(nil)
+
+func startRelayService(h host.Host, log *slog.Logger) (*relayService, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &relayService{
+		h: h, log: log, ctx: ctx, cancel: cancel,
+		budgets: newRelayBudgets(RelayWindow, RelayPeerBudget, RelayPrefixBudget),
+		rate:    rate.NewLimiter(RelayRate, 64<<10),
+		rsv:     map[peer.ID]relayReservation{},
+	}
+	s.notify = &network.NotifyBundle{DisconnectedF: func(nw network.Network, c network.Conn) {
+		if p := c.RemotePeer(); nw.Connectedness(p) != network.Connected {
+			s.mu.Lock()
+			delete(s.rsv, p) // the relay drops its reservation too
+			s.mu.Unlock()
+		}
+	}}
+	h.Network().Notify(s.notify)
+	r, err := relayv2.New(relayHost{h, s}, relayv2.WithResources(RelayResources()), relayv2.WithACL(s))
+	if err != nil {
+		s.close()
+		return nil, fmt.Errorf("relay service: %w", err)
+	}
+	s.relay = r
+	return s, nil
+}
+
+func (s *relayService) close() {
+	if s.relay != nil {
+		s.relay.Close()
+	}
+	s.h.Network().StopNotify(s.notify)
+	s.cancel()
+}
+
+// prefixKey is the network prefix budgets count a's bytes against.
+func prefixKey(a multiaddr.Multiaddr) string {
+	if k, ok := netPrefix(a); ok {
+		return k
+	}
+	return "unknown"
+}
+
+// AllowReserve implements relayv2.ACLFilter: a gridnode peer, while the prefix it connects
+// from holds fewer than RelayReservationsPerPrefix reservations and all fewer than
+// RelayReservations. (libp2p's own count per IP address is no bound: one IPv6 host has
+// billions, and 16 IPv4 addresses in one /24 took all 64 reservations.)
+func (s *relayService) AllowReserve(p peer.ID, a multiaddr.Multiaddr) bool {
+	if !isGridPeer(s.h, p) {
+		return false
+	}
+	prefix, now := prefixKey(a), time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	total, same := 0, 0
+	for q, r := range s.rsv {
+		switch {
+		case now.After(r.expire):
+			delete(s.rsv, q)
+		case q == p:
+		default:
+			total++
+			if r.prefix == prefix {
+				same++
+			}
+		}
+	}
+	if total >= RelayReservations || same >= RelayReservationsPerPrefix {
+		s.log.Debug("relay reservation refused", "peer", p, "prefix", prefix, "prefix_holds", same, "total", total)
+		return false
+	}
+	s.rsv[p] = relayReservation{prefix: prefix, expire: now.Add(relayv2.DefaultResources().ReservationTTL)}
+	return true
+}
+
+// AllowConnect implements relayv2.ACLFilter: between gridnode peers, while both and their
+// prefixes have budget left.
+func (s *relayService) AllowConnect(src peer.ID, srcAddr multiaddr.Multiaddr, dest peer.ID) bool {
+	if !isGridPeer(s.h, src) || !isGridPeer(s.h, dest) {
+		return false
+	}
+	s.mu.Lock()
+	destPrefix := s.rsv[dest].prefix
+	s.mu.Unlock()
+	if cs := s.h.Network().ConnsToPeer(dest); len(cs) > 0 {
+		destPrefix = prefixKey(cs[0].RemoteMultiaddr()) // what its stop stream will count against
+	}
+	now := time.Now()
+	ok := s.budgets.left(now, src, prefixKey(srcAddr)) > 0 && s.budgets.left(now, dest, destPrefix) > 0
+	if !ok {
+		s.log.Debug("relayed connection refused: budget spent", "src", src, "dest", dest)
+	}
+	return ok
+}
+
+// relayHost is the host libp2p's relay runs on: the streams it accepts (hop) and opens
+// (stop) are relayStreams.
+type relayHost struct {
+	host.Host
+	s *relayService
+}
+
+func (h relayHost) SetStreamHandler(pid p2pproto.ID, handler network.StreamHandler) {
+	h.Host.SetStreamHandler(pid, func(st network.Stream) { handler(h.s.wrap(st)) })
+}
+
+func (h relayHost) NewStream(ctx context.Context, p peer.ID, pids ...p2pproto.ID) (network.Stream, error) {
+	st, err := h.Host.NewStream(ctx, p, pids...)
+	if err != nil {
+		return nil, err
+	}
+	return h.s.wrap(st), nil
+}
+
+func (s *relayService) wrap(st network.Stream) network.Stream {
+	return &relayStream{Stream: st, s: s, peer: st.Conn().RemotePeer(), prefix: prefixKey(st.Conn().RemoteMultiaddr()), free: relayFree}
+}
+
+// relayStream is a relay stream to one peer: what is read from it (sent by the peer) and
+// written to it (sent to the peer) counts against the peer's and its prefix's budget, and
+// writes wait for the relay's total rate.
+type relayStream struct {
+	network.Stream
+	s      *relayService
+	peer   peer.ID
+	prefix string
+	free   int // bytes still uncounted
+}
+
+// allow is how much of n bytes the stream may carry now.
+func (r *relayStream) allow(n int) int {
+	if n <= r.free {
+		return n
+	}
+	return r.free + int(min(int64(n-r.free), r.s.budgets.left(time.Now(), r.peer, r.prefix)))
+}
+
+func (r *relayStream) charge(n int) {
+	if f := min(n, r.free); f > 0 {
+		r.free -= f
+		n -= f
+	}
+	if n > 0 {
+		r.s.budgets.charge(time.Now(), r.peer, r.prefix, n)
+	}
+}
+
+func (r *relayStream) Read(b []byte) (int, error) {
+	if len(b) == 0 {
+		return r.Stream.Read(b)
+	}
+	n := r.allow(len(b))
+	if n == 0 {
+		r.Stream.Reset()
+		return 0, errRelayBudget
+	}
+	k, err := r.Stream.Read(b[:n])
+	r.charge(k)
+	return k, err
+}
+
+func (r *relayStream) Write(b []byte) (int, error) {
+	done := 0
+	for done < len(b) {
+		n := min(r.allow(len(b)-done), r.s.rate.Burst())
+		if n == 0 {
+			r.Stream.Reset()
+			return done, errRelayBudget
+		}
+		if err := r.s.rate.WaitN(r.s.ctx, n); err != nil {
+			return done, err
+		}
+		k, err := r.Stream.Write(b[done : done+n])
+		r.charge(k)
+		done += k
+		if err != nil {
+			return done, err
+		}
+	}
+	return done, nil
 }
 
 // userAgent is what identify tells peers this node runs.
@@ -90,11 +398,18 @@ func relayOptions() []autorelay.Option {
 	}
 }
 
-// relaySource is autorelay's source of relay candidates: static relays first, then peers
-// that announced RelayNamespace on the DHT, then connected peers that speak the relay
-// protocol (a grid's bootstrap node often does). The DHT is set once the node has one.
+// maxDHTRelays bounds the relay candidates taken from DHT announcements, which anyone can
+// make: at most this many, one per network prefix, chosen at random.
+const maxDHTRelays = 4
+
+// relaySource is autorelay's source of relay candidates, most trusted first: static relays
+// (--relay), then bootstrap peers that speak the relay protocol or announced
+// RelayNamespace, then a few other peers that announced RelayNamespace on the DHT (at most
+// maxDHTRelays, one per network prefix, shuffled: announcements are free, and a flood of
+// them must not be all a home node tries). The DHT is set once the node has one.
 type relaySource struct {
 	static []peer.AddrInfo
+	boot   []peer.AddrInfo
 	mu     sync.Mutex
 	d      *dht.DHT
 	h      host.Host
@@ -132,22 +447,41 @@ func (s *relaySource) peers(ctx context.Context, num int) <-chan peer.AddrInfo {
 				return
 			}
 		}
-		if d == nil || h == nil {
+		if h == nil {
 			return
 		}
-		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		provs := d.FindProviders(fctx, dht.NamespaceCID(RelayNamespace))
-		cancel()
+		var provs []peer.AddrInfo
+		if d != nil {
+			fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			provs = d.FindProviders(fctx, dht.NamespaceCID(RelayNamespace))
+			cancel()
+		}
+		announced := map[peer.ID]bool{}
 		for _, ai := range provs {
-			if !send(ai) {
+			announced[ai.ID] = true
+		}
+		for _, ai := range s.boot {
+			if ok, _ := h.Peerstore().SupportsProtocols(ai.ID, hopProtocol); len(ok) == 0 && !announced[ai.ID] {
+				continue
+			}
+			if !send(peer.AddrInfo{ID: ai.ID, Addrs: slices.Concat(ai.Addrs, h.Peerstore().Addrs(ai.ID))}) {
 				return
 			}
 		}
-		for _, p := range h.Network().Peers() {
-			if ok, _ := h.Peerstore().SupportsProtocols(p, hopProtocol); len(ok) == 0 {
+		rand.Shuffle(len(provs), func(i, j int) { provs[i], provs[j] = provs[j], provs[i] })
+		prefixes := map[string]bool{}
+		taken := 0
+		for _, ai := range provs {
+			if taken >= maxDHTRelays || sent[ai.ID] || len(ai.Addrs) == 0 {
 				continue
 			}
-			if !send(peer.AddrInfo{ID: p, Addrs: h.Peerstore().Addrs(p)}) {
+			k, ok := netPrefix(ai.Addrs[0])
+			if !ok || prefixes[k] {
+				continue
+			}
+			prefixes[k] = true
+			taken++
+			if !send(ai) {
 				return
 			}
 		}
@@ -223,18 +557,14 @@ func (h jobHost) SetStreamHandler(pid p2pproto.ID, handler network.StreamHandler
 	h.Host.SetStreamHandler(pid, handler)
 }
 
-// logStream logs the connection under a job or blob stream: at info for the job streams
-// a worker accepts, at debug for the rest.
+// logStream logs the connection under a job or blob stream, at debug: any peer can open
+// job streams, as often as its stream limits allow.
 func (h jobHost) logStream(dir string, s network.Stream, pids []p2pproto.ID) {
 	if s == nil {
 		return
 	}
 	c := s.Conn()
-	lvl := slog.LevelDebug
-	if dir == "inbound" {
-		lvl = slog.LevelInfo
-	}
-	h.log.Log(context.Background(), lvl, "job stream", "dir", dir, "protocol", s.Protocol(),
+	h.log.Debug("job stream", "dir", dir, "protocol", s.Protocol(),
 		"peer", c.RemotePeer(), "relayed", isRelayed(c.RemoteMultiaddr()), "remote", c.RemoteMultiaddr())
 }
 
