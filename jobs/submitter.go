@@ -23,6 +23,7 @@ import (
 	"github.com/gridnode/gridnode/store"
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -496,7 +497,7 @@ collect:
 				if talk {
 					s.progress("%s: no offer: %v", short(a.ai.ID), a.err)
 				}
-			case why == "" && a.o.SlotsFree == 0 && !s.ignoreSlots:
+			case why == "" && (a.o.SlotsFree == 0 || a.o.Paused || a.o.DonorPaused) && !s.ignoreSlots:
 				busy = append(busy, &candidate{offer: a.o, prefix: a.prefix})
 			case why != "":
 				if talk {
@@ -948,6 +949,10 @@ func (s *Submitter) runOne(ctx context.Context, c *candidate, j *job) (a attempt
 	}
 	st, err := s.cfg.Host.NewStream(ctx, p, protocol.JobID)
 	if err != nil {
+		if errors.Is(err, network.ErrResourceLimitExceeded) {
+			// This submitter's own stream limit, not the worker's refusal: as busy.
+			err = fmt.Errorf("%w: %w", protocol.ErrBusy, err)
+		}
 		a.refused, a.Err = true, fmt.Errorf("%w: open stream: %w", ErrRefused, err)
 		return a
 	}

@@ -34,6 +34,8 @@ type jobsPart struct {
 	blobs  *store.Server
 	worker *jobs.Worker
 	sub    *jobs.Submitter
+	// workers caches the DHT's answers for the submitter (workercache.go).
+	workers workerCache
 }
 
 // openJobs opens the store, serves it on the blob protocol, and makes the submitter and,
@@ -49,7 +51,7 @@ func openJobs(n *Node) (_ *jobsPart, err error) {
 	// this node submits, inputs) are not: a provider record should point at a real job.
 	st.Provide = n.d.ProvideLater
 	st.Quota = cfg.StoreQuota
-	j := &jobsPart{h: n.h, store: st}
+	j := &jobsPart{h: n.h, store: st, workers: workerCache{ttl: workersTTL, now: time.Now}}
 	defer func() {
 		if err != nil {
 			j.close()
@@ -194,7 +196,9 @@ func ReadTrustFile(path string) ([]peer.ID, error) {
 func (n *Node) findWorkers(ctx context.Context, arch string) ([]peer.AddrInfo, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	return n.WaitWorkers(ctx, arch, 1)
+	return n.jobs.workers.get(ctx, arch, func(ctx context.Context) ([]peer.AddrInfo, error) {
+		return n.WaitWorkers(ctx, arch, 1)
+	})
 }
 
 // close stops the worker (cancelling its jobs: it waits until their submitters have read
