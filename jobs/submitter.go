@@ -978,6 +978,7 @@ func (s *Submitter) runOne(ctx context.Context, c *candidate, j *job) (a attempt
 	// Unset, the wall limit is the worker's default, at most the stock one; never what the
 	// worker's own offer claims (a staller claiming a century would be waited on for one).
 	wall := cmp.Or(j.Limits.Wall, sandbox.DefaultLimits().Wall)
+	wall = stretched(wall, c.offer.WallStretch) // a CPU cap's, at most MaxWallStretch
 	protocol.SetDeadline(st, protocol.FetchTimeout+protocol.BlobTimeout(int64(len(j.Input)))+wall+protocol.ReplyTimeout)
 	var res protocol.JobResult
 	sent := false

@@ -116,6 +116,13 @@ type WorkerConfig struct {
 	MaxLoad float64
 	// runnable replaces procsRunning as the MaxLoad gate's source; for tests.
 	runnable func() (int, error)
+	// Hours, if not nil, are the donor's windows: outside them every job is refused BUSY
+	// and running ones finish (hours.go). now replaces time.Now for them; for tests.
+	Hours *Hours
+	now   func() time.Time
+	// CPUShare is the donor's --cpu-share (percent of the machine, 0: none), enforced by the
+	// Runner; the worker reports it and gives jobs' wall limits room for it (cpushare.go).
+	CPUShare int
 	// SlotsPerPeer is how many slots one peer may hold; 0 means half the slots, rounded
 	// up, so that one peer never holds every slot of a worker with two or more.
 	SlotsPerPeer int
@@ -179,6 +186,9 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	}
 	if cfg.Slots <= 0 {
 		cfg.Slots = DefaultSlots()
+	}
+	if err := checkCPUShare(cfg.CPUShare, cfg.Slots); err != nil {
+		return nil, fmt.Errorf("new worker: %w", err)
 	}
 	load, err := newLoadGate(cfg.MaxLoad, cfg.runnable)
 	if err != nil {
@@ -325,6 +335,9 @@ func (w *Worker) take(p peer.ID) error {
 	if err := w.load.check(); err != nil {
 		return err
 	}
+	if err := w.checkHours(); err != nil {
+		return err
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	switch {
@@ -402,7 +415,8 @@ func (w *Worker) offer(asker peer.ID, nonce []byte) *protocol.Offer {
 	load, paused := w.load.state()
 	free := w.free(asker)
 	donorPaused := w.pause.paused()
-	if paused || donorPaused {
+	offHours, next := w.offHours()
+	if paused || donorPaused || offHours {
 		free = 0 // it would refuse
 	}
 	return &protocol.Offer{
@@ -420,6 +434,8 @@ func (w *Worker) offer(asker peer.ID, nonce []byte) *protocol.Offer {
 		Isolation:  protocol.Clean(w.cfg.Isolation, protocol.MaxIsolation),
 
 		DonorPaused: donorPaused,
+		OffHours:    offHours, NextWindow: next,
+		CPUShare: w.cfg.CPUShare, WallStretch: w.wallStretch(),
 	}
 }
 
@@ -708,7 +724,7 @@ func (w *Worker) execute(ctx context.Context, sp *spec, in *streamInput) (*proto
 		return nil, fmt.Errorf("input: %w", err)
 	}
 	// The wall budget starts with the run.
-	protocol.SetDeadline(in.s, sp.lim.Wall+protocol.ReplyTimeout)
+	protocol.SetDeadline(in.s, w.stretchWall(sp.lim.Wall)+protocol.ReplyTimeout)
 	sp.ran = true
 	r, err := w.cfg.Runner.Run(ctx, sandbox.Job{Binary: bin, Stdin: bytes.NewReader(input)}, sp.lim)
 	if err != nil {

@@ -48,7 +48,10 @@ type Status struct {
 	Paused    bool    `json:"paused"` // by the donor (gridnode pause)
 	Load      float64 `json:"load"`   // the machine's non-grid load, with a max load
 	// LoadPaused: refusing jobs because Load is above Policy.MaxLoad.
-	LoadPaused     bool            `json:"load_paused"`
+	LoadPaused bool `json:"load_paused"`
+	// OffHours: refusing jobs outside the donor's Policy.Hours until NextWindow.
+	OffHours       bool            `json:"off_hours"`
+	NextWindow     *time.Time      `json:"next_window,omitempty"`
 	StoreUsed      int64           `json:"store_used_bytes"`
 	StoreQuota     int64           `json:"store_quota_bytes"`
 	CPUSeconds     float64         `json:"cpu_seconds_donated"` // all time, from the history
@@ -68,7 +71,9 @@ type Policy struct {
 	SlotsPerPeer int              `json:"slots_per_peer"`
 	Limits       *protocol.Limits `json:"limits"` // the most a job may ask for, in wire units (ms, bytes)
 	MaxInput     int64            `json:"max_input"`
-	MaxLoad      float64          `json:"max_load"` // 0: none
+	MaxLoad      float64          `json:"max_load"`  // 0: none
+	Hours        string           `json:"hours"`     // the donor's --hours; "": always
+	CPUShare     int              `json:"cpu_share"` // the donor's --cpu-share in percent; 0: none
 }
 
 // PeerStatus is one connected peer in GET /v1/peers.
@@ -134,8 +139,11 @@ func (n *Node) Status() Status {
 		}
 		st.Arch, st.SlotsBusy, st.SlotsFree = ws.Arch, ws.Busy, max(0, ws.Slots-ws.Busy)
 		st.Policy = &Policy{Slots: ws.Slots, SlotsPerPeer: ws.SlotsPerPeer, Limits: protocol.WireLimits(ws.Max),
-			MaxInput: ws.MaxInput, MaxLoad: ws.MaxLoad}
-		st.Paused, st.Load, st.LoadPaused = ws.Paused, ws.Load, ws.LoadPaused
+			MaxInput: ws.MaxInput, MaxLoad: ws.MaxLoad, Hours: ws.Hours, CPUShare: ws.CPUShare}
+		st.Paused, st.Load, st.LoadPaused, st.OffHours = ws.Paused, ws.Load, ws.LoadPaused, ws.OffHours
+		if ws.OffHours && !ws.NextWindow.IsZero() {
+			st.NextWindow = &ws.NextWindow
+		}
 	}
 	st.Reasons = reasons(st, n.relayed())
 	return st
@@ -155,6 +163,13 @@ func reasons(st Status, relayAddr bool) []string {
 	}
 	if st.Paused {
 		out = append(out, "paused by the donor: run 'gridnode resume'")
+	}
+	if st.OffHours && st.Policy != nil {
+		why := fmt.Sprintf("outside the donor's hours (--hours %q)", st.Policy.Hours)
+		if st.NextWindow != nil {
+			why += ": the next window opens " + st.NextWindow.Local().Format("Mon Jan 2 15:04 MST")
+		}
+		out = append(out, why)
 	}
 	if st.LoadPaused && st.Policy != nil {
 		out = append(out, fmt.Sprintf("the machine is busy: load %.2f above --max-load %.2f", st.Load, st.Policy.MaxLoad))

@@ -73,7 +73,7 @@ func openJobs(n *Node) (_ *jobsPart, err error) {
 		}
 		mem := cfg.Limits.Or(sandbox.DefaultLimits()).Memory
 		runner = &sandbox.Runner{Logger: n.log.With("component", "sandbox"), JobUIDs: cfg.JobUIDs,
-			JobsMemory: int64(slots) * (mem + 16<<20)}
+			JobsMemory: int64(slots) * (mem + 16<<20), CPUQuota: jobs.CPUQuota(cfg.CPUShare)}
 	}
 	recordsPath := cfg.Records
 	if recordsPath == "" && !cfg.Ephemeral {
@@ -132,6 +132,8 @@ func openJobs(n *Node) (_ *jobsPart, err error) {
 			Runner:       runner,
 			Slots:        cfg.Slots,
 			MaxLoad:      cfg.MaxLoad,
+			Hours:        cfg.Hours,
+			CPUShare:     cfg.CPUShare,
 			SlotsPerPeer: cfg.SlotsPerPeer,
 			Isolation:    isolation,
 			Events:       jobs.JoinEvents(n.events...),

@@ -45,6 +45,10 @@ type Config struct {
 	// MaxLoad refuses jobs while the machine's non-grid load is above it (see
 	// jobs.WorkerConfig.MaxLoad); 0 means never.
 	MaxLoad float64
+	// Hours are the donor's windows (jobs.ParseHours), nil for always; CPUShare the percent
+	// of the machine's cores jobs may use together (0: all), enforced by the sandbox.
+	Hours    *jobs.Hours
+	CPUShare int
 	// SlotsPerPeer is how many slots one peer may hold; default half the slots, rounded up.
 	SlotsPerPeer int
 	// StoreQuota bounds the bytes of blobs kept in the data dir; default store.DefaultQuota.

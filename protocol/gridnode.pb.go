@@ -309,9 +309,17 @@ type OfferPayload struct {
 	LoadMilli    uint32 `protobuf:"varint,11,opt,name=load_milli,json=loadMilli,proto3" json:"load_milli,omitempty"`
 	LoadPaused   bool   `protobuf:"varint,12,opt,name=load_paused,json=loadPaused,proto3" json:"load_paused,omitempty"`
 	// The donor paused the worker (gridnode pause): it refuses every job BUSY.
-	DonorPaused   bool `protobuf:"varint,13,opt,name=donor_paused,json=donorPaused,proto3" json:"donor_paused,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	DonorPaused bool `protobuf:"varint,13,opt,name=donor_paused,json=donorPaused,proto3" json:"donor_paused,omitempty"`
+	// Outside the donor's hours (gridnode run --hours): the worker refuses every job BUSY
+	// until next_window_unix_ms, when its next window opens.
+	OffHours         bool  `protobuf:"varint,14,opt,name=off_hours,json=offHours,proto3" json:"off_hours,omitempty"`
+	NextWindowUnixMs int64 `protobuf:"varint,15,opt,name=next_window_unix_ms,json=nextWindowUnixMs,proto3" json:"next_window_unix_ms,omitempty"`
+	// The donor's --cpu-share in percent of the machine (0: none), and how much longer than
+	// its wall limit a job may run on this worker because of it, in thousandths (0: none).
+	CpuSharePct      uint32 `protobuf:"varint,16,opt,name=cpu_share_pct,json=cpuSharePct,proto3" json:"cpu_share_pct,omitempty"`
+	WallStretchMilli uint32 `protobuf:"varint,17,opt,name=wall_stretch_milli,json=wallStretchMilli,proto3" json:"wall_stretch_milli,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *OfferPayload) Reset() {
@@ -433,6 +441,34 @@ func (x *OfferPayload) GetDonorPaused() bool {
 		return x.DonorPaused
 	}
 	return false
+}
+
+func (x *OfferPayload) GetOffHours() bool {
+	if x != nil {
+		return x.OffHours
+	}
+	return false
+}
+
+func (x *OfferPayload) GetNextWindowUnixMs() int64 {
+	if x != nil {
+		return x.NextWindowUnixMs
+	}
+	return 0
+}
+
+func (x *OfferPayload) GetCpuSharePct() uint32 {
+	if x != nil {
+		return x.CpuSharePct
+	}
+	return 0
+}
+
+func (x *OfferPayload) GetWallStretchMilli() uint32 {
+	if x != nil {
+		return x.WallStretchMilli
+	}
+	return 0
 }
 
 // BlobRequest opens /gridnode/blob/1.0.0. The response is a BlobResponse; when its code is
@@ -997,7 +1033,7 @@ const file_gridnode_proto_rawDesc = "" +
 	"\fInfoResponse\x12\"\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x0e.gridnode.CodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x14\n" +
-	"\x05offer\x18\x03 \x01(\fR\x05offer\"\x9b\x03\n" +
+	"\x05offer\x18\x03 \x01(\fR\x05offer\"\xb9\x04\n" +
 	"\fOfferPayload\x12\x17\n" +
 	"\apeer_id\x18\x01 \x01(\fR\x06peerId\x12\x12\n" +
 	"\x04arch\x18\x02 \x01(\tR\x04arch\x12\x1d\n" +
@@ -1017,7 +1053,11 @@ const file_gridnode_proto_rawDesc = "" +
 	"load_milli\x18\v \x01(\rR\tloadMilli\x12\x1f\n" +
 	"\vload_paused\x18\f \x01(\bR\n" +
 	"loadPaused\x12!\n" +
-	"\fdonor_paused\x18\r \x01(\bR\vdonorPaused\"\x1f\n" +
+	"\fdonor_paused\x18\r \x01(\bR\vdonorPaused\x12\x1b\n" +
+	"\toff_hours\x18\x0e \x01(\bR\boffHours\x12-\n" +
+	"\x13next_window_unix_ms\x18\x0f \x01(\x03R\x10nextWindowUnixMs\x12\"\n" +
+	"\rcpu_share_pct\x18\x10 \x01(\rR\vcpuSharePct\x12,\n" +
+	"\x12wall_stretch_milli\x18\x11 \x01(\rR\x10wallStretchMilli\"\x1f\n" +
 	"\vBlobRequest\x12\x10\n" +
 	"\x03cid\x18\x01 \x01(\fR\x03cid\"`\n" +
 	"\fBlobResponse\x12\"\n" +

@@ -146,6 +146,15 @@ type Offer struct {
 	Paused        bool
 	// DonorPaused says the worker refuses jobs (BUSY) because its donor paused it.
 	DonorPaused bool
+	// OffHours says the worker refuses jobs (BUSY) because it is outside its donor's hours;
+	// NextWindow is when the next one opens (zero: not said).
+	OffHours   bool
+	NextWindow time.Time
+	// CPUShare is the donor's --cpu-share in percent (0: none); WallStretch how many times
+	// its wall limit a job may take on this worker because of it (0 or 1: none), to
+	// thousandths on the wire.
+	CPUShare    int
+	WallStretch float64
 }
 
 // Domain implements record.Record.
@@ -157,19 +166,23 @@ func (o *Offer) Codec() []byte { return offerCodec }
 // MarshalRecord implements record.Record.
 func (o *Offer) MarshalRecord() ([]byte, error) {
 	return proto.Marshal(&OfferPayload{
-		PeerId:       []byte(o.Peer),
-		Arch:         o.Arch,
-		SlotsFree:    uint32(max(o.SlotsFree, 0)),
-		SlotsTotal:   uint32(max(o.SlotsTotal, 0)),
-		Max:          WireLimits(o.Max),
-		MaxInput:     uint64(max(o.MaxInput, 0)),
-		TimeUnixMs:   o.Time.UnixMilli(),
-		Nonce:        o.Nonce,
-		Isolation:    o.Isolation,
-		MaxLoadMilli: milli(o.MaxLoad),
-		LoadMilli:    milli(o.Load),
-		LoadPaused:   o.Paused,
-		DonorPaused:  o.DonorPaused,
+		PeerId:           []byte(o.Peer),
+		Arch:             o.Arch,
+		SlotsFree:        uint32(max(o.SlotsFree, 0)),
+		SlotsTotal:       uint32(max(o.SlotsTotal, 0)),
+		Max:              WireLimits(o.Max),
+		MaxInput:         uint64(max(o.MaxInput, 0)),
+		TimeUnixMs:       o.Time.UnixMilli(),
+		Nonce:            o.Nonce,
+		Isolation:        o.Isolation,
+		MaxLoadMilli:     milli(o.MaxLoad),
+		LoadMilli:        milli(o.Load),
+		LoadPaused:       o.Paused,
+		DonorPaused:      o.DonorPaused,
+		OffHours:         o.OffHours,
+		NextWindowUnixMs: unixMilli(o.NextWindow),
+		CpuSharePct:      uint32(min(max(o.CPUShare, 0), 100)),
+		WallStretchMilli: milli(o.WallStretch),
 	})
 }
 
@@ -195,6 +208,13 @@ func (o *Offer) UnmarshalRecord(b []byte) error {
 	if m.LoadPaused && m.MaxLoadMilli == 0 {
 		return fmt.Errorf("%w: offer paused by load with no max load", ErrBadEnvelope)
 	}
+	if m.CpuSharePct > 100 || (!m.OffHours && m.NextWindowUnixMs != 0) {
+		return fmt.Errorf("%w: offer cpu share or next window", ErrBadEnvelope)
+	}
+	var next time.Time
+	if m.NextWindowUnixMs != 0 {
+		next = time.UnixMilli(m.NextWindowUnixMs)
+	}
 	*o = Offer{
 		Peer:       id,
 		Arch:       m.Arch,
@@ -210,8 +230,20 @@ func (o *Offer) UnmarshalRecord(b []byte) error {
 		Paused:     m.LoadPaused,
 
 		DonorPaused: m.DonorPaused,
+		OffHours:    m.OffHours,
+		NextWindow:  next,
+		CPUShare:    int(m.CpuSharePct),
+		WallStretch: float64(m.WallStretchMilli) / 1000,
 	}
 	return nil
+}
+
+// unixMilli is t in Unix milliseconds, 0 for the zero time.
+func unixMilli(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
 }
 
 // milli is x in thousandths, rounded, within [0, MaxUint32].

@@ -67,6 +67,9 @@ type Isolation struct {
 	// DaemonNotDumpable: the daemon is not dumpable, so a job with its uid cannot ptrace it
 	// (User "daemon-uid" only; the other modes need no such thing).
 	DaemonNotDumpable bool
+	// CPUCap is how Runner.CPUQuota is enforced: "duty-cycle" (SIGSTOP and SIGCONT on a
+	// 100 ms cycle, without root), "" with no quota.
+	CPUCap string
 }
 
 // String is a short, stable spelling for logs and offers: "user=job-uid nnp pidns netns
@@ -86,6 +89,9 @@ func (i Isolation) String() string {
 	}
 	if i.DaemonNotDumpable {
 		parts = append(parts, "daemon-not-dumpable")
+	}
+	if i.CPUCap != "" {
+		parts = append(parts, "cpu-cap="+i.CPUCap)
 	}
 	return strings.Join(parts, " ")
 }

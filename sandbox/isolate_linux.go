@@ -187,6 +187,9 @@ func (r *Runner) setup() *isolation {
 		// The launcher thread is the process's: once a Runner made it join, every root
 		// Runner's jobs are in the cgroup.
 		iso.Cgroup = iso.root && jobCgroupJoined()
+		if r.CPUQuota > 0 {
+			iso.CPUCap = "duty-cycle"
+		}
 		if r.noPIDNamespace && !iso.userns {
 			iso.cloneflags &^= unix.CLONE_NEWPID
 			iso.PIDNamespace = false

@@ -49,9 +49,16 @@ type Runner struct {
 	// joins; the first Runner of a process that asks sets it), so a job that got past the
 	// stub's RLIMIT_AS still cannot take the donor's memory. Zero means no cgroup.
 	JobsMemory int64
+	// CPUQuota, if above 0, is how many cores the running jobs may use together (0.5: half
+	// of one core; 4: four), enforced by stopping and continuing them in turn on a 100 ms
+	// cycle (dutycycle_linux.go), which needs no root. A job's wall limit then counts only
+	// the time it was let run.
+	CPUQuota float64
 
-	isoOnce sync.Once
-	iso     *isolation
+	cycleOnce sync.Once
+	dc        *dutyCycle
+	isoOnce   sync.Once
+	iso       *isolation
 	// noIsolation, for tests only, starts jobs as the launcher did before isolation: the
 	// daemon's uid and thread, no namespaces. The escape tests' controls use it.
 	noIsolation bool
@@ -248,8 +255,10 @@ func (r *Runner) launch(ctx context.Context, img *os.File, stdin io.Reader, lim 
 	// for the launcher more than a millisecond restarts the timer (below), so time spent in
 	// its queue is not the job's. (Made here, not at the start, to keep that path short.)
 	handed := time.Now()
-	timer := time.AfterFunc(lim.Wall, func() { kill(killWall) })
+	wt := newWallTimer(r.cycle(), lim.Wall, func() { kill(killWall) })
+	timer := wt.t
 	defer timer.Stop()
+	uncycle := func() {}
 	stopCtx := context.AfterFunc(ctx, func() { kill(killCtx) })
 	defer stopCtx()
 	go func() {
@@ -294,6 +303,7 @@ func (r *Runner) launch(ctx context.Context, img *os.File, stdin io.Reader, lim 
 		if at.Sub(handed) > time.Millisecond {
 			timer.Reset(lim.Wall)
 		}
+		uncycle = wt.started(proc)
 		close(procSet)
 		if drainBy != nil {
 			go watch(proc.Pid)
@@ -319,6 +329,7 @@ func (r *Runner) launch(ctx context.Context, img *os.File, stdin io.Reader, lim 
 	<-watched
 	waitErr := cmd.Wait()
 	wall := time.Since(start)
+	uncycle()
 	<-stderrDone
 	// The stdin copier may still be blocked in the caller's Read; release the pipe now
 	// rather than when that Read returns.
@@ -351,6 +362,9 @@ func (r *Runner) launch(ctx context.Context, img *os.File, stdin io.Reader, lim 
 		return res, fmt.Errorf("job cancelled: %w", context.Cause(ctx))
 	case why == killWall:
 		res.Status, res.Reason = StatusWallTimeout, fmt.Sprintf("still running after the %s wall-clock limit", lim.Wall)
+		if r.dc != nil {
+			res.Reason += " (of time the CPU cap let it run)"
+		}
 	case why == killOutput:
 		res.Status, res.Reason = StatusOutputLimit, fmt.Sprintf("wrote more than the %d-byte output limit", lim.MaxOutput)
 	case ws.Exited():

@@ -14,6 +14,7 @@ type Runner struct {
 	JobUIDs         UIDRange
 	NoUserNamespace bool
 	JobsMemory      int64
+	CPUQuota        float64
 }
 
 // Run returns ErrUnsupported: strict-seccomp jobs need linux/amd64.

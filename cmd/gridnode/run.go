@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gridnode/gridnode/internal/config"
 	"github.com/gridnode/gridnode/jobs"
@@ -32,8 +33,8 @@ type runFlags struct {
 	lim                               sandbox.Limits // the most a job may ask for; unset: the stock limits
 	quota                             int64
 	data, jobUIDs, api, reach, config *string
-	metrics                           *string
-	slots, perPeer                    *int
+	metrics, hours                    *string
+	slots, perPeer, cpuShare          *int
 	maxLoad                           *float64
 	noMDNS, relayService, worker      *bool
 	log                               *logFlags
@@ -52,6 +53,8 @@ func newRunFlags(name string) *runFlags {
 	fs.Var(&f.relays, "relay", "use the relay at full multiaddr `ADDR` when behind NAT (repeatable)")
 	f.slots = fs.Int("slots", 0, fmt.Sprintf("jobs run at once (default half the CPUs, at least 1: %d here)", jobs.DefaultSlots()))
 	f.maxLoad = fs.Float64("max-load", 0, "admit no job while the machine's non-grid load is above `L`: its runnable tasks (procs_running in /proc/stat) less the grid jobs running, averaged over about 10 s (0: admit whatever the load)")
+	f.hours = fs.String("hours", "", "admit jobs only within these `WINDOWS` of the local clock, such as 'Mon-Fri 18:00-08:00, Sat-Sun 00:00-24:00' (see below; default always)")
+	f.cpuShare = fs.Int("cpu-share", 0, "let jobs use at most `P` percent of the machine's CPUs together, such as 50 (1 to 100; default 0: no cap)")
 	f.perPeer = fs.Int("slots-per-peer", 0, "slots one peer may hold at once (default half the slots, rounded up)")
 	f.jobUIDs = fs.String("job-uids", "", "uids that jobs run as when run as root, FIRST-LAST, one per running job; none may belong to a user or file (default 2100000000-2100000255)")
 	fs.Var((*sizeFlag)(&f.quota), "store-quota", "disk space for stored job binaries, least recently used evicted first (default 2GiB)")
@@ -73,6 +76,18 @@ The limits below are the largest a job may ask for. Jobs run under SCHED_IDLE, s
 only get CPU time nothing else on the machine wants; --slots and --max-load keep them off
 the machine altogether: both are stated in every offer the node signs, and a job asked for
 while the load is above --max-load is refused as busy ("the donor's machine is busy").
+
+--hours gives the times jobs are admitted, on this machine's clock and time zone: windows
+separated by commas, each an optional day or day range (Mon, Tue, Wed, Thu, Fri, Sat, Sun;
+Mon-Fri; Fri-Mon wraps) and a time range HH:MM-HH:MM, 00:00 to 24:00; no day means every
+day. A range that ends before it starts crosses midnight and belongs to the day it starts
+on: 'Mon-Fri 18:00-08:00' is Monday 18:00 to Tuesday 08:00, ..., Friday 18:00 to Saturday
+08:00. Outside the windows jobs are refused as busy ("outside the donor's hours") and
+offers show no free slot; running jobs finish ('gridnode pause --cancel' ends them).
+--cpu-share holds the running jobs to P percent of the CPUs by stopping and continuing
+them on a 100 ms cycle (no root needed); a job's wall limit then counts only the time it
+was let run, so it takes longer but does the same work. Each job must get a quarter of a
+core or more with every slot busy, so P cannot be below 25 x slots / CPUs.
 
 It joins the grid through the --bootstrap peers, the peers listed in DIR/bootstrap (one
 full multiaddr per line), the peers it remembered from its last run (DIR/peers), and
@@ -130,6 +145,13 @@ func (c *RunCommand) Run(ctx context.Context, args []string) error {
 	if *slots < 0 || *perPeer < 0 || quota < 0 || !(*maxLoad >= 0) {
 		return badUsage(fs, "--slots, --slots-per-peer, --store-quota and --max-load must not be negative")
 	}
+	if *f.cpuShare < 0 || *f.cpuShare > 100 {
+		return badUsage(fs, "--cpu-share %d: want 1 to 100 (0: no cap)", *f.cpuShare)
+	}
+	hours, err := jobs.ParseHours(*f.hours, time.Local)
+	if err != nil {
+		return badUsage(fs, "--%v", err)
+	}
 	uids, err := parseUIDRange(*jobUIDs)
 	if err != nil {
 		return badUsage(fs, "--job-uids: %v", err)
@@ -154,6 +176,8 @@ func (c *RunCommand) Run(ctx context.Context, args []string) error {
 		Relays:       relays,
 		Slots:        *slots,
 		MaxLoad:      *maxLoad,
+		Hours:        hours,
+		CPUShare:     *f.cpuShare,
 		SlotsPerPeer: *perPeer,
 		StoreQuota:   quota,
 		JobUIDs:      uids,

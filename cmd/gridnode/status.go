@@ -32,9 +32,10 @@ machine, behind NAT without a relay), it says so, most likely first.
 With --json, the object of GET /v1/status: api_version, peer_id, addrs, reachability,
 connected_peers, routing_table, worker, announced, arch, slots_busy, slots_free, policy
 {slots, slots_per_peer, limits {cpu_ms, wall_ms, memory, stack, output, binary},
-max_input, max_load}, paused, load, load_paused, store_used_bytes, store_quota_bytes,
-cpu_seconds_donated, jobs_run, history {jobs_run, jobs_run_ok, cpu_ms_donated,
-jobs_submitted, jobs_accepted, since}, history_dropped, started, uptime_seconds, reasons.
+max_input, max_load, hours, cpu_share}, paused, load, load_paused, off_hours, next_window,
+store_used_bytes, store_quota_bytes, cpu_seconds_donated, jobs_run, history {jobs_run,
+jobs_run_ok, cpu_ms_donated, jobs_submitted, jobs_accepted, since}, history_dropped,
+started, uptime_seconds, reasons.
 
 Flags:
 `)
@@ -80,6 +81,12 @@ Flags:
 			if p.MaxLoad > 0 {
 				pol += fmt.Sprintf(", max load %.2f (now %.2f)", p.MaxLoad, st.Load)
 			}
+			if p.Hours != "" {
+				pol += fmt.Sprintf(", hours %s", p.Hours)
+			}
+			if p.CPUShare > 0 {
+				pol += fmt.Sprintf(", %d%% of the CPUs", p.CPUShare)
+			}
 			if l := p.Limits; l != nil {
 				pol += fmt.Sprintf("; a job at most cpu %v, wall %v, memory %s, output %s, binary %s, input %s",
 					time.Duration(l.CpuMs)*time.Millisecond, time.Duration(l.WallMs)*time.Millisecond,
@@ -93,6 +100,10 @@ Flags:
 			paused = "yes, by the donor ('gridnode resume' resumes)"
 		case st.LoadPaused:
 			paused = "yes, the machine is busy"
+		case st.OffHours && st.NextWindow != nil:
+			paused = "yes, outside the donor's hours until " + st.NextWindow.Local().Format("Mon Jan 2 15:04 MST")
+		case st.OffHours:
+			paused = "yes, outside the donor's hours"
 		}
 		row("paused", "%s", paused)
 	}
