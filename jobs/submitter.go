@@ -497,7 +497,7 @@ collect:
 				if talk {
 					s.progress("%s: no offer: %v", short(a.ai.ID), a.err)
 				}
-			case why == "" && (a.o.SlotsFree == 0 || a.o.Paused || a.o.DonorPaused) && !s.ignoreSlots:
+			case why == "" && (a.o.SlotsFree == 0 || a.o.Paused || a.o.DonorPaused || a.o.OffHours) && !s.ignoreSlots:
 				busy = append(busy, &candidate{offer: a.o, prefix: a.prefix})
 			case why != "":
 				if talk {
