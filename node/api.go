@@ -259,6 +259,13 @@ func (n *Node) APIHandler() http.Handler {
 		json.NewEncoder(w).Encode(jobs.JSON(rep, err))
 	})
 	n.controlRoutes(mux) // control.go
+	return LocalOnly(mux)
+}
+
+// LocalOnly refuses what a web page or a rebound DNS name could send: a non-loopback Host,
+// an Origin header, a POST without a JSON body. The API and `gridnode dashboard` serve
+// behind it.
+func LocalOnly(mux http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		host, _, err := net.SplitHostPort(r.Host)
 		if err != nil {

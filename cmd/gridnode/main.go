@@ -44,6 +44,7 @@ var commands = []command{
 	{"result", "print a submitted job's accepted output again", (&ResultCommand{}).Run},
 	{"pause", "stop the daemon's worker from taking jobs", (&PauseCommand{}).Run},
 	{"resume", "let a paused worker take jobs again", (&ResumeCommand{}).Run},
+	{"dashboard", "serve a web page of a running daemon's health, jobs, peers and credit", (&DashboardCommand{}).Run},
 	{"testnet", "run a local grid of nodes on 127.0.0.1", (&TestnetCommand{}).Run},
 	{"demo", "run one job end to end on an in-process grid", (&DemoCommand{}).Run},
 	{"version", "print the version and commit", versionCommand},

@@ -53,7 +53,8 @@ func (c *SubmitCommand) Run(ctx context.Context, args []string) error {
 Runs the static ELF job on independent grid workers and prints the output they agreed on.
 It joins the grid as a short-lived client peer through --bootstrap, or goes through a
 running daemon with --api (its unix socket DIR/api.sock) or --api=HOST:PORT (loopback TCP;
-the token is read from DIR/api.token). Progress goes to stderr.
+the token is read from DIR/api.token). Progress goes to stderr: on a terminal one status
+line (finding workers, sending the binary, running on N of R, verifying), else plain lines.
 
 The job's binary is checked here as a worker checks it: a file the sandbox would refuse
 is never sent. The accepted replica's stdout goes to stdout and its stderr (at most
@@ -118,7 +119,9 @@ Flags:
 		ctx, cancel = context.WithTimeout(ctx, *timeout)
 		defer cancel()
 	}
-	progress := func(msg string) { fmt.Fprintln(os.Stderr, "gridnode:", msg) }
+	sp := newSubmitProgress(os.Stderr, req.Replicas, req.Quorum) // progress.go
+	defer sp.Close()
+	progress := sp.Line
 	start := time.Now()
 	// From here on every failure is a report, so that --json always prints one object.
 	rep := func() *jobs.ReportJSON {
@@ -166,6 +169,7 @@ Flags:
 		defer n.Close()
 		return jobs.JSON(n.Submit(ctx, req))
 	}()
+	sp.Close() // the status line ends before the output and the result's line
 	err := rep.Err()
 	if err == nil {
 		v := jobs.Verdict{Status: rep.Status, ExitCode: rep.ExitCode, Signal: rep.Signal}
