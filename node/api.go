@@ -259,6 +259,7 @@ func (n *Node) APIHandler() http.Handler {
 		json.NewEncoder(w).Encode(jobs.JSON(rep, err))
 	})
 	n.controlRoutes(mux) // control.go
+	n.creditRoutes(mux)  // credit.go
 	return LocalOnly(mux)
 }
 

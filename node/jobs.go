@@ -36,6 +36,7 @@ type jobsPart struct {
 	sub    *jobs.Submitter
 	// workers caches the DHT's answers for the submitter (workercache.go).
 	workers workerCache
+	credit  *creditPart // credit.go
 }
 
 // openJobs opens the store, serves it on the blob protocol, and makes the submitter and,
@@ -57,6 +58,9 @@ func openJobs(n *Node) (_ *jobsPart, err error) {
 			j.close()
 		}
 	}()
+	if j.credit, err = openCredit(n); err != nil {
+		return nil, err
+	}
 	log := n.log.With("component", "jobs")
 	// The one blob handler: workers pull the binaries and inputs this node submits, and
 	// other workers the binaries this node's worker kept.
@@ -207,6 +211,9 @@ func (n *Node) findWorkers(ctx context.Context, arch string) ([]peer.AddrInfo, e
 // the "cancelled" replies), then the blob handler, then the store.
 func (j *jobsPart) close() error {
 	var errs []error
+	if j.credit != nil {
+		j.credit.close()
+	}
 	if j.worker != nil {
 		errs = append(errs, j.worker.Close())
 	}

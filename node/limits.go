@@ -56,6 +56,7 @@ func newResourceManager(jobsPerPeer int, metrics bool) (network.ResourceManager,
 		{protocol.InfoID, 256, perPeerStreams, 4 << 20},
 		{protocol.BlobID, 64, perPeerStreams, 128 << 20},
 		{protocol.JobID, 256, jobsPerPeer, 64 << 20},
+		{protocol.CreditID, 32, 2, 1 << 20}, // one delivery per agreeing replica, best effort
 	} {
 		cfg.AddProtocolLimit(l.id,
 			rcmgr.BaseLimit{StreamsInbound: l.total, StreamsOutbound: l.total, Streams: 2 * l.total, Memory: l.mem},

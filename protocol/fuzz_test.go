@@ -22,7 +22,7 @@ func frame(t testing.TB, m proto.Message) []byte {
 	return b.Bytes()
 }
 
-func sealedSeeds(f *testing.F) (receipt, offer []byte) {
+func sealedSeeds(f testing.TB) (receipt, offer []byte) {
 	key, id := testKey(f, 1)
 	receipt, err := SealReceipt(testReceipt(id), key)
 	if err != nil {

@@ -1016,6 +1016,206 @@ func (x *ReceiptPayload) GetStderrCid() []byte {
 	return nil
 }
 
+// CreditPayload is the payload of a credit envelope, signed by a submitter: the worker's
+// replica of a job agreed with the verdict a quorum accepted, and earned its CPU time.
+type CreditPayload struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobCid        []byte                 `protobuf:"bytes,1,opt,name=job_cid,json=jobCid,proto3" json:"job_cid,omitempty"`
+	InputCid      []byte                 `protobuf:"bytes,2,opt,name=input_cid,json=inputCid,proto3" json:"input_cid,omitempty"`
+	Worker        []byte                 `protobuf:"bytes,3,opt,name=worker,proto3" json:"worker,omitempty"`
+	CpuUs         uint64                 `protobuf:"varint,4,opt,name=cpu_us,json=cpuUs,proto3" json:"cpu_us,omitempty"` // from the worker's own receipt
+	Accepted      bool                   `protobuf:"varint,5,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	ReceiptSha256 []byte                 `protobuf:"bytes,6,opt,name=receipt_sha256,json=receiptSha256,proto3" json:"receipt_sha256,omitempty"` // of the sealed receipt envelope the worker sent
+	Submitter     []byte                 `protobuf:"bytes,7,opt,name=submitter,proto3" json:"submitter,omitempty"`
+	TimeUnixMs    int64                  `protobuf:"varint,8,opt,name=time_unix_ms,json=timeUnixMs,proto3" json:"time_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreditPayload) Reset() {
+	*x = CreditPayload{}
+	mi := &file_gridnode_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreditPayload) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreditPayload) ProtoMessage() {}
+
+func (x *CreditPayload) ProtoReflect() protoreflect.Message {
+	mi := &file_gridnode_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreditPayload.ProtoReflect.Descriptor instead.
+func (*CreditPayload) Descriptor() ([]byte, []int) {
+	return file_gridnode_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *CreditPayload) GetJobCid() []byte {
+	if x != nil {
+		return x.JobCid
+	}
+	return nil
+}
+
+func (x *CreditPayload) GetInputCid() []byte {
+	if x != nil {
+		return x.InputCid
+	}
+	return nil
+}
+
+func (x *CreditPayload) GetWorker() []byte {
+	if x != nil {
+		return x.Worker
+	}
+	return nil
+}
+
+func (x *CreditPayload) GetCpuUs() uint64 {
+	if x != nil {
+		return x.CpuUs
+	}
+	return 0
+}
+
+func (x *CreditPayload) GetAccepted() bool {
+	if x != nil {
+		return x.Accepted
+	}
+	return false
+}
+
+func (x *CreditPayload) GetReceiptSha256() []byte {
+	if x != nil {
+		return x.ReceiptSha256
+	}
+	return nil
+}
+
+func (x *CreditPayload) GetSubmitter() []byte {
+	if x != nil {
+		return x.Submitter
+	}
+	return nil
+}
+
+func (x *CreditPayload) GetTimeUnixMs() int64 {
+	if x != nil {
+		return x.TimeUnixMs
+	}
+	return 0
+}
+
+// CreditDelivery is what a submitter sends on /gridnode/credit/1.0.0; the worker answers
+// with a CreditAck.
+type CreditDelivery struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Credit        []byte                 `protobuf:"bytes,1,opt,name=credit,proto3" json:"credit,omitempty"` // signed envelope whose payload is a CreditPayload
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreditDelivery) Reset() {
+	*x = CreditDelivery{}
+	mi := &file_gridnode_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreditDelivery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreditDelivery) ProtoMessage() {}
+
+func (x *CreditDelivery) ProtoReflect() protoreflect.Message {
+	mi := &file_gridnode_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreditDelivery.ProtoReflect.Descriptor instead.
+func (*CreditDelivery) Descriptor() ([]byte, []int) {
+	return file_gridnode_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *CreditDelivery) GetCredit() []byte {
+	if x != nil {
+		return x.Credit
+	}
+	return nil
+}
+
+type CreditAck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Code          Code                   `protobuf:"varint,1,opt,name=code,proto3,enum=gridnode.Code" json:"code,omitempty"`
+	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreditAck) Reset() {
+	*x = CreditAck{}
+	mi := &file_gridnode_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreditAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreditAck) ProtoMessage() {}
+
+func (x *CreditAck) ProtoReflect() protoreflect.Message {
+	mi := &file_gridnode_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreditAck.ProtoReflect.Descriptor instead.
+func (*CreditAck) Descriptor() ([]byte, []int) {
+	return file_gridnode_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *CreditAck) GetCode() Code {
+	if x != nil {
+		return x.Code
+	}
+	return Code_OK
+}
+
+func (x *CreditAck) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 var File_gridnode_proto protoreflect.FileDescriptor
 
 const file_gridnode_proto_rawDesc = "" +
@@ -1107,7 +1307,22 @@ const file_gridnode_proto_rawDesc = "" +
 	"\x05nonce\x18\n" +
 	" \x01(\fR\x05nonce\x12\x1d\n" +
 	"\n" +
-	"stderr_cid\x18\v \x01(\fR\tstderrCid*\x9a\x01\n" +
+	"stderr_cid\x18\v \x01(\fR\tstderrCid\"\xf7\x01\n" +
+	"\rCreditPayload\x12\x17\n" +
+	"\ajob_cid\x18\x01 \x01(\fR\x06jobCid\x12\x1b\n" +
+	"\tinput_cid\x18\x02 \x01(\fR\binputCid\x12\x16\n" +
+	"\x06worker\x18\x03 \x01(\fR\x06worker\x12\x15\n" +
+	"\x06cpu_us\x18\x04 \x01(\x04R\x05cpuUs\x12\x1a\n" +
+	"\baccepted\x18\x05 \x01(\bR\baccepted\x12%\n" +
+	"\x0ereceipt_sha256\x18\x06 \x01(\fR\rreceiptSha256\x12\x1c\n" +
+	"\tsubmitter\x18\a \x01(\fR\tsubmitter\x12 \n" +
+	"\ftime_unix_ms\x18\b \x01(\x03R\n" +
+	"timeUnixMs\"(\n" +
+	"\x0eCreditDelivery\x12\x16\n" +
+	"\x06credit\x18\x01 \x01(\fR\x06credit\"I\n" +
+	"\tCreditAck\x12\"\n" +
+	"\x04code\x18\x01 \x01(\x0e2\x0e.gridnode.CodeR\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage*\x9a\x01\n" +
 	"\x04Code\x12\x06\n" +
 	"\x02OK\x10\x00\x12\b\n" +
 	"\x04BUSY\x10\x01\x12\n" +
@@ -1136,7 +1351,7 @@ func file_gridnode_proto_rawDescGZIP() []byte {
 }
 
 var file_gridnode_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gridnode_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_gridnode_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_gridnode_proto_goTypes = []any{
 	(Code)(0),              // 0: gridnode.Code
 	(*Limits)(nil),         // 1: gridnode.Limits
@@ -1150,6 +1365,9 @@ var file_gridnode_proto_goTypes = []any{
 	(*JobAdmit)(nil),       // 9: gridnode.JobAdmit
 	(*JobResult)(nil),      // 10: gridnode.JobResult
 	(*ReceiptPayload)(nil), // 11: gridnode.ReceiptPayload
+	(*CreditPayload)(nil),  // 12: gridnode.CreditPayload
+	(*CreditDelivery)(nil), // 13: gridnode.CreditDelivery
+	(*CreditAck)(nil),      // 14: gridnode.CreditAck
 }
 var file_gridnode_proto_depIdxs = []int32{
 	0, // 0: gridnode.InfoResponse.code:type_name -> gridnode.Code
@@ -1158,11 +1376,12 @@ var file_gridnode_proto_depIdxs = []int32{
 	1, // 3: gridnode.JobRequest.limits:type_name -> gridnode.Limits
 	0, // 4: gridnode.JobAdmit.code:type_name -> gridnode.Code
 	0, // 5: gridnode.JobResult.code:type_name -> gridnode.Code
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	0, // 6: gridnode.CreditAck.code:type_name -> gridnode.Code
+	7, // [7:7] is the sub-list for method output_type
+	7, // [7:7] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_gridnode_proto_init() }
@@ -1176,7 +1395,7 @@ func file_gridnode_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gridnode_proto_rawDesc), len(file_gridnode_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   11,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

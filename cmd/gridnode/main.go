@@ -42,6 +42,7 @@ var commands = []command{
 	{"jobs", "list the recent jobs a daemon ran and submitted", (&JobsCommand{}).Run},
 	{"job", "describe one job: every replica, its receipt, why it counted or not", (&JobCommand{}).Run},
 	{"result", "print a submitted job's accepted output again", (&ResultCommand{}).Run},
+	{"credit", "show the CPU time submitters verified, export or check the signed records", (&CreditCommand{}).Run},
 	{"pause", "stop the daemon's worker from taking jobs", (&PauseCommand{}).Run},
 	{"resume", "let a paused worker take jobs again", (&ResumeCommand{}).Run},
 	{"dashboard", "serve a web page of a running daemon's health, jobs, peers and credit", (&DashboardCommand{}).Run},
