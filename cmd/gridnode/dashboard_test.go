@@ -128,7 +128,7 @@ func TestDashboardChromium(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	b := startBrowser(t, chromium)
-	p, err := b.newPage(ctx, 1280, 900)
+	p, err := b.newPage(ctx, 1280, 1000)
 	if err != nil {
 		t.Fatal(err)
 	}

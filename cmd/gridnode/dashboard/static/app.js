@@ -146,34 +146,41 @@ function renderPeers(ps) {
   }));
 }
 
-// The credit panel shows what /v1/credit answers, whatever its keys: numbers as figures,
-// and the first list of objects as a table.
+// The credit panel shows what /v1/credit answers: its numbers as figures, and its
+// by_submitter list (or else its first list of objects) as a table.
 function renderCredit(c) {
-  const box = $("credit");
+  const fmt = (v) => typeof v === "number" && !Number.isInteger(v) ? v.toFixed(2) : v;
   const figs = el("div", null, "figs");
-  let table = null;
   for (const [k, v] of Object.entries(c)) {
-    if (typeof v === "number" || typeof v === "string") {
+    if (typeof v === "number") {
       const f = el("div", null, "fig");
-      f.append(el("div", k.replaceAll("_", " "), "label"), el("div", typeof v === "number" && !Number.isInteger(v) ? v.toFixed(1) : v, "value small"));
+      f.append(el("div", k.replaceAll("_", " "), "label"), el("div", fmt(v), "value small"));
       figs.append(f);
-    } else if (Array.isArray(v) && v.length > 0 && typeof v[0] === "object" && !table) {
-      const keys = Object.keys(v[0]).filter((x) => typeof v[0][x] !== "object").slice(0, 6);
-      table = el("table");
-      const head = el("tr");
-      head.append(...keys.map((x) => el("th", x.replaceAll("_", " "))));
-      const body = el("tbody");
-      body.append(...v.slice(0, 10).map((row) => {
-        const tr = el("tr");
-        tr.append(...keys.map((x) => el("td", String(row[x]).length > 24 ? short(String(row[x])) : row[x])));
-        return tr;
-      }));
-      const thead = el("thead");
-      thead.append(head);
-      table.append(thead, body);
     }
   }
-  box.replaceChildren(figs, ...(table ? [table] : []));
+  const list = Array.isArray(c.by_submitter) ? c.by_submitter
+    : Object.values(c).find((v) => Array.isArray(v) && v.length > 0 && typeof v[0] === "object");
+  const kids = [figs];
+  if (list && list.length > 0) {
+    const keys = Object.keys(list[0]).filter((x) => typeof list[0][x] !== "object").slice(0, 4);
+    const head = el("tr");
+    head.append(...keys.map((x) => el("th", x.replaceAll("_", " "))));
+    const thead = el("thead");
+    thead.append(head);
+    const body = el("tbody");
+    body.append(...list.slice(0, 8).map((row) => {
+      const tr = el("tr");
+      tr.append(...keys.map((x) => {
+        const v = row[x];
+        return typeof v === "string" && v.length > 24 ? el("td", short(v), "mono") : el("td", fmt(v));
+      }));
+      return tr;
+    }));
+    const table = el("table");
+    table.append(thead, body);
+    kids.push(table);
+  }
+  $("credit").replaceChildren(...kids);
 }
 
 const SVG = "http://www.w3.org/2000/svg";
