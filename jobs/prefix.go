@@ -3,9 +3,9 @@ package jobs
 import (
 	"net/netip"
 
+	"github.com/gridnode/gridnode/internal/netprefix"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
-	manet "github.com/multiformats/go-multiaddr/net"
 )
 
 // netPrefix names the network that a connection's remote address a is in, for replica
@@ -24,27 +24,15 @@ func netPrefix(a ma.Multiaddr, p peer.ID) string {
 			return "relayed"
 		}
 	}
-	ip, err := manet.ToIP(a)
-	if err != nil {
-		return a.String()
-	}
-	addr, ok := netip.AddrFromSlice(ip)
+	addr, ok := netprefix.IP(a)
 	if !ok {
 		return a.String()
 	}
-	addr = embeddedIPv4(addr.Unmap())
+	addr = embeddedIPv4(addr)
 	if addr.IsLoopback() {
 		return "loopback " + p.String()
 	}
-	bits := 48
-	if addr.Is4() {
-		bits = 24
-	}
-	pfx, err := addr.Prefix(bits)
-	if err != nil {
-		return a.String()
-	}
-	return pfx.String()
+	return netprefix.Of(addr).String()
 }
 
 var (

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/gridnode/gridnode/cids"
+	"github.com/gridnode/gridnode/internal/testelf"
 	"github.com/gridnode/gridnode/protocol"
 	"github.com/gridnode/gridnode/sandbox"
 	"github.com/gridnode/gridnode/store"
@@ -57,28 +58,14 @@ func tinyELF(t testing.TB) []byte {
 	le.PutUint16(b[52:], ehdr)
 	le.PutUint16(b[54:], phdr)
 	le.PutUint16(b[56:], 2)
-	putPhdr(b, 0, 1, 5, 0, base, uint64(len(b)), uint64(len(b)), 4096)
-	putPhdr(b, 1, 4, 4, uint64(noteOff), uint64(base+noteOff), uint64(len(note)), uint64(len(note)), 4)
+	testelf.PutPhdr(b, 0, 1, 5, 0, base, uint64(len(b)), uint64(len(b)), 4096)
+	testelf.PutPhdr(b, 1, 4, 4, uint64(noteOff), uint64(base+noteOff), uint64(len(note)), uint64(len(note)), 4)
 	copy(b[noteOff:], note)
 	copy(b[codeOff:], code)
 	if err := sandbox.Validate(b, sandbox.Limits{}); err != nil {
 		return nil
 	}
 	return b
-}
-
-// putPhdr writes program header i of a 64-bit ELF whose table follows its 64-byte header.
-func putPhdr(b []byte, i int, typ, flags uint32, off, vaddr, filesz, memsz, align uint64) {
-	p := b[64+i*56:]
-	le := binary.LittleEndian
-	le.PutUint32(p, typ)
-	le.PutUint32(p[4:], flags)
-	le.PutUint64(p[8:], off)
-	le.PutUint64(p[16:], vaddr)
-	le.PutUint64(p[24:], vaddr)
-	le.PutUint64(p[32:], filesz)
-	le.PutUint64(p[40:], memsz)
-	le.PutUint64(p[48:], align)
 }
 
 // diskBytes is what the files in dir take on disk (st_blocks), and their count.

@@ -33,15 +33,24 @@ var fakeELF = testelf.Exit0(nil) // valid, as the submitter checks; the fake run
 // openGrid opens a bootstrap worker, more workers and a client, all closed by t.Cleanup.
 func openGrid(t *testing.T, ctx context.Context, workers int, r Runner) (ws []*Node, client *Node) {
 	t.Helper()
-	var boot []string
+	return openGridConfig(t, ctx, workers, Config{Runner: r})
+}
+
+// openGridConfig is openGrid with every node opened from cfg: ephemeral on loopback, the
+// workers with its runner and 2 slots, the client without a runner.
+func openGridConfig(t *testing.T, ctx context.Context, workers int, cfg Config) (ws []*Node, client *Node) {
+	t.Helper()
+	cfg.Ephemeral, cfg.Loopback = true, true
 	for i := range workers {
-		w, err := Open(ctx, Config{Ephemeral: true, Loopback: true, Worker: true, Runner: r, Slots: 2, Bootstrap: boot})
+		wc := cfg
+		wc.Worker, wc.Slots = true, 2
+		w, err := Open(ctx, wc)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { w.Close() })
 		if i == 0 {
-			boot = w.AddrStrings()
+			cfg.Bootstrap = w.AddrStrings()
 		}
 		ws = append(ws, w)
 	}
@@ -50,7 +59,8 @@ func openGrid(t *testing.T, ctx context.Context, workers int, r Runner) (ws []*N
 			t.Fatal(err)
 		}
 	}
-	client, err := Open(ctx, Config{Ephemeral: true, Loopback: true, Bootstrap: boot})
+	cfg.Runner = nil
+	client, err := Open(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

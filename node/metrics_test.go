@@ -79,30 +79,7 @@ func TestMetricsMoveWithJobs(t *testing.T) {
 		in, _ := io.ReadAll(job.Stdin)
 		return sandbox.Result{Status: sandbox.StatusExited, Output: in, OutputCID: cids.Sum(in), CPUTime: 1500 * time.Millisecond}, nil
 	})
-	var ws []*Node
-	var boot []string
-	for i := range 2 {
-		w, err := Open(ctx, Config{Ephemeral: true, Loopback: true, Worker: true, Runner: cpuRunner, Slots: 2, Bootstrap: boot, Metrics: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { w.Close() })
-		if i == 0 {
-			boot = w.AddrStrings()
-		}
-		ws = append(ws, w)
-	}
-	for _, w := range ws {
-		if err := w.WaitAnnounced(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	c, err := Open(ctx, Config{Ephemeral: true, Loopback: true, Bootstrap: boot, Metrics: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	trustWorkers([]*Node{c}, ws)
+	ws, c := openGridConfig(t, ctx, 2, Config{Runner: cpuRunner, Metrics: true})
 
 	url := func(n *Node) string {
 		ln, err := ListenMetrics("127.0.0.1:0")

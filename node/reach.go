@@ -11,6 +11,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
+
+	"github.com/gridnode/gridnode/internal/netprefix"
 )
 
 // Reach is the widest class of addresses a node dials. Peers choose the addresses they
@@ -133,24 +135,14 @@ func (dialGater) InterceptSecured(network.Direction, peer.ID, network.ConnMultia
 }
 func (dialGater) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) { return true, 0 }
 
-// netPrefix names the network prefix of a's IP address: the /24 of an IPv4 address, the /48
-// of an IPv6 one (what one home, one hoster's customer or one attacker's block usually
-// holds), as jobs' replica diversity counts them. A circuit address is the relay's. ok is
-// false for an address without an IP.
+// netPrefix names the network prefix of a's IP address, as netprefix.Of does: the /24 of
+// an IPv4 address, the /48 of an IPv6 one. Unlike jobs' replica diversity, a circuit address
+// is the relay's, loopback is one prefix and 6to4 and NAT64 addresses are not mapped to
+// their IPv4 ones. ok is false for an address without an IP.
 func netPrefix(a multiaddr.Multiaddr) (string, bool) {
-	ip, err := manet.ToIP(a)
-	if err != nil {
-		return "", false
-	}
-	addr, ok := netip.AddrFromSlice(ip)
+	ip, ok := netprefix.IP(a)
 	if !ok {
 		return "", false
 	}
-	addr = addr.Unmap()
-	bits := 48
-	if addr.Is4() {
-		bits = 24
-	}
-	p, _ := addr.Prefix(bits)
-	return p.String(), true
+	return netprefix.Of(ip).String(), true
 }

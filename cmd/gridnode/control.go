@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"strings"
@@ -12,22 +13,60 @@ import (
 // The commands that ask a running daemon through its local control API (status, peers,
 // jobs, job, result, pause, resume) share these flags; docs/API.md has the JSON.
 
-// controlFlags are --data, --api and --json.
+// controlFlags are --data, --api and --json, in the flag set fs.
 type controlFlags struct {
+	fs        *flag.FlagSet
 	data, api string
 	json      bool
 }
 
+// newControlFlags returns the flag set of the control command 'gridnode name' with the
+// control flags; its --help is about, controlHelp, jsonHelp (what --json prints) and the
+// flags.
+func newControlFlags(name, about, jsonHelp string) (*flag.FlagSet, *controlFlags) {
+	fs := flag.NewFlagSet("gridnode "+name, flag.ContinueOnError)
+	c := addControlFlags(fs)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), about+"\n"+controlHelp+"\n"+jsonHelp+"\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	return fs, c
+}
+
 func addControlFlags(fs *flag.FlagSet) *controlFlags {
-	c := &controlFlags{}
+	c := &controlFlags{fs: fs}
 	fs.StringVar(&c.data, "data", "", "the daemon's data `DIR`, with its socket and token (default $XDG_DATA_HOME/gridnode or ~/.local/share/gridnode)")
 	fs.StringVar(&c.api, "api", "", "the daemon's API at `ADDR`: a unix socket path, or the loopback HOST:PORT of 'gridnode run --api' (default DIR/api.sock)")
 	fs.BoolVar(&c.json, "json", false, "print the daemon's answer as JSON (keys in docs/API.md)")
 	return c
 }
 
+// parse parses args into the flag set: the command takes one job ID if wantID, else no
+// argument.
+func (c *controlFlags) parse(args []string, wantID bool) error {
+	if err := parseArgs(c.fs, args); err != nil {
+		return usageErr(err)
+	}
+	switch n := c.fs.NArg(); {
+	case wantID && n != 1:
+		return badUsage(c.fs, "want one job ID, got %d arguments", n)
+	case !wantID && n > 0:
+		return badUsage(c.fs, "no arguments expected, got %q", c.fs.Args())
+	}
+	return nil
+}
+
 // client is the API client the flags name.
 func (c *controlFlags) client() (*node.APIClient, error) { return apiClient(c.api, c.data) }
+
+// get asks the daemon for path and decodes its answer into v.
+func (c *controlFlags) get(ctx context.Context, path string, v any) error {
+	api, err := c.client()
+	if err != nil {
+		return err
+	}
+	return api.Get(ctx, path, v)
+}
 
 // controlHelp ends the --help of every control command.
 const controlHelp = `It asks the daemon ('gridnode run') through its local control API: the unix socket

@@ -194,8 +194,14 @@ func sum(xs []int) (s int) {
 // buildBehave builds testdata/behave.c.
 func buildBehave(t *testing.T, bin string) string {
 	t.Helper()
-	job := filepath.Join(t.TempDir(), "behave")
-	if out, errOut, code := runBin(t, bin, "", "build", "-o", job, "testdata/behave.c"); code != 0 {
+	return buildJob(t, bin, "behave", "testdata/behave.c")
+}
+
+// buildJob runs 'gridnode build -o DIR/name args...' in a temporary DIR and returns the job.
+func buildJob(t *testing.T, bin, name string, args ...string) string {
+	t.Helper()
+	job := filepath.Join(t.TempDir(), name)
+	if out, errOut, code := runBin(t, bin, "", append([]string{"build", "-o", job}, args...)...); code != 0 {
 		t.Fatalf("gridnode build: exit %d\n%s%s", code, out, errOut)
 	}
 	return job
@@ -257,11 +263,7 @@ func TestWorkerKilledMidJob(t *testing.T) {
 		t.Skip("starts a testnet")
 	}
 	bin := gridnodeBinary(t)
-	dir := t.TempDir()
-	job := filepath.Join(dir, "mandelbrot")
-	if out, errOut, code := runBin(t, bin, "", "build", "--example", "mandelbrot", "-o", job); code != 0 {
-		t.Fatalf("gridnode build: exit %d\n%s%s", code, out, errOut)
-	}
+	job := buildJob(t, bin, "mandelbrot", "--example", "mandelbrot")
 	const n = 4
 	tn := startNet(t, bin, n)
 	in := "64 48 1000000" // about 1.5 s of CPU
@@ -343,11 +345,7 @@ func TestTestnetRestartsNode(t *testing.T) {
 		t.Skip("starts a testnet")
 	}
 	bin := gridnodeBinary(t)
-	dir := t.TempDir()
-	echo := filepath.Join(dir, "echo")
-	if out, errOut, code := runBin(t, bin, "", "build", "--example", "echo", "-o", echo); code != 0 {
-		t.Fatalf("gridnode build: exit %d\n%s%s", code, out, errOut)
-	}
+	echo := buildJob(t, bin, "echo", "--example", "echo")
 	binary, err := os.ReadFile(echo)
 	if err != nil {
 		t.Fatal(err)
@@ -478,11 +476,7 @@ func TestManyJobsOnProcesses(t *testing.T) {
 	}
 	const nodes, slots, clients, total = 5, 2, 10, 200
 	bin := gridnodeBinary(t)
-	dir := t.TempDir()
-	echo := filepath.Join(dir, "echo")
-	if out, errOut, code := runBin(t, bin, "", "build", "--example", "echo", "-o", echo); code != 0 {
-		t.Fatalf("gridnode build: exit %d\n%s%s", code, out, errOut)
-	}
+	echo := buildJob(t, bin, "echo", "--example", "echo")
 	binary, err := os.ReadFile(echo)
 	if err != nil {
 		t.Fatal(err)
@@ -657,11 +651,7 @@ func TestTestnetFaultyNodes(t *testing.T) {
 			}
 		}
 	}
-	dir := t.TempDir()
-	echo := filepath.Join(dir, "echo")
-	if out, errOut, code := runBin(t, bin, "", "build", "--example", "echo", "-o", echo); code != 0 {
-		t.Fatalf("gridnode build: exit %d\n%s%s", code, out, errOut)
-	}
+	echo := buildJob(t, bin, "echo", "--example", "echo")
 	const n = 5
 	tn := startNet(t, bin, n, "--liars", "2", "--boasters", "2")
 	want := map[string]string{"0": "honest", "1": "honest", "2": "honest", "3": "liar+boaster", "4": "liar+boaster"}

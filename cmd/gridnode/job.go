@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"net/url"
 	"os"
@@ -16,10 +15,7 @@ type JobCommand struct{}
 
 // Run executes the command.
 func (c *JobCommand) Run(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("gridnode job", flag.ContinueOnError)
-	cf := addControlFlags(fs)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `Usage: gridnode job [flags] ID
+	fs, cf := newControlFlags("job", `Usage: gridnode job [flags] ID
 
 Describes one job of the daemon's history (ID is its number in 'gridnode jobs', or a job
 CID for the newest job with it), as 'bacalhau describe' does: for a job submitted, the
@@ -27,30 +23,17 @@ verdict a quorum accepted or why none was, and every replica: its worker, networ
 and anchor, the verdict its receipt states, whether the receipt checked out, and why it
 counted or not; for a job run as a worker, who asked, the outcome, the times and the
 receipt sent.
-
-`+controlHelp+`
-With --json, the object of GET /v1/jobs/ID: id, kind, start, end, job_cid, input_cid,
+`, `With --json, the object of GET /v1/jobs/ID: id, kind, start, end, job_cid, input_cid,
 submitter, output_cid, stderr_cid, status, exit_code, signal, cpu_ms, wall_ms, receipt
 (base64), error, error_kind, accepted, reason, stderr (base64), replicas [{worker,
 status, exit_code, signal, output_cid, stderr_cid, receipt_valid, receipt, error,
 anchor, prefix, local, cpu_ms, wall_ms}], output_size, output_kept.
-
-Flags:
 `)
-		fs.PrintDefaults()
-	}
-	if err := parseArgs(fs, args); err != nil {
-		return usageErr(err)
-	}
-	if fs.NArg() != 1 {
-		return badUsage(fs, "want one job ID, got %d arguments", fs.NArg())
-	}
-	api, err := cf.client()
-	if err != nil {
+	if err := cf.parse(args, true); err != nil {
 		return err
 	}
 	var j history.Job
-	if err := api.Get(ctx, "/v1/jobs/"+url.PathEscape(fs.Arg(0)), &j); err != nil {
+	if err := cf.get(ctx, "/v1/jobs/"+url.PathEscape(fs.Arg(0)), &j); err != nil {
 		return err
 	}
 	if cf.json {

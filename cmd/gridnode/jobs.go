@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"os"
 	"strconv"
@@ -17,43 +16,27 @@ type JobsCommand struct{}
 
 // Run executes the command.
 func (c *JobsCommand) Run(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("gridnode jobs", flag.ContinueOnError)
-	cf := addControlFlags(fs)
-	limit := fs.Int("limit", 20, "list the newest `N` jobs (at most 10000)")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `Usage: gridnode jobs [flags]
+	fs, cf := newControlFlags("jobs", `Usage: gridnode jobs [flags]
 
 Lists the newest jobs in the daemon's history, newest first: those it ran as a worker
 (for whom, the outcome its receipt states, CPU time) and those it submitted (the verdict
 a quorum accepted, or why none was, and how many replicas agreed). 'gridnode job ID'
 shows one in full, 'gridnode result ID' prints a submitted job's output again. The
 history survives restarts and keeps the newest 10000 jobs (and 64 MiB) by default.
-
-`+controlHelp+`
-With --json, the object of GET /v1/jobs?limit=N: jobs [{id, kind (ran or submitted),
+`, `With --json, the object of GET /v1/jobs?limit=N: jobs [{id, kind (ran or submitted),
 start, end, job_cid, input_cid, submitter, output_cid, stderr_cid, status, exit_code,
 signal, cpu_ms, wall_ms, receipt, error, error_kind, accepted, reason, stderr,
 replicas, output_size, output_kept}], as 'gridnode job --json' prints each.
-
-Flags:
 `)
-		fs.PrintDefaults()
-	}
-	if err := parseArgs(fs, args); err != nil {
-		return usageErr(err)
-	}
-	if fs.NArg() > 0 {
-		return badUsage(fs, "no arguments expected, got %q", fs.Args())
+	limit := fs.Int("limit", 20, "list the newest `N` jobs (at most 10000)")
+	if err := cf.parse(args, false); err != nil {
+		return err
 	}
 	if *limit < 1 || *limit > history.DefaultMaxJobs {
 		return badUsage(fs, "--limit %d: want 1 to %d", *limit, history.DefaultMaxJobs)
 	}
-	api, err := cf.client()
-	if err != nil {
-		return err
-	}
 	var list node.JobList
-	if err := api.Get(ctx, "/v1/jobs?limit="+strconv.Itoa(*limit), &list); err != nil {
+	if err := cf.get(ctx, "/v1/jobs?limit="+strconv.Itoa(*limit), &list); err != nil {
 		return err
 	}
 	if cf.json {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"os"
 
@@ -14,30 +13,18 @@ type PauseCommand struct{}
 
 // Run executes the command.
 func (c *PauseCommand) Run(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("gridnode pause", flag.ContinueOnError)
-	cf := addControlFlags(fs)
-	cancel := fs.Bool("cancel", false, "also cancel the jobs running now (their submitters get CANCELLED and go elsewhere)")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `Usage: gridnode pause [flags]
+	fs, cf := newControlFlags("pause", `Usage: gridnode pause [flags]
 
 Stops the daemon's worker from taking jobs until 'gridnode resume': every new request
 is refused BUSY ("paused by the donor") and its signed offer shows no free slot and says
 it is paused, so submitters pick other workers. Running jobs finish, unless --cancel.
 The pause lasts until resume or the daemon's restart.
-
-`+controlHelp+`
-With --json, the object of POST /v1/pause: paused, running (jobs still running),
+`, `With --json, the object of POST /v1/pause: paused, running (jobs still running),
 cancelled.
-
-Flags:
 `)
-		fs.PrintDefaults()
-	}
-	if err := parseArgs(fs, args); err != nil {
-		return usageErr(err)
-	}
-	if fs.NArg() > 0 {
-		return badUsage(fs, "no arguments expected, got %q", fs.Args())
+	cancel := fs.Bool("cancel", false, "also cancel the jobs running now (their submitters get CANCELLED and go elsewhere)")
+	if err := cf.parse(args, false); err != nil {
+		return err
 	}
 	path := "/v1/pause"
 	if *cancel {

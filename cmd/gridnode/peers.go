@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"os"
 	"text/tabwriter"
@@ -15,35 +14,19 @@ type PeersCommand struct{}
 
 // Run executes the command.
 func (c *PeersCommand) Run(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("gridnode peers", flag.ContinueOnError)
-	cf := addControlFlags(fs)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `Usage: gridnode peers [flags]
+	_, cf := newControlFlags("peers", `Usage: gridnode peers [flags]
 
 Lists the peers the daemon is connected to: peer ID, the direction of the first
 connection, whether it is in the DHT's routing table, whether every connection goes
 through a relay, the round-trip latency, its agent and its connections' addresses.
-
-`+controlHelp+`
-With --json, the object of GET /v1/peers: peers [{peer_id, addrs, direction (inbound or
+`, `With --json, the object of GET /v1/peers: peers [{peer_id, addrs, direction (inbound or
 outbound), relayed, latency_ms, agent, routing}], sorted by peer ID.
-
-Flags:
 `)
-		fs.PrintDefaults()
-	}
-	if err := parseArgs(fs, args); err != nil {
-		return usageErr(err)
-	}
-	if fs.NArg() > 0 {
-		return badUsage(fs, "no arguments expected, got %q", fs.Args())
-	}
-	api, err := cf.client()
-	if err != nil {
+	if err := cf.parse(args, false); err != nil {
 		return err
 	}
 	var ps node.Peers
-	if err := api.Get(ctx, "/v1/peers", &ps); err != nil {
+	if err := cf.get(ctx, "/v1/peers", &ps); err != nil {
 		return err
 	}
 	if cf.json {

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
-	"fmt"
 	"net/url"
 	"os"
 
@@ -15,36 +13,20 @@ type ResultCommand struct{}
 
 // Run executes the command.
 func (c *ResultCommand) Run(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("gridnode result", flag.ContinueOnError)
-	cf := addControlFlags(fs)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `Usage: gridnode result [flags] ID
+	fs, cf := newControlFlags("result", `Usage: gridnode result [flags] ID
 
 Prints the output a quorum accepted for a job the daemon submitted (ID as in 'gridnode
 job'), byte for byte, on stdout, as 'gridnode submit' printed it. Workers keep no
 outputs, so a job run for someone else has none; neither has a submit that reached no
 verdict, nor one whose output was too large for the history (above 1/8 of its bound).
-
-`+controlHelp+`
-With --json, one object: id, job_cid, output_cid, output (base64).
-
-Flags:
+`, `With --json, one object: id, job_cid, output_cid, output (base64).
 `)
-		fs.PrintDefaults()
-	}
-	if err := parseArgs(fs, args); err != nil {
-		return usageErr(err)
-	}
-	if fs.NArg() != 1 {
-		return badUsage(fs, "want one job ID, got %d arguments", fs.NArg())
-	}
-	api, err := cf.client()
-	if err != nil {
+	if err := cf.parse(args, true); err != nil {
 		return err
 	}
 	path := "/v1/jobs/" + url.PathEscape(fs.Arg(0))
 	var out []byte
-	if err := api.Get(ctx, path+"/result", &out); err != nil {
+	if err := cf.get(ctx, path+"/result", &out); err != nil {
 		return err
 	}
 	if !cf.json {
@@ -52,7 +34,7 @@ Flags:
 		return err
 	}
 	var j history.Job
-	if err := api.Get(ctx, path, &j); err != nil {
+	if err := cf.get(ctx, path, &j); err != nil {
 		return err
 	}
 	return printJSON(os.Stdout, struct {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"os"
 	"text/tabwriter"
@@ -16,10 +15,7 @@ type StatusCommand struct{}
 
 // Run executes the command.
 func (c *StatusCommand) Run(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("gridnode status", flag.ContinueOnError)
-	cf := addControlFlags(fs)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `Usage: gridnode status [flags]
+	_, cf := newControlFlags("status", `Usage: gridnode status [flags]
 
 Prints the daemon's health at a glance: its peer ID, addresses and reachability (public,
 nat, nat-punch, relayed, loopback), connected peers and the DHT's routing table, slots
@@ -27,32 +23,19 @@ busy and free, the donor's policy, whether it is paused, the store against its q
 CPU seconds donated and jobs run (all time, from the history), and uptime. When
 something may keep jobs from arriving (not announced yet, no peers, paused, a busy
 machine, behind NAT without a relay), it says so, most likely first.
-
-`+controlHelp+`
-With --json, the object of GET /v1/status: api_version, peer_id, addrs, reachability,
+`, `With --json, the object of GET /v1/status: api_version, peer_id, addrs, reachability,
 connected_peers, routing_table, worker, announced, arch, slots_busy, slots_free, policy
 {slots, slots_per_peer, limits {cpu_ms, wall_ms, memory, stack, output, binary},
 max_input, max_load, hours, cpu_share}, paused, load, load_paused, off_hours, next_window,
 store_used_bytes, store_quota_bytes, cpu_seconds_donated, jobs_run, history {jobs_run,
 jobs_run_ok, cpu_ms_donated, jobs_submitted, jobs_accepted, since}, history_dropped,
 started, uptime_seconds, reasons.
-
-Flags:
 `)
-		fs.PrintDefaults()
-	}
-	if err := parseArgs(fs, args); err != nil {
-		return usageErr(err)
-	}
-	if fs.NArg() > 0 {
-		return badUsage(fs, "no arguments expected, got %q", fs.Args())
-	}
-	api, err := cf.client()
-	if err != nil {
+	if err := cf.parse(args, false); err != nil {
 		return err
 	}
 	var st node.Status
-	if err := api.Get(ctx, "/v1/status", &st); err != nil {
+	if err := cf.get(ctx, "/v1/status", &st); err != nil {
 		return err
 	}
 	if cf.json {

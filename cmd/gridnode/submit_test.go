@@ -1,18 +1,15 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/gridnode/gridnode/jobs"
 )
@@ -21,46 +18,8 @@ import (
 // submit to it: its bootstrap address, and its honest nodes as trusted peers.
 func startTestnet(t *testing.T, bin string, n int) []string {
 	t.Helper()
-	dir := filepath.Join(t.TempDir(), "net")
-	tn := exec.Command(bin, "testnet", "-n", fmt.Sprint(n), "--dir", dir)
-	tn.Stderr = os.Stderr
-	stdout, err := tn.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := tn.Start(); err != nil {
-		t.Fatal(err)
-	}
-	bootc := make(chan string, 1)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if a, ok := strings.CutPrefix(sc.Text(), "bootstrap: "); ok {
-				bootc <- a
-			}
-		}
-		tn.Wait()
-	}()
-	t.Cleanup(func() {
-		tn.Process.Signal(os.Interrupt)
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			tn.Process.Kill()
-			<-done
-		}
-	})
-	select {
-	case boot := <-bootc:
-		return []string{"--bootstrap", boot, "--trust-file", filepath.Join(dir, "trusted-peers")}
-	case <-done:
-		t.Fatal("testnet exited before it printed its bootstrap address")
-	case <-time.After(60 * time.Second):
-		t.Fatal("testnet printed no bootstrap address within 60s")
-	}
-	return nil
+	_, _, flags := startTestnetDir(t, bin, n)
+	return flags
 }
 
 // run runs the built binary with stdin and returns stdout, stderr and the exit code.

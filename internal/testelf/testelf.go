@@ -31,9 +31,9 @@ func Exit0(pad []byte) []byte {
 	note := []byte("\x09\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00gridnode\x00\x00\x00\x00")
 	copy(b[noteOff:], note)
 	n := noteOff + uint64(len(note))
-	putPhdr(b, 0, 1, 4, 0, base, n, n, page)
-	putPhdr(b, 1, 1, 5, page, base+page, uint64(len(code)), uint64(len(code)), page)
-	putPhdr(b, 2, 4, 4, noteOff, base+noteOff, uint64(len(note)), uint64(len(note)), page)
+	PutPhdr(b, 0, 1, 4, 0, base, n, n, page)
+	PutPhdr(b, 1, 1, 5, page, base+page, uint64(len(code)), uint64(len(code)), page)
+	PutPhdr(b, 2, 4, 4, noteOff, base+noteOff, uint64(len(note)), uint64(len(note)), page)
 	copy(b[page:], code)
 	if err := sandbox.Validate(b, sandbox.Limits{MaxBinary: int64(len(b))}); err != nil {
 		panic(fmt.Sprintf("testelf: the sandbox refuses the job: %v", err))
@@ -41,8 +41,8 @@ func Exit0(pad []byte) []byte {
 	return b
 }
 
-// putPhdr writes program header i of a 64-bit ELF whose table follows its 64-byte header.
-func putPhdr(b []byte, i int, typ, flags uint32, off, vaddr, filesz, memsz, align uint64) {
+// PutPhdr writes program header i of a 64-bit ELF whose table follows its 64-byte header.
+func PutPhdr(b []byte, i int, typ, flags uint32, off, vaddr, filesz, memsz, align uint64) {
 	p := b[64+i*56:]
 	le := binary.LittleEndian
 	le.PutUint32(p, typ)
