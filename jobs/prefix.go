@@ -1,8 +1,6 @@
 package jobs
 
 import (
-	"net/netip"
-
 	"github.com/gridnode/gridnode/internal/netprefix"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
@@ -28,27 +26,8 @@ func netPrefix(a ma.Multiaddr, p peer.ID) string {
 	if !ok {
 		return a.String()
 	}
-	addr = embeddedIPv4(addr)
 	if addr.IsLoopback() {
 		return "loopback " + p.String()
 	}
 	return netprefix.Of(addr).String()
-}
-
-var (
-	sixToFour = netip.MustParsePrefix("2002::/16")
-	nat64     = netip.MustParsePrefix("64:ff9b::/96")
-)
-
-// embeddedIPv4 returns the IPv4 address a 6to4 or NAT64 address carries, else a.
-func embeddedIPv4(a netip.Addr) netip.Addr {
-	b := a.As16()
-	switch {
-	case !a.Is6():
-	case sixToFour.Contains(a):
-		return netip.AddrFrom4([4]byte{b[2], b[3], b[4], b[5]})
-	case nat64.Contains(a):
-		return netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]})
-	}
-	return a
 }
