@@ -198,6 +198,13 @@ func NewSubmitter(cfg SubmitterConfig) (*Submitter, error) {
 	return s, nil
 }
 
+// TrustedCount is how many workers the submitter trusts.
+func (s *Submitter) TrustedCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.trusted)
+}
+
 // Trust adds workers whose replicas anchor every quorum from now on.
 func (s *Submitter) Trust(ps ...peer.ID) {
 	s.mu.Lock()

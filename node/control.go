@@ -243,6 +243,7 @@ func (n *Node) Resume() (PauseState, error) {
 
 // controlRoutes adds the control API to mux.
 func (n *Node) controlRoutes(mux *http.ServeMux) {
+	n.configRoutes(mux)
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, n.Status()) })
 	mux.HandleFunc("GET /v1/peers", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, n.Peers()) })
 	mux.HandleFunc("GET /v1/jobs", func(w http.ResponseWriter, r *http.Request) {
