@@ -184,26 +184,25 @@ func (k *Keeper) noteRan(r ran) {
 // name the job, input, CPU time and receipt of a job this worker ran for that submitter.
 // One record is kept per receipt: a replay is ErrReplay.
 func (k *Keeper) Accept(from peer.ID, env []byte) (Record, error) {
-	c, err := protocol.OpenCredit(env)
-	switch {
-	case err != nil:
+	// What could never be kept is refused before the signature is checked: the sender
+	// chooses its key (RSA up to 8192 bits) and may resend one envelope without end.
+	c, err := protocol.PeekCredit(env)
+	if err != nil {
 		return Record{}, fmt.Errorf("%w: %v", ErrForged, err)
-	case c.Submitter != from:
-		return Record{}, fmt.Errorf("%w: signed by %s, sent by %s", ErrForged, c.Submitter, from)
-	case c.Worker != k.self:
-		return Record{}, fmt.Errorf("%w: %s", ErrNotMine, c.Worker)
-	case !c.Accepted:
-		return Record{}, ErrNotAccepted
 	}
-	h := string(c.ReceiptSHA256)
+	k.mu.Lock()
+	err = k.check(from, c, false)
+	k.mu.Unlock()
+	if err != nil {
+		return Record{}, err
+	}
+	if c, err = protocol.OpenCredit(env); err != nil {
+		return Record{}, fmt.Errorf("%w: %v", ErrForged, err)
+	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	r, ok := k.ran[h]
-	if !ok || r.submitter != c.Submitter || r.job != c.JobCID.String() || r.input != c.InputCID.String() || r.cpuMs != c.CPU.Milliseconds() {
-		return Record{}, fmt.Errorf("%w: job %s, input %s, receipt %x", ErrNotRun, c.JobCID, c.InputCID, c.ReceiptSHA256)
-	}
-	if k.have[h] {
-		return Record{}, fmt.Errorf("%w: receipt %x", ErrReplay, c.ReceiptSHA256)
+	if err := k.check(from, c, true); err != nil {
+		return Record{}, err
 	}
 	rec := RecordOf(c, env, time.Now())
 	v, err := json.Marshal(rec)
@@ -214,8 +213,31 @@ func (k *Keeper) Accept(from peer.ID, env []byte) (Record, error) {
 	if err != nil {
 		return Record{}, fmt.Errorf("keep credit: %w", err)
 	}
-	k.add(kept{seq: seq, submitter: rec.Submitter, receiptHash: h})
+	k.add(kept{seq: seq, submitter: rec.Submitter, receiptHash: string(c.ReceiptSHA256)})
 	return rec, k.retain(rec.Submitter)
+}
+
+// check refuses c from peer from unless it names this worker, was accepted, and matches a
+// receipt this worker sealed for from, and with replay, no record is kept for it yet.
+// Preconditions: k.mu is held.
+func (k *Keeper) check(from peer.ID, c *protocol.Credit, replay bool) error {
+	switch {
+	case c.Submitter != from:
+		return fmt.Errorf("%w: signed by %s, sent by %s", ErrForged, c.Submitter, from)
+	case c.Worker != k.self:
+		return fmt.Errorf("%w: %s", ErrNotMine, c.Worker)
+	case !c.Accepted:
+		return ErrNotAccepted
+	}
+	h := string(c.ReceiptSHA256)
+	r, ok := k.ran[h]
+	if !ok || r.submitter != c.Submitter || r.job != c.JobCID.String() || r.input != c.InputCID.String() || r.cpuMs != c.CPU.Milliseconds() {
+		return fmt.Errorf("%w: job %s, input %s, receipt %x", ErrNotRun, c.JobCID, c.InputCID, c.ReceiptSHA256)
+	}
+	if replay && k.have[h] {
+		return fmt.Errorf("%w: receipt %x", ErrReplay, c.ReceiptSHA256)
+	}
+	return nil
 }
 
 func (k *Keeper) add(e kept) {
@@ -252,6 +274,7 @@ func (k *Keeper) drop(i int) error {
 	}
 	k.order = slices.Delete(k.order, i, i+1)
 	delete(k.have, e.receiptHash)
+	delete(k.ran, e.receiptHash) // a dropped record is not kept again (a submitter past its bound would cycle them)
 	if k.perSub[e.submitter]--; k.perSub[e.submitter] <= 0 {
 		delete(k.perSub, e.submitter)
 	}

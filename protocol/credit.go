@@ -10,6 +10,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	p2pproto "github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/core/record"
+	recordpb "github.com/libp2p/go-libp2p/core/record/pb"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/gridnode/gridnode/cids"
@@ -100,6 +101,24 @@ func (c *Credit) UnmarshalRecord(b []byte) error {
 	out.Time = time.UnixMilli(m.TimeUnixMs)
 	*c = out
 	return nil
+}
+
+// PeekCredit returns the credit in envelope b without checking its signature, so that a
+// record that could never be kept is refused before paying for a verification; only
+// OpenCredit's answer is to be believed.
+func PeekCredit(b []byte) (*Credit, error) {
+	if len(b) > MaxEnvelope {
+		return nil, fmt.Errorf("%w: envelope of %d bytes", ErrTooLarge, len(b))
+	}
+	var e recordpb.Envelope
+	if err := proto.Unmarshal(b, &e); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadEnvelope, err)
+	}
+	c := new(Credit)
+	if err := c.UnmarshalRecord(e.GetPayload()); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // SealCredit signs c with key, the submitter's, and returns the envelope's bytes.
