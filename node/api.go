@@ -268,12 +268,7 @@ func (n *Node) APIHandler() http.Handler {
 // behind it.
 func LocalOnly(mux http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		host, _, err := net.SplitHostPort(r.Host)
-		if err != nil {
-			host = r.Host
-		}
-		if !loopbackHost(strings.Trim(host, "[]")) {
-			http.Error(w, "forbidden: Host must be localhost or a loopback address", http.StatusForbidden)
+		if !loopbackRequest(w, r) {
 			return
 		}
 		if _, ok := r.Header["Origin"]; ok {
@@ -288,6 +283,19 @@ func LocalOnly(mux http.Handler) http.Handler {
 		}
 		mux.ServeHTTP(w, r)
 	})
+}
+
+// loopbackRequest answers 403 and reports false unless r has a loopback Host.
+func loopbackRequest(w http.ResponseWriter, r *http.Request) bool {
+	host, _, err := net.SplitHostPort(r.Host)
+	if err != nil {
+		host = r.Host
+	}
+	if !loopbackHost(strings.Trim(host, "[]")) {
+		http.Error(w, "forbidden: Host must be localhost or a loopback address", http.StatusForbidden)
+		return false
+	}
+	return true
 }
 
 // requireToken refuses requests without "Authorization: Bearer tok".

@@ -177,10 +177,16 @@ func (n *Node) ServeMetrics(ln net.Listener) error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
-	n.serve(ln, mux, nil)
 	if a, ok := ln.Addr().(*net.TCPAddr); ok && a.IP.IsLoopback() {
+		// A web page reaches loopback through a DNS name rebound to it, with its own Host.
+		n.serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if loopbackRequest(w, r) {
+				mux.ServeHTTP(w, r)
+			}
+		}), nil)
 		n.log.Info("metrics listening", "addr", ln.Addr())
 	} else {
+		n.serve(ln, mux, nil)
 		n.log.Warn("metrics listening beyond loopback: whoever reaches it can read them", "addr", ln.Addr())
 	}
 	return nil
