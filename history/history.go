@@ -4,6 +4,7 @@
 package history
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -178,12 +179,23 @@ func Open(path string, opts Options) (*DB, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("history: %w", err)
 	}
-	bdb, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout})
+	bdb, err := openChecked(path, opts)
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("history %s: %w", path, ErrLocked)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("history %s: %w", path, err)
+	if err != nil && !errors.Is(err, bolterrors.ErrTimeout) {
+		// A damaged file (bbolt panics on corrupt pages: the daemon died at every start)
+		// is moved aside, and the history starts afresh.
+		aside := fmt.Sprintf("%s.damaged-%d", path, time.Now().Unix())
+		if rerr := os.Rename(path, aside); rerr != nil {
+			return nil, fmt.Errorf("history %s: %w (and moving it aside: %v)", path, err, rerr)
+		}
+		if opts.Logger != nil {
+			opts.Logger.Warn("history damaged: moved aside, starting afresh", "file", aside, "err", err)
+		}
+		if bdb, err = openChecked(path, opts); err != nil {
+			return nil, fmt.Errorf("history %s: %w", path, err)
+		}
 	}
 	err = bdb.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketJobs, bucketOutputs, bucketMeta} {
@@ -589,4 +601,48 @@ func cidString(c cid.Cid) string {
 		return ""
 	}
 	return c.String()
+}
+
+// walk reads every key of b and its nested buckets, and seeks each one, so that the
+// branch pages' keys (which a write reads) are read too.
+func walk(b *bolt.Bucket) error {
+	c := b.Cursor()
+	return b.ForEach(func(k, v []byte) error {
+		if sk, _ := c.Seek(k); !bytes.Equal(sk, k) {
+			return fmt.Errorf("key %x not found by seeking it", k)
+		}
+		if v == nil {
+			if sub := b.Bucket(k); sub != nil {
+				return walk(sub)
+			}
+		}
+		return nil
+	})
+}
+
+// openChecked opens the database and reads all of it, turning bbolt's panics on a damaged
+// file into an error.
+func openChecked(path string, opts Options) (db *bolt.DB, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			if db != nil {
+				db.Close()
+			}
+			db, err = nil, fmt.Errorf("damaged database: %v", r)
+		}
+	}()
+	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout})
+	if err != nil {
+		return nil, err
+	}
+	// Read every bucket and key here, in this goroutine, so that a page bbolt cannot read
+	// panics where it is recovered (tx.Check runs in a goroutine of its own).
+	err = db.View(func(tx *bolt.Tx) error {
+		return tx.ForEach(func(_ []byte, b *bolt.Bucket) error { return walk(b) })
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("damaged database: %w", err)
+	}
+	return db, nil
 }
