@@ -22,7 +22,8 @@ import (
 )
 
 // TestDashboardAuth asks a dashboard in front of a fake daemon what a browser tab of
-// another site, a rebound DNS name and a local user without the URL could ask.
+// another site, a rebound DNS name, a local user without the URL (or with it from the
+// browser's history, spent) and a server on another loopback port could ask.
 func TestDashboardAuth(t *testing.T) {
 	daemon := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
@@ -40,7 +41,74 @@ func TestDashboardAuth(t *testing.T) {
 	api := &node.APIClient{Addr: strings.TrimPrefix(daemon.URL, "http://"), Token: "daemon-token"}
 	addr := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8123}
 	d := newDashboard(api, addr)
-	cookie := &http.Cookie{Name: "gridnode-dashboard-8123", Value: d.token}
+	pre := d.prefix
+	if !strings.HasPrefix(pre, "/d/") || len(pre) != len("/d/")+32+1 || !strings.HasSuffix(pre, "/") {
+		t.Fatalf("got prefix %q, want /d/ and 32 hex digits and /", pre)
+	}
+	if u := d.url(); u != "http://127.0.0.1:8123"+pre+"?token="+d.token {
+		t.Fatalf("got URL %q", u)
+	}
+
+	// The URL's token, once: a cookie of another secret, only for the prefix, and a
+	// redirect that drops the token.
+	do := func(path string, c *http.Cookie) *httptest.ResponseRecorder {
+		r := httptest.NewRequest(http.MethodGet, "http://127.0.0.1:8123"+path, nil)
+		if c != nil {
+			r.AddCookie(c)
+		}
+		w := httptest.NewRecorder()
+		d.ServeHTTP(w, r)
+		return w
+	}
+	if w := do(pre+"?token="+strings.Repeat("0", len(d.token)), nil); w.Code != http.StatusUnauthorized || !strings.Contains(w.Body.String(), "open the URL") {
+		t.Errorf("a wrong token: got %d %s, want 401", w.Code, w.Body)
+	}
+	if w := do("/?token="+d.token, nil); w.Code != http.StatusNotFound || len(w.Result().Cookies()) != 0 {
+		t.Errorf("the token without the prefix: got %d, cookies %v, want 404 and none", w.Code, w.Result().Cookies())
+	}
+	w := do(pre+"?token="+d.token, nil)
+	if w.Code != http.StatusSeeOther || w.Header().Get("Location") != pre {
+		t.Fatalf("the URL: got %d to %q, want 303 to %s", w.Code, w.Header().Get("Location"), pre)
+	}
+	cs := w.Result().Cookies()
+	if len(cs) != 1 || cs[0].Name != "gridnode-dashboard-8123" || !cs[0].HttpOnly || cs[0].SameSite != http.SameSiteStrictMode {
+		t.Fatalf("got cookies %v, want gridnode-dashboard-8123, HttpOnly, SameSite=Strict", cs)
+	}
+	if cs[0].Path != pre {
+		t.Errorf("got the cookie's Path %q, want the prefix %s", cs[0].Path, pre)
+	}
+	if cs[0].Value == d.token || len(cs[0].Value) < 32 {
+		t.Errorf("got the cookie %q, want a secret other than the URL's token %q", cs[0].Value, d.token)
+	}
+	cookie := &http.Cookie{Name: cs[0].Name, Value: cs[0].Value}
+	if w := do(pre+"?token="+d.token, nil); w.Code != http.StatusUnauthorized || len(w.Result().Cookies()) != 0 {
+		t.Errorf("the URL again: got %d, cookies %v, want 401 and none", w.Code, w.Result().Cookies())
+	}
+	if w := do(pre+"?token="+d.token, cookie); w.Code != http.StatusUnauthorized {
+		t.Errorf("the URL again, with the cookie: got %d, want 401", w.Code)
+	}
+	// The secrets of the file a browser is opened on: only this user reads it.
+	t.Setenv("XDG_RUNTIME_DIR", t.TempDir())
+	dir, file, err := writeRedirect(d.url())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	for _, c := range []struct {
+		path string
+		mode os.FileMode
+	}{{dir, 0o700 | os.ModeDir}, {file, 0o600}} {
+		if fi, err := os.Stat(c.path); err != nil || fi.Mode() != c.mode {
+			t.Errorf("%s: got mode %v (%v), want %v", c.path, fi.Mode(), err, c.mode)
+		}
+	}
+	if filepath.Dir(dir) != os.Getenv("XDG_RUNTIME_DIR") {
+		t.Errorf("got the file in %s, want it in $XDG_RUNTIME_DIR", dir)
+	}
+	page, _ := os.ReadFile(file)
+	if !strings.Contains(string(page), `http-equiv="refresh" content="0;url=`+d.url()+`"`) {
+		t.Errorf("the file does not redirect to %s:\n%s", d.url(), page)
+	}
 
 	tests := []struct {
 		name   string
@@ -50,22 +118,24 @@ func TestDashboardAuth(t *testing.T) {
 		want   int
 		body   string // in the answer
 	}{
-		{"the URL sets the cookie", "/?token=" + d.token, nil, nil, http.StatusSeeOther, ""},
-		{"a wrong token", "/?token=" + strings.Repeat("0", len(d.token)), nil, nil, http.StatusUnauthorized, "open the URL"},
-		{"no token", "/", nil, nil, http.StatusUnauthorized, ""},
-		{"no token for data", "/v1/status", nil, nil, http.StatusUnauthorized, ""},
-		{"no token for assets", "/static/app.js", nil, nil, http.StatusUnauthorized, ""},
-		{"the page", "/", cookie, nil, http.StatusOK, "<title>gridnode</title>"},
-		{"an asset", "/static/app.js", cookie, nil, http.StatusOK, "REFRESH_MS"},
-		{"no listing", "/static/", cookie, nil, http.StatusNotFound, ""},
-		{"status", "/v1/status", cookie, nil, http.StatusOK, `"api_version":1`},
-		{"bearer token", "/v1/status", nil, map[string]string{"Authorization": "Bearer " + d.token}, http.StatusOK, `"api_version"`},
-		{"the daemon's error", "/v1/jobs?limit=0", cookie, nil, http.StatusBadRequest, "bad request: limit"},
-		{"no credit", "/v1/credit", cookie, nil, http.StatusNoContent, ""},
-		{"not a data path", "/v1/pause", cookie, nil, http.StatusNotFound, ""},
-		{"a post", "/v1/status", cookie, map[string]string{"method": "POST", "Content-Type": "application/json"}, http.StatusMethodNotAllowed, ""},
-		{"another site", "/v1/status", cookie, map[string]string{"Origin": "http://evil.example"}, http.StatusForbidden, ""},
-		{"a rebound name", "/v1/status", cookie, map[string]string{"Host": "evil.example:8123"}, http.StatusForbidden, ""},
+		{"no cookie", pre, nil, nil, http.StatusUnauthorized, ""},
+		{"no cookie for data", pre + "v1/status", nil, nil, http.StatusUnauthorized, ""},
+		{"no cookie for assets", pre + "static/app.js", nil, nil, http.StatusUnauthorized, ""},
+		{"the URL's token as the cookie", pre + "v1/status", &http.Cookie{Name: cookie.Name, Value: d.token}, nil, http.StatusUnauthorized, ""},
+		{"the page", pre, cookie, nil, http.StatusOK, "<title>gridnode</title>"},
+		{"an asset", pre + "static/app.js", cookie, nil, http.StatusOK, "REFRESH_MS"},
+		{"no listing", pre + "static/", cookie, nil, http.StatusNotFound, ""},
+		{"status", pre + "v1/status", cookie, nil, http.StatusOK, `"api_version":1`},
+		{"not without the prefix", "/v1/status", cookie, nil, http.StatusNotFound, ""},
+		{"not under another prefix", "/d/" + strings.Repeat("0", 32) + "/v1/status", cookie, nil, http.StatusNotFound, ""},
+		{"no bearer token", pre + "v1/status", nil, map[string]string{"Authorization": "Bearer " + d.token}, http.StatusUnauthorized, ""},
+		{"no bearer session", pre + "v1/status", nil, map[string]string{"Authorization": "Bearer " + cookie.Value}, http.StatusUnauthorized, ""},
+		{"the daemon's error", pre + "v1/jobs?limit=0", cookie, nil, http.StatusBadRequest, "bad request: limit"},
+		{"no credit", pre + "v1/credit", cookie, nil, http.StatusNoContent, ""},
+		{"not a data path", pre + "v1/pause", cookie, nil, http.StatusNotFound, ""},
+		{"a post", pre + "v1/status", cookie, map[string]string{"method": "POST", "Content-Type": "application/json"}, http.StatusMethodNotAllowed, ""},
+		{"another site", pre + "v1/status", cookie, map[string]string{"Origin": "http://evil.example"}, http.StatusForbidden, ""},
+		{"a rebound name", pre + "v1/status", cookie, map[string]string{"Host": "evil.example:8123"}, http.StatusForbidden, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -94,12 +164,6 @@ func TestDashboardAuth(t *testing.T) {
 			}
 			if csp := w.Header().Get("Content-Security-Policy"); !strings.HasPrefix(csp, "default-src 'self'") {
 				t.Errorf("got CSP %q, want default-src 'self'", csp)
-			}
-			if tt.want == http.StatusSeeOther {
-				c := w.Result().Cookies()
-				if len(c) != 1 || c[0].Name != cookie.Name || c[0].Value != d.token || !c[0].HttpOnly || c[0].SameSite != http.SameSiteStrictMode {
-					t.Errorf("got cookies %v, want %s=token, HttpOnly, SameSite=Strict", c, cookie.Name)
-				}
 			}
 		})
 	}
@@ -163,6 +227,16 @@ func TestDashboardChromium(t *testing.T) {
 		before = v
 		return err == nil && v.Conn == "live"
 	})
+	// The address bar, and so the history, keeps no token: it is spent, and refused again.
+	var href string
+	if err := p.eval(ctx, "location.href", &href); err != nil || strings.Contains(href, "token") || !strings.HasPrefix(url, href+"?token=") {
+		t.Errorf("got the page at %q (%v), want the printed URL %s without its token", href, err, url)
+	}
+	if r, err := http.Get(url); err != nil || r.StatusCode != http.StatusUnauthorized {
+		t.Errorf("the printed URL again: got %v (%v), want 401", r, err)
+	} else {
+		r.Body.Close()
+	}
 	st := statusOf(t, bin, data)
 	if before.PeerID != st.PeerID || before.JobsRun != fmt.Sprint(st.JobsRun) || before.Chart != 2 {
 		t.Errorf("got %+v, want peer %s, %d jobs run and a chart", before, st.PeerID, st.JobsRun)

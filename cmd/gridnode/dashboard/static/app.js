@@ -52,7 +52,8 @@ function outcome(j) {
   return j.signal ? j.status + " " + j.signal : j.status;
 }
 
-// get fetches a data path; null for 204 (a path the daemon does not have).
+// get fetches a data path, relative to the page (the dashboard serves under a random
+// path prefix); null for 204 (a path the daemon does not have).
 async function get(path) {
   const r = await fetch(path, { cache: "no-store" });
   if (r.status === 401) throw new Error("the dashboard's token is no longer valid: open the URL 'gridnode dashboard' printed");
@@ -244,10 +245,10 @@ let creditGone = false; // the daemon has no /v1/credit
 async function refresh() {
   try {
     const [st, jobs, peers, credit] = await Promise.all([
-      get("/v1/status"),
-      get("/v1/jobs?limit=200").catch(() => ({ jobs: [] })), // a node without a history
-      get("/v1/peers"),
-      creditGone ? null : get("/v1/credit").catch(() => null),
+      get("v1/status"),
+      get("v1/jobs?limit=200").catch(() => ({ jobs: [] })), // a node without a history
+      get("v1/peers"),
+      creditGone ? null : get("v1/credit").catch(() => null),
     ]);
     renderStatus(st);
     renderJobs(jobs.jobs || []);
