@@ -93,7 +93,7 @@ func TestKeeperBounds(t *testing.T) {
 		}
 		var b strings.Builder
 		for _, r := range rs {
-			b.WriteString(time.Duration(r.CPUUs * 1000).String() + " ")
+			b.WriteString(time.Duration(r.CPUUs*1000).String() + " ")
 		}
 		return b.String()
 	}

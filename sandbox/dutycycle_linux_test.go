@@ -7,8 +7,8 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"testing"
 	"sync"
+	"testing"
 	"time"
 )
 

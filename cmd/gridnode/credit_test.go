@@ -91,8 +91,8 @@ func TestCreditCommand(t *testing.T) {
 	line, _ := json.Marshal(rec)
 	os.WriteFile(tampered, append(append(b, line...), '\n'), 0o644)
 	for _, tt := range []struct {
-		args       []string
-		code       int
+		args        []string
+		code        int
 		out, errOut string
 	}{
 		{[]string{"credit", "--verify", export}, 0, "1 records check out, 0 do not", ""},
