@@ -1,7 +1,6 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
@@ -9,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"mime"
 	"net"
@@ -329,48 +327,9 @@ func SubmitAPI(ctx context.Context, addr string, req jobs.Request) (*jobs.Report
 // Submit submits req through the API and returns the daemon's report; the submit's own
 // failure is in the report (its Err), the error is for reaching the daemon.
 func (c *APIClient) Submit(ctx context.Context, req jobs.Request) (*jobs.ReportJSON, error) {
-	body, err := json.Marshal(req)
-	if err != nil {
-		return nil, err
-	}
-	tok := c.Token
-	if tok == "" && strings.Contains(c.Addr, "/") {
-		if _, serr := os.Stat(c.Addr); errors.Is(serr, os.ErrNotExist) {
-			return nil, fmt.Errorf("no daemon's API at %s: is 'gridnode run' running with this data dir (--data)?", c.Addr)
-		}
-		if tok, err = ReadAPIToken(filepath.Join(filepath.Dir(c.Addr), APITokenFile)); err != nil {
-			return nil, fmt.Errorf("api token beside the socket: %w", err)
-		}
-	}
-	client, url := http.DefaultClient, "http://"+c.Addr+"/v1/submit"
-	if strings.Contains(c.Addr, "/") {
-		var d net.Dialer
-		client = &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return d.DialContext(ctx, "unix", c.Addr)
-		}}}
-		url = "http://localhost/v1/submit"
-		defer client.CloseIdleConnections()
-	}
-	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	hr.Header.Set("Content-Type", "application/json")
-	if tok != "" {
-		hr.Header.Set("Authorization", "Bearer "+tok)
-	}
-	resp, err := client.Do(hr)
-	if err != nil {
-		return nil, fmt.Errorf("submit through %s: %w", c.Addr, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return nil, fmt.Errorf("submit through %s: %s", c.Addr, strings.TrimSpace(string(msg)))
-	}
 	var rep jobs.ReportJSON
-	if err := json.NewDecoder(resp.Body).Decode(&rep); err != nil {
-		return nil, fmt.Errorf("submit through %s: decode report: %w", c.Addr, err)
+	if err := c.Post(ctx, "/v1/submit", req, &rep); err != nil {
+		return nil, err
 	}
 	return &rep, nil
 }

@@ -16,11 +16,10 @@ import (
 const workersTTL = 2 * time.Second
 
 // workerCache holds recent non-empty FindWorkers answers by architecture and lets
-// concurrent submits share one lookup. Not wired into findWorkers yet: with lookups this
-// cheap, a client's concurrent submits open job streams faster than its own resource
-// manager allows per worker, and the submitter takes that local refusal for the worker's
-// and drops the worker from the job (TestManyJobs fails); it goes in with the submitter
-// treating network.ErrResourceLimitExceeded as BUSY.
+// concurrent submits share one lookup (findWorkers). It relies on the submitter taking its
+// own resource manager's refusal (network.ErrResourceLimitExceeded) as BUSY: with lookups
+// this cheap, concurrent submits open job streams faster than that manager allows per
+// worker.
 type workerCache struct {
 	ttl time.Duration
 	now func() time.Time
