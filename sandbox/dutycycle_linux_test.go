@@ -7,6 +7,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -23,6 +25,7 @@ func TestCPUQuota(t *testing.T) {
 	use := func(r Result) float64 { return r.CPUTime.Seconds() / r.WallTime.Seconds() }
 	for try := 1; ; try++ {
 		var free, capped Result
+		idle := idleCores()
 		var wg sync.WaitGroup
 		run := func(r *Runner, wall time.Duration, res *Result) {
 			wg.Go(func() {
@@ -38,6 +41,7 @@ func TestCPUQuota(t *testing.T) {
 		run(&Runner{}, wall, &free)
 		run(&Runner{CPUQuota: 0.5}, wall/2, &capped)
 		wg.Wait()
+		idled := idle()
 		if t.Failed() {
 			return
 		}
@@ -45,8 +49,12 @@ func TestCPUQuota(t *testing.T) {
 		t.Logf("uncapped: cpu %v wall %v; capped at 0.5: cpu %v wall %v; use ratio %.2f",
 			free.CPUTime, free.WallTime, capped.CPUTime, capped.WallTime, ratio)
 		if use(free) < 0.5 {
+			// SCHED_IDLE yields to any other load; with a core to spare it has no excuse.
+			if idled >= 1 {
+				t.Fatalf("the uncapped job used %.2f of a core while %.2f cores stood idle: something other than the machine's load held it", use(free), idled)
+			}
 			if try == 5 {
-				t.Skipf("the machine never gave the uncapped job half a core in %d tries: too busy to measure", try)
+				t.Skipf("the machine never gave the uncapped job half a core in %d tries, and never had a core idle (%.2f on the last): too busy to measure", try, idled)
 			}
 			continue
 		}
@@ -117,6 +125,41 @@ func TestDutyCycleKillStopped(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// idleCores starts a measure of the machine's idle CPU (/proc/stat's idle and iowait); the
+// function it returns says how many cores on average stood idle since. Without /proc/stat
+// it says 0, so a caller that fails only on idle cores never fails for want of it.
+func idleCores() func() float64 {
+	idle0, total0 := cpuTimes()
+	return func() float64 {
+		idle1, total1 := cpuTimes()
+		if total1 <= total0 {
+			return 0
+		}
+		return float64(idle1-idle0) / float64(total1-total0) * float64(runtime.NumCPU())
+	}
+}
+
+// cpuTimes returns the idle (idle + iowait) and total jiffies of /proc/stat's cpu line.
+func cpuTimes() (idle, total uint64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	fields := bytes.Fields(line)
+	if len(fields) < 6 {
+		return 0, 0
+	}
+	for i, f := range fields[1:min(len(fields), 9)] { // guest time (8, 9) is in user time already
+		n, _ := strconv.ParseUint(string(f), 10, 64)
+		total += n
+		if i == 3 || i == 4 {
+			idle += n
+		}
+	}
+	return idle, total
 }
 
 // procState is the state letter of /proc/PID/stat, 0 if there is none.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"time"
 )
 
 // ErrInheritedSeccomp is returned when this process itself runs under a seccomp filter (a
@@ -15,11 +16,14 @@ import (
 // end "exited 125", and workers that all end so would agree on it.
 var ErrInheritedSeccomp = errors.New("sandbox: this process already runs under a seccomp filter, under which the kernel refuses strict mode to its jobs: run gridnode without one (no SystemCallFilter, SystemCallArchitectures, MemoryDenyWriteExecute, RestrictNamespaces, ... in its systemd unit, no container seccomp profile; see contrib/gridnode.service)")
 
-// ownSeccomp caches CheckSeccomp's answer: a process can enter seccomp but never leave it,
-// so once filtered, always filtered; an unfiltered answer is asked again each time.
+// ownSeccomp caches CheckSeccomp's answer. A process can enter seccomp but never leave it,
+// so a filtered answer is kept for good; an unfiltered one is read again after binfmtTTL,
+// as the binfmt check is, so a check per job costs nothing measurable while a filter
+// installed later is still seen within a second.
 var ownSeccomp struct {
 	mu       sync.Mutex
 	filtered bool
+	at       time.Time // when /proc/self/status last said unfiltered; zero: never
 }
 
 // CheckSeccomp reports ErrInheritedSeccomp when this process runs under seccomp (its
@@ -29,6 +33,9 @@ func CheckSeccomp() error {
 	defer ownSeccomp.mu.Unlock()
 	if ownSeccomp.filtered {
 		return ErrInheritedSeccomp
+	}
+	if !ownSeccomp.at.IsZero() && time.Since(ownSeccomp.at) < binfmtTTL {
+		return nil
 	}
 	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
@@ -41,8 +48,10 @@ func CheckSeccomp() error {
 				ownSeccomp.filtered = true
 				return ErrInheritedSeccomp
 			}
-			return nil
+			break
 		}
 	}
-	return nil // a kernel without seccomp: the stub's prctl fails and says so
+	// No Seccomp line: a kernel without seccomp, where the stub's prctl fails and says so.
+	ownSeccomp.at = time.Now()
+	return nil
 }

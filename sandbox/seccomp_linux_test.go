@@ -1,3 +1,5 @@
+//go:build linux && amd64
+
 package sandbox
 
 import (
@@ -5,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"testing"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -38,5 +41,14 @@ func TestInheritedSeccompRefused(t *testing.T) {
 	res, err := (&Runner{}).Run(context.Background(), Job{Binary: genELF(asmExit(0), 0)}, Limits{})
 	if !errors.Is(err, ErrInheritedSeccomp) {
 		t.Fatalf("a job under an inherited filter: %+v, %v; want ErrInheritedSeccomp", res, err)
+	}
+	// The check is cached for Run's sake: a filter that appears after an unfiltered answer
+	// must still be seen within binfmtTTL.
+	ownSeccomp.filtered, ownSeccomp.at = false, time.Now()
+	for deadline := time.Now().Add(3 * binfmtTTL); !errors.Is(CheckSeccomp(), ErrInheritedSeccomp); {
+		if time.Now().After(deadline) {
+			t.Fatalf("a filter installed after an unfiltered answer not seen in %v", 3*binfmtTTL)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
