@@ -80,7 +80,7 @@ func TestControlAPI(t *testing.T) {
 	client.Trust(d.ID())
 
 	// The daemon runs a replica for the client (3 replicas on 3 workers) and submits a job.
-	waitFor(t, ctx, "the client to see 3 workers", func() bool {
+	waitUntil(t, 30*time.Second, "the client to see 3 workers", func() bool {
 		w, _ := client.FindWorkers(ctx, "linux/amd64")
 		return len(w) >= 3
 	})
@@ -95,7 +95,7 @@ func TestControlAPI(t *testing.T) {
 	}
 
 	var st Status
-	waitFor(t, ctx, "the status to count the job run", func() bool {
+	waitUntil(t, 30*time.Second, "the status to count the job run", func() bool {
 		if err := api.Get(ctx, "/v1/status", &st); err != nil {
 			t.Fatal(err)
 		}
@@ -272,18 +272,6 @@ func TestOneShotHistory(t *testing.T) {
 	}
 	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("a held history cost the submit %v", d)
-	}
-}
-
-// waitFor polls cond until it holds or ctx ends.
-func waitFor(t *testing.T, ctx context.Context, what string, cond func() bool) {
-	t.Helper()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out waiting for %s", what)
-		case <-time.After(20 * time.Millisecond):
-		}
 	}
 }
 

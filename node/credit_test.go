@@ -107,7 +107,7 @@ func TestCredit(t *testing.T) {
 	var kept0 credit.Record
 	for i, w := range ws[:2] {
 		var rs []credit.Record
-		waitFor(t, ctx, "worker's credit", func() bool {
+		waitUntil(t, 30*time.Second, "worker's credit", func() bool {
 			rs, err = w.Credit().Records()
 			return err == nil && len(rs) > 0
 		})

@@ -137,8 +137,8 @@ func (dialGater) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason
 
 // netPrefix names the network prefix of a's IP address, as netprefix.Of does: the /24 of
 // an IPv4 address, the /48 of an IPv6 one. Unlike jobs' replica diversity, a circuit address
-// is the relay's, loopback is one prefix and 6to4 and NAT64 addresses are not mapped to
-// their IPv4 ones. ok is false for an address without an IP.
+// is the relay's and loopback is one prefix (6to4 and NAT64 addresses count as their IPv4
+// ones, as there). ok is false for an address without an IP.
 func netPrefix(a multiaddr.Multiaddr) (string, bool) {
 	ip, ok := netprefix.IP(a)
 	if !ok {
