@@ -55,7 +55,7 @@ func TestTally(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tl := newTally(tt.quorum, true, true)
+			tl := newTally(tt.quorum, true)
 			for i, v := range tt.votes {
 				// Every vote anchored and from its own prefix: the counting alone.
 				if got, want := tl.add(vote{v: v, prefix: fmt.Sprint(i), anchored: true}), i == tt.acceptAt; got != want {

@@ -130,7 +130,7 @@ func (g *grid) withExtra(ais ...peer.AddrInfo) {
 // 3-agreement liar's "LIES", with no replica but the failed veteran's beside it.
 //
 // Fix: decide "alone" for the replica, not the job: when the adaptive worker's replica
-// does not count, go back to newTally(Quorum, distinct, true) (and first = Replicas) for
+// does not count, go back to newTally(Quorum, distinct) (and first = Replicas) for
 // the rest of the job; or only let a vote of the adaptive worker itself satisfy quorum 1.
 func TestReview78AdaptiveFallbackAcceptsAnyAnchor(t *testing.T) {
 	broken := RunnerFunc(func(context.Context, sandbox.Job, sandbox.Limits) (sandbox.Result, error) {

@@ -613,12 +613,12 @@ func (s *Submitter) dispatch(parent context.Context, j *job, cands []*candidate,
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	distinct := !j.SamePrefix
-	t := newTally(j.Quorum, distinct, true)
+	t := newTally(j.Quorum, distinct)
 	first := j.Replicas
 	var solo peer.ID // adaptive: the one worker trusted with the job alone
 	if c := cands[0]; j.Adaptive && c.anchor != "" && c.record.Agreed >= adaptiveAgreed && c.record.Disagreed == 0 && c.record.Contradicted == 0 {
 		if mrand.Float64() >= adaptiveCheck {
-			t, first, solo = newTally(1, false, true), 1, c.offer.Peer
+			t, first, solo = newTally(1, false), 1, c.offer.Peer
 			s.progress("adaptive: %s has %d agreements and none against; it runs the job alone", short(c.offer.Peer), c.record.Agreed)
 		} else {
 			// A check: the veteran's own word does not anchor the quorum that audits it.
@@ -707,7 +707,7 @@ func (s *Submitter) dispatch(parent context.Context, j *job, cands []*candidate,
 		if solo != "" && a.Worker == solo && t.accepted == nil {
 			// The veteran's replica did not count: the job is replicated as usual after all,
 			// and nobody else's word alone will do.
-			solo, t = "", newTally(j.Quorum, distinct, true)
+			solo, t = "", newTally(j.Quorum, distinct)
 			s.progress("adaptive: its replica did not count; replicating the job as usual")
 		}
 		for inflight < t.short() && launch() {

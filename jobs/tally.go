@@ -15,18 +15,17 @@ type count struct {
 }
 
 // tally counts replicas' verdicts until one is accepted: quorum votes (from distinct
-// network prefixes when distinct is set), at least one of them anchored when anchor is
-// set. It is pure, for testing.
+// network prefixes when distinct is set), at least one of them anchored. It is pure, for
+// testing.
 type tally struct {
 	quorum   int
 	distinct bool
-	anchor   bool
 	votes    map[Verdict]*count
 	accepted *Verdict
 }
 
-func newTally(quorum int, distinct, anchor bool) *tally {
-	return &tally{quorum: quorum, distinct: distinct, anchor: anchor, votes: make(map[Verdict]*count)}
+func newTally(quorum int, distinct bool) *tally {
+	return &tally{quorum: quorum, distinct: distinct, votes: make(map[Verdict]*count)}
 }
 
 // add counts x and reports whether its verdict has just been accepted. Votes after a
@@ -63,7 +62,7 @@ func (t *tally) counted(c *count) int {
 // need is how many more agreeing replicas c's verdict needs at least to be accepted.
 func (t *tally) need(c *count) int {
 	n := max(t.quorum-t.counted(c), 0)
-	if t.anchor && c.anchored == 0 {
+	if c.anchored == 0 {
 		n = max(n, 1)
 	}
 	return n
@@ -94,21 +93,11 @@ func (t *tally) short() int {
 // wantsAnchor reports whether some verdict has the votes of a quorum and lacks only an
 // anchored one: the next replica should go to an anchored worker.
 func (t *tally) wantsAnchor() bool {
-	if t.accepted != nil || !t.anchor {
+	if t.accepted != nil {
 		return false
 	}
 	for _, c := range t.votes {
 		if c.anchored == 0 && t.counted(c) >= t.quorum {
-			return true
-		}
-	}
-	return false
-}
-
-// anchoredVotes reports whether any vote so far was anchored.
-func (t *tally) anchoredVotes() bool {
-	for _, c := range t.votes {
-		if c.anchored > 0 {
 			return true
 		}
 	}

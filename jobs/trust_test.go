@@ -45,7 +45,7 @@ func TestTallyAnchorsAndPrefixes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tl := newTally(tt.quorum, tt.distinct, true)
+			tl := newTally(tt.quorum, tt.distinct)
 			for _, x := range tt.votes {
 				tl.add(x)
 			}
