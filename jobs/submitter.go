@@ -1043,6 +1043,7 @@ func checkReceipt(sealed []byte, p peer.ID, nonce []byte, j *job, output, stderr
 	if err != nil {
 		return nil, err
 	}
+	outCID, errCID := cids.Sum(output), cids.Sum(stderr) // once each: output is up to MaxOutput
 	switch {
 	case signer != p:
 		return nil, fmt.Errorf("signed by %s", signer)
@@ -1052,10 +1053,10 @@ func checkReceipt(sealed []byte, p peer.ID, nonce []byte, j *job, output, stderr
 		return nil, fmt.Errorf("job %s", r.JobCID)
 	case !r.InputCID.Equals(j.inputCID):
 		return nil, fmt.Errorf("input %s", r.InputCID)
-	case !r.OutputCID.Equals(cids.Sum(output)):
-		return nil, fmt.Errorf("output %s, received %s", r.OutputCID, cids.Sum(output))
-	case !r.StderrCID.Equals(cids.Sum(stderr)):
-		return nil, fmt.Errorf("stderr %s, received %s", r.StderrCID, cids.Sum(stderr))
+	case !r.OutputCID.Equals(outCID):
+		return nil, fmt.Errorf("output %s, received %s", r.OutputCID, outCID)
+	case !r.StderrCID.Equals(errCID):
+		return nil, fmt.Errorf("stderr %s, received %s", r.StderrCID, errCID)
 	}
 	return r, nil
 }

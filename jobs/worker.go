@@ -745,14 +745,16 @@ func (w *Worker) execute(ctx context.Context, sp *spec, in *streamInput) (*proto
 	}
 	stderr := r.Stderr[:min(len(r.Stderr), protocol.MaxStderr)]
 	w.log.Info("job done", "peer", sp.from, "job", sp.jobCID, "status", status, "exit_code", r.ExitCode, "signal", r.Signal)
+	// Each of output and stderr is hashed once: the verdict is what the receipt states.
+	v := Verdict{OutputCID: outputCID(r), StderrCID: cids.Sum(stderr), Status: status, ExitCode: r.ExitCode, Signal: protocol.Clean(r.Signal, protocol.MaxText)}
 	receipt, err := protocol.SealReceipt(&protocol.Receipt{
 		JobCID:    sp.jobCID,
 		InputCID:  sp.inputCID,
-		OutputCID: outputCID(r),
-		StderrCID: cids.Sum(stderr),
-		Status:    status,
-		ExitCode:  r.ExitCode,
-		Signal:    protocol.Clean(r.Signal, protocol.MaxText),
+		OutputCID: v.OutputCID,
+		StderrCID: v.StderrCID,
+		Status:    v.Status,
+		ExitCode:  v.ExitCode,
+		Signal:    v.Signal,
 		CPU:       r.CPUTime,
 		Wall:      r.WallTime,
 		Worker:    w.cfg.Host.ID(),
@@ -761,8 +763,7 @@ func (w *Worker) execute(ctx context.Context, sp *spec, in *streamInput) (*proto
 	if err != nil {
 		return nil, protocol.Errorf(protocol.Code_INTERNAL, "%v", err)
 	}
-	sp.verdict = Verdict{OutputCID: outputCID(r), StderrCID: cids.Sum(stderr), Status: status, ExitCode: r.ExitCode, Signal: protocol.Clean(r.Signal, protocol.MaxText)}
-	sp.cpu, sp.wall = r.CPUTime, r.WallTime
+	sp.verdict, sp.cpu, sp.wall = v, r.CPUTime, r.WallTime
 	return &protocol.JobResult{
 		Reason:  protocol.Clean(r.Reason, protocol.MaxReason),
 		Output:  r.Output,
