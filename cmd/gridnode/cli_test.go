@@ -51,11 +51,7 @@ func buildTestdata(t *testing.T, name string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := filepath.Join(t.TempDir(), name)
-	if r := gridnode(t, "", nil, "build", "-o", out, src); r.code != 0 {
-		t.Fatalf("build %s: exit %d\n%s", name, r.code, r.stderr)
-	}
-	return out
+	return buildJob(t, gridnodeBinary(t), name, src)
 }
 
 // TestBuildOutputName checks that build never writes over its source or another file that

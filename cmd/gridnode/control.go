@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gridnode/gridnode/jobs"
 	"github.com/gridnode/gridnode/node"
 )
 
@@ -95,17 +96,12 @@ func humanBytes(n int64) string {
 	return fmt.Sprintf("%.1f %s", f, units[i])
 }
 
-// outcome is a verdict in words, as jobs.Verdict.Outcome says it.
+// outcome is a verdict in words, as jobs.Verdict.Outcome says it, or "-" without one.
 func outcome(status string, exitCode int, signal string) string {
-	switch {
-	case status == "":
+	if status == "" {
 		return "-"
-	case status == "exited":
-		return fmt.Sprintf("exited %d", exitCode)
-	case signal != "":
-		return status + " " + signal
 	}
-	return status
+	return jobs.Verdict{Status: status, ExitCode: exitCode, Signal: signal}.Outcome()
 }
 
 // when is t in local time to the second, or "-".

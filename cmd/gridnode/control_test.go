@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,46 +20,8 @@ import (
 // nodes' data dirs) and process too.
 func startTestnetDir(t *testing.T, bin string, n int) (dir string, tn *exec.Cmd, flags []string) {
 	t.Helper()
-	dir = filepath.Join(t.TempDir(), "net")
-	tn = exec.Command(bin, "testnet", "-n", fmt.Sprint(n), "--dir", dir)
-	tn.Stderr = os.Stderr
-	stdout, err := tn.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := tn.Start(); err != nil {
-		t.Fatal(err)
-	}
-	bootc := make(chan string, 1)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if a, ok := strings.CutPrefix(sc.Text(), "bootstrap: "); ok {
-				bootc <- a
-			}
-		}
-		tn.Wait()
-	}()
-	t.Cleanup(func() {
-		tn.Process.Signal(os.Interrupt)
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			tn.Process.Kill()
-			<-done
-		}
-	})
-	select {
-	case boot := <-bootc:
-		return dir, tn, []string{"--bootstrap", boot, "--trust-file", filepath.Join(dir, "trusted-peers")}
-	case <-done:
-		t.Fatal("testnet exited before it printed its bootstrap address")
-	case <-time.After(60 * time.Second):
-		t.Fatal("testnet printed no bootstrap address within 60s")
-	}
-	return
+	p := startNet(t, bin, n)
+	return p.dir, p.cmd, p.gridFlags()
 }
 
 // TestControlCommands runs status, peers, jobs, job, result, pause and resume against a

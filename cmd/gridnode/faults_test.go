@@ -123,7 +123,13 @@ func (tn *netProcess) Stderr() string {
 // submit returns the command line of a submit to the testnet that trusts its honest nodes,
 // with args.
 func (tn *netProcess) submit(args ...string) []string {
-	return append([]string{"submit", "--bootstrap", tn.boot, "--trust-file", filepath.Join(tn.dir, node.TrustFile)}, args...)
+	return append(append([]string{"submit"}, tn.gridFlags()...), args...)
+}
+
+// gridFlags are the flags of a submit to the testnet: its bootstrap address, and its honest
+// nodes as trusted peers.
+func (tn *netProcess) gridFlags() []string {
+	return []string{"--bootstrap", tn.boot, "--trust-file", filepath.Join(tn.dir, node.TrustFile)}
 }
 
 // pid is node i's current process, or 0: the testnet's child whose command line names
