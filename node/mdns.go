@@ -18,8 +18,9 @@ import (
 	"github.com/libp2p/zeroconf/v2"
 	"github.com/miekg/dns"
 	"github.com/multiformats/go-multiaddr"
-	manet "github.com/multiformats/go-multiaddr/net"
 	"golang.org/x/net/ipv4"
+
+	"github.com/gridnode/gridnode/internal/netprefix"
 )
 
 // MDNSService is the DNS-SD service name gridnode nodes announce on the LAN; it differs
@@ -69,7 +70,24 @@ type lanPeer struct {
 }
 
 func newLANPeers() *lanPeers {
-	return &lanPeers{peers: make(map[peer.ID]*lanPeer), nets: interfaceNets}
+	return &lanPeers{peers: make(map[peer.ID]*lanPeer), nets: cachedNets(interfaceNets, lanIfacesMaxAge)}
+}
+
+// cachedNets returns nets' answer, asking it again once the answer is older than maxAge:
+// every mDNS answer a LAN host sends is checked against the subnets, and listing them
+// reads every interface's addresses from the kernel.
+func cachedNets(nets func() []netip.Prefix, maxAge time.Duration) func() []netip.Prefix {
+	var mu sync.Mutex
+	var at time.Time
+	var last []netip.Prefix
+	return func() []netip.Prefix {
+		mu.Lock()
+		defer mu.Unlock()
+		if at.IsZero() || time.Since(at) > maxAge {
+			at, last = time.Now(), nets()
+		}
+		return last
+	}
 }
 
 // lanInterface reports whether mDNS runs on ifc: up, multicast, neither loopback nor
@@ -121,21 +139,12 @@ func interfaceNets() []netip.Prefix {
 	return out
 }
 
-func ipOf(a multiaddr.Multiaddr) (netip.Addr, bool) {
-	ip, err := manet.ToIP(a)
-	if err != nil {
-		return netip.Addr{}, false
-	}
-	addr, ok := netip.AddrFromSlice(ip)
-	return addr.Unmap(), ok
-}
-
 // onLink reports whether a is a LAN address (private or link-local) inside one of nets.
 func onLink(a multiaddr.Multiaddr, nets []netip.Prefix) bool {
 	if reachOf(a) != ReachLAN || isRelayed(a) {
 		return false
 	}
-	addr, ok := ipOf(a)
+	addr, ok := netprefix.IP(a)
 	if !ok {
 		return false
 	}
@@ -160,7 +169,7 @@ func (l *lanPeers) found(ai peer.AddrInfo, now time.Time) (peer.AddrInfo, bool) 
 	if len(keep) == 0 {
 		return peer.AddrInfo{}, false
 	}
-	ip, _ := ipOf(keep[0])
+	ip, _ := netprefix.IP(keep[0])
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	p := l.peers[ai.ID]
@@ -368,7 +377,7 @@ func announceLAN(h host.Host, ifs []net.Interface) (*zeroconf.Server, error) {
 		if len(txts) < lanMaxAddrs {
 			txts = append(txts, "dnsaddr="+a.String()+"/p2p/"+h.ID().String())
 		}
-		if ip, ok := ipOf(a); ok && (ip.Is4() && !ip4 || ip.Is6() && !ip6) {
+		if ip, ok := netprefix.IP(a); ok && (ip.Is4() && !ip4 || ip.Is6() && !ip6) {
 			ip4, ip6 = ip4 || ip.Is4(), ip6 || ip.Is6()
 			ips = append(ips, ip.String())
 		}
@@ -501,7 +510,7 @@ func answerPeers(m *dns.Msg, from netip.Addr) []peer.AddrInfo {
 			if err != nil || len(ai.Addrs) != 1 {
 				continue
 			}
-			if ip, ok := ipOf(ai.Addrs[0]); !ok || ip != from {
+			if ip, ok := netprefix.IP(ai.Addrs[0]); !ok || ip != from {
 				continue
 			}
 			i := slices.IndexFunc(out, func(o peer.AddrInfo) bool { return o.ID == ai.ID })

@@ -319,3 +319,26 @@ func TestRelaysFoundOnTheGrid(t *testing.T) {
 		}
 	}
 }
+
+// TestCachedNets: the LAN subnets are listed once per maxAge, not once per mDNS answer.
+func TestCachedNets(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		maxAge time.Duration
+		want   int
+	}{
+		{"fresh", time.Hour, 1},
+		{"always stale", -1, 3},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			calls := 0
+			nets := cachedNets(func() []netip.Prefix { calls++; return nil }, tt.maxAge)
+			for range 3 {
+				nets()
+			}
+			if calls != tt.want {
+				t.Errorf("got %d listings, want %d", calls, tt.want)
+			}
+		})
+	}
+}
