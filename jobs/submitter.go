@@ -806,7 +806,7 @@ func (s *Submitter) noteAudit(j *job, t *tally, rep *Report) {
 	}
 	var mine *Verdict
 	for _, r := range rep.Replicas {
-		if r.Worker == j.audited && r.Err == nil || (r.Worker == j.audited && errors.Is(r.Err, ErrDisagrees)) {
+		if r.Worker == j.audited && (r.Err == nil || errors.Is(r.Err, ErrDisagrees)) {
 			mine = &r.Verdict
 		}
 	}
@@ -840,10 +840,13 @@ func (s *Submitter) noQuorum(parent context.Context, j *job, t *tally, rep *Repo
 	}
 	var lines []string
 	for _, r := range rep.Replicas {
-		if r.Err != nil {
+		switch {
+		case r.Err != nil:
 			lines = append(lines, fmt.Sprintf("%s: %v", r.name(), r.Err))
-		} else {
-			lines = append(lines, fmt.Sprintf("%s: %s%s", r.name(), r.Outcome(), map[bool]string{true: " (" + r.Anchor + ")", false: " (a stranger)"}[r.Anchor != ""]))
+		case r.Anchor != "":
+			lines = append(lines, fmt.Sprintf("%s: %s (%s)", r.name(), r.Outcome(), r.Anchor))
+		default:
+			lines = append(lines, fmt.Sprintf("%s: %s (a stranger)", r.name(), r.Outcome()))
 		}
 	}
 	msg := fmt.Sprintf("%s answered, the most that agreed was %d of %d needed", plural(len(rep.Replicas), "replica"), t.best(), j.Quorum)

@@ -480,11 +480,12 @@ func (w *Worker) admit(req *protocol.JobRequest, from peer.ID) (*spec, error) {
 	}
 	sp := &spec{from: from, lim: lim, nonce: req.Nonce, inputSize: int64(req.InputSize), inline: req.InputInline, binSize: binSize}
 	sp.jobCID, _ = cids.Cast(req.JobCid) // checked by req.Check
-	sp.inputCID = cids.Sum(nil)
+	empty := cids.Sum(nil)
+	sp.inputCID = empty
 	if len(req.InputCid) > 0 {
 		sp.inputCID, _ = cids.Cast(req.InputCid)
 	}
-	if sp.inputSize == 0 && !sp.inputCID.Equals(cids.Sum(nil)) {
+	if sp.inputSize == 0 && !sp.inputCID.Equals(empty) {
 		return nil, protocol.Errorf(protocol.Code_BAD_REQUEST, "input %s of 0 bytes", sp.inputCID)
 	}
 	return sp, nil
