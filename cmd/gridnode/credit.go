@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -22,13 +21,7 @@ type CreditCommand struct{}
 
 // Run executes the command.
 func (c *CreditCommand) Run(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("gridnode credit", flag.ContinueOnError)
-	cf := addControlFlags(fs)
-	export := fs.String("export", "", "write the signed records to `FILE` as JSON lines ('-': stdout)")
-	verify := fs.String("verify", "", "check an export in `FILE` offline ('-': stdin); needs no daemon")
-	worker := fs.String("worker", "", "with --verify, also check that every record is for worker `PEERID`")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `Usage: gridnode credit [flags]
+	fs, cf := newControlFlags("credit", `Usage: gridnode credit [flags]
 
 Shows the CPU time this worker donated that submitters verified: after a quorum accepts a
 verdict, the submitter signs a credit record for each worker whose replica agreed (job,
@@ -41,21 +34,15 @@ and by day.
 line; anyone can check such a file with 'gridnode credit --verify FILE', which checks
 every signature and that each line says what its envelope does, and exits 125 if any does
 not.
-
-`+controlHelp+`
-With --json, the object of GET /v1/credit: records, cpu_seconds, by_submitter
+`, `With --json, the object of GET /v1/credit: records, cpu_seconds, by_submitter
 [{submitter, records, cpu_seconds}] (most first), by_day [{day, records, cpu_seconds}]
 (UTC, oldest first); --verify --json prints the same for the records that check out.
-
-Flags:
 `)
-		fs.PrintDefaults()
-	}
-	if err := parseArgs(fs, args); err != nil {
-		return usageErr(err)
-	}
-	if fs.NArg() > 0 {
-		return badUsage(fs, "no arguments expected, got %q", fs.Args())
+	export := fs.String("export", "", "write the signed records to `FILE` as JSON lines ('-': stdout)")
+	verify := fs.String("verify", "", "check an export in `FILE` offline ('-': stdin); needs no daemon")
+	worker := fs.String("worker", "", "with --verify, also check that every record is for worker `PEERID`")
+	if err := cf.parse(args, false); err != nil {
+		return err
 	}
 	if *verify != "" && *export != "" {
 		return badUsage(fs, "--verify and --export: choose one")
