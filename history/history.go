@@ -183,9 +183,10 @@ func Open(path string, opts Options) (*DB, error) {
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("history %s: %w", path, ErrLocked)
 	}
-	if err != nil && !errors.Is(err, bolterrors.ErrTimeout) {
+	if errors.Is(err, errDamaged) {
 		// A damaged file (bbolt panics on corrupt pages: the daemon died at every start)
-		// is moved aside, and the history starts afresh.
+		// is moved aside, and the history starts afresh. Other errors (permissions, a
+		// directory in the way) are the owner's to fix: they are returned.
 		aside := fmt.Sprintf("%s.damaged-%d", path, time.Now().Unix())
 		if rerr := os.Rename(path, aside); rerr != nil {
 			return nil, fmt.Errorf("history %s: %w (and moving it aside: %v)", path, err, rerr)
@@ -193,9 +194,10 @@ func Open(path string, opts Options) (*DB, error) {
 		if opts.Logger != nil {
 			opts.Logger.Warn("history damaged: moved aside, starting afresh", "file", aside, "err", err)
 		}
-		if bdb, err = openChecked(path, opts); err != nil {
-			return nil, fmt.Errorf("history %s: %w", path, err)
-		}
+		bdb, err = openChecked(path, opts)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("history %s: %w", path, err)
 	}
 	err = bdb.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketJobs, bucketOutputs, bucketMeta} {
@@ -620,19 +622,26 @@ func walk(b *bolt.Bucket) error {
 	})
 }
 
+// errDamaged marks a file bbolt cannot read: a recovered panic, a failed walk, or one of
+// its own content errors.
+var errDamaged = errors.New("damaged database")
+
 // openChecked opens the database and reads all of it, turning bbolt's panics on a damaged
-// file into an error.
+// file into an error that wraps errDamaged.
 func openChecked(path string, opts Options) (db *bolt.DB, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			if db != nil {
 				db.Close()
 			}
-			db, err = nil, fmt.Errorf("damaged database: %v", r)
+			db, err = nil, fmt.Errorf("%w: %v", errDamaged, r)
 		}
 	}()
 	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout})
-	if err != nil {
+	switch {
+	case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrVersionMismatch), errors.Is(err, bolterrors.ErrChecksum):
+		return nil, fmt.Errorf("%w: %w", errDamaged, err)
+	case err != nil:
 		return nil, err
 	}
 	// Read every bucket and key here, in this goroutine, so that a page bbolt cannot read
@@ -642,7 +651,7 @@ func openChecked(path string, opts Options) (db *bolt.DB, err error) {
 	})
 	if err != nil {
 		db.Close()
-		return nil, fmt.Errorf("damaged database: %w", err)
+		return nil, fmt.Errorf("%w: %w", errDamaged, err)
 	}
 	return db, nil
 }

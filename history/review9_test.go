@@ -75,3 +75,19 @@ func testCommand(t *testing.T, path string) *exec.Cmd {
 	cmd.Env = append(os.Environ(), "REVIEW9_CORRUPT="+path)
 	return cmd
 }
+
+// TestOpenKeepsAnUnreadableFile: only a damaged file is moved aside; a path Open cannot
+// use for another reason (here a directory) is an error, and nothing is renamed.
+func TestOpenKeepsAnUnreadableFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "h.db")
+	if err := os.Mkdir(path, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if h, err := Open(path, Options{}); err == nil {
+		h.Close()
+		t.Fatal("Open of a directory: got nil error")
+	}
+	if m, _ := filepath.Glob(path + ".damaged-*"); len(m) != 0 {
+		t.Fatalf("a directory in the way was moved aside as damaged: %v", m)
+	}
+}
