@@ -14,18 +14,24 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"golang.org/x/net/netutil"
 
+	"github.com/gridnode/gridnode/cids"
 	"github.com/gridnode/gridnode/jobs"
 	"github.com/gridnode/gridnode/protocol"
 	"github.com/gridnode/gridnode/sandbox"
+	"github.com/gridnode/gridnode/store"
 )
 
-// The local submit API lets `gridnode submit --api` go through a running daemon: POST
-// /v1/submit with a JSON jobs.Request, answered 200 with a jobs.ReportJSON (the shape of
+// The local submit API lets `gridnode submit` go through a running daemon: POST
+// /v1/submit with a JSON jobs.Request (APISubmit: or the CID of a binary stored before
+// with POST /v1/binaries), answered 200 with a jobs.ReportJSON (the shape of
 // `submit --json`) once the submit ran, whether it succeeded or not (the report then has
 // error and error_kind), or a non-2xx status and the error as text for a request that
 // could not be taken.
@@ -242,10 +248,19 @@ func (n *Node) closeAPI() {
 func (n *Node) APIHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/submit", func(w http.ResponseWriter, r *http.Request) {
-		var req jobs.Request
-		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, apiMaxBody)).Decode(&req); err != nil {
+		var body APISubmit
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, apiMaxBody)).Decode(&body); err != nil {
 			http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
 			return
+		}
+		req := body.Request
+		if body.JobCID != "" {
+			bin, status, err := n.storedBinary(r.Context(), body)
+			if err != nil {
+				http.Error(w, err.Error(), status)
+				return
+			}
+			req.Binary = bin
 		}
 		// The body is read; a job may run longer than apiReadTimeout, and the deadline
 		// left on the connection would end r.Context() when it passes.
@@ -256,9 +271,67 @@ func (n *Node) APIHandler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(jobs.JSON(rep, err))
 	})
+	mux.HandleFunc("POST /v1/binaries", func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			Binary []byte `json:"binary"`
+		}
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, apiMaxBody)).Decode(&body); err != nil {
+			http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		// Only what a worker would run is kept: the store holds validated binaries.
+		if _, err := jobs.CheckBinary(body.Binary, sandbox.Limits{}); err != nil {
+			http.Error(w, "binary: "+err.Error(), http.StatusUnprocessableEntity)
+			return
+		}
+		c, err := n.jobs.store.Put(r.Context(), body.Binary)
+		if err != nil {
+			http.Error(w, "store binary: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		writeJSON(w, APIBinary{JobCID: c.String(), Size: int64(len(body.Binary))})
+	})
 	n.controlRoutes(mux) // control.go
 	n.creditRoutes(mux)  // credit.go
 	return LocalOnly(mux)
+}
+
+// APISubmit is the body of POST /v1/submit: a jobs.Request, whose binary may instead be
+// named by JobCID, a binary this daemon holds (POST /v1/binaries stored it), so that a
+// batch sends a large binary once and not with every input.
+type APISubmit struct {
+	jobs.Request
+	JobCID string `json:"job_cid,omitempty"`
+}
+
+// APIBinary is the answer to POST /v1/binaries.
+type APIBinary struct {
+	JobCID string `json:"job_cid"`
+	Size   int64  `json:"size"`
+}
+
+// storedBinary is the binary body.JobCID names, from the store, with the HTTP status of
+// its error: 400 for a malformed request, 404 when the store does not hold it (never
+// stored, or evicted since: the client uploads it again).
+func (n *Node) storedBinary(ctx context.Context, body APISubmit) ([]byte, int, error) {
+	if len(body.Binary) > 0 {
+		return nil, http.StatusBadRequest, errors.New("bad request: give Binary or job_cid, not both")
+	}
+	c, err := cid.Decode(body.JobCID)
+	if err == nil {
+		err = cids.Check(c)
+	}
+	if err != nil {
+		return nil, http.StatusBadRequest, fmt.Errorf("bad request: job_cid %q: %w", body.JobCID, err)
+	}
+	bin, err := n.jobs.store.Get(ctx, c, sandbox.DefaultLimits().MaxBinary)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, http.StatusNotFound, fmt.Errorf("binary %s: not held by the daemon: upload it with POST /v1/binaries", c)
+	}
+	if err != nil {
+		return nil, http.StatusInternalServerError, fmt.Errorf("binary %s: %w", c, err)
+	}
+	return bin, 0, nil
 }
 
 // LocalOnly refuses what a web page or a rebound DNS name could send: a non-loopback Host,
@@ -327,9 +400,47 @@ func SubmitAPI(ctx context.Context, addr string, req jobs.Request) (*jobs.Report
 // Submit submits req through the API and returns the daemon's report; the submit's own
 // failure is in the report (its Err), the error is for reaching the daemon.
 func (c *APIClient) Submit(ctx context.Context, req jobs.Request) (*jobs.ReportJSON, error) {
+	return c.SubmitStored(ctx, APISubmit{Request: req})
+}
+
+// SubmitStored is Submit of an APISubmit, whose binary may be named by its CID: an
+// *APIError with Status 404 then means the daemon does not hold it (Upload it again).
+func (c *APIClient) SubmitStored(ctx context.Context, req APISubmit) (*jobs.ReportJSON, error) {
 	var rep jobs.ReportJSON
 	if err := c.Post(ctx, "/v1/submit", req, &rep); err != nil {
 		return nil, err
 	}
 	return &rep, nil
+}
+
+// Upload stores a job binary in the daemon, for SubmitStored, and returns its CID.
+func (c *APIClient) Upload(ctx context.Context, bin []byte) (string, error) {
+	var b APIBinary
+	if err := c.Post(ctx, "/v1/binaries", struct {
+		Binary []byte `json:"binary"`
+	}{bin}, &b); err != nil {
+		return "", err
+	}
+	return b.JobCID, nil
+}
+
+// JoinPeers lists the peers a one-shot client of data dir dir can join the grid through:
+// those of its bootstrap file, then the peers its daemon remembered (PeersFile), as full
+// /p2p/ multiaddrs, at most the files' bounds.
+func JoinPeers(dir string) ([]string, error) {
+	boot, remembered, _, err := loadPeerFiles(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, ai := range slices.Concat(boot, remembered) {
+		mas, err := peer.AddrInfoToP2pAddrs(&ai)
+		if err != nil {
+			continue
+		}
+		for _, a := range mas {
+			out = append(out, a.String())
+		}
+	}
+	return out, nil
 }

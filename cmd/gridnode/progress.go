@@ -114,6 +114,15 @@ func (s *submitPhase) status(now time.Time, elapsed time.Duration) string {
 	return fmt.Sprintf("[%s] %s", elapsed.Truncate(time.Second), ph)
 }
 
+// phaser is the state a status line shows: a submit's (submitPhase) or a batch's
+// (batchPhase).
+type phaser interface {
+	// update takes a progress line at now and reports whether to print it.
+	update(line string, now time.Time) (print bool)
+	// status is the status line at now, elapsed since the start.
+	status(now time.Time, elapsed time.Duration) string
+}
+
 // submitProgress writes a submit's progress to w: a status line on a terminal, else
 // plain lines.
 type submitProgress struct {
@@ -123,7 +132,7 @@ type submitProgress struct {
 	start time.Time
 
 	mu     sync.Mutex
-	st     submitPhase
+	st     phaser
 	drawn  time.Time // of the last redraw
 	text   string    // what it drew
 	shown  bool      // the status line is on the screen
@@ -139,7 +148,12 @@ const redrawEvery = 100 * time.Millisecond
 // newSubmitProgress writes to f: a status line when f is a terminal (and $TERM is not
 // "dumb"), else plain lines.
 func newSubmitProgress(f *os.File, replicas, quorum int) *submitProgress {
-	p := &submitProgress{w: f, start: time.Now(), st: submitPhase{replicas: replicas, quorum: quorum}}
+	return newProgress(f, &submitPhase{replicas: replicas, quorum: quorum})
+}
+
+// newProgress writes st's status line to f when f is a terminal, else plain lines.
+func newProgress(f *os.File, st phaser) *submitProgress {
+	p := &submitProgress{w: f, start: time.Now(), st: st}
 	if ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ); err == nil && os.Getenv("TERM") != "dumb" {
 		p.tty, p.width = true, int(ws.Col)
 		if p.width <= 0 {

@@ -1,0 +1,519 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gridnode/gridnode/cids"
+	"github.com/gridnode/gridnode/jobs"
+	"github.com/gridnode/gridnode/node"
+)
+
+// A batch: one binary, one verified job per file of a directory, run concurrently, each
+// result written beside the others as soon as it is accepted, so that an interrupted
+// batch loses nothing and a re-run does only what is left.
+
+// Jobs in flight at once: the default keeps a small grid's slots busy (a 5-node testnet
+// has 10, and R=2 takes two a job) without queueing much at its workers; the bound keeps
+// one batch from taking every connection of the daemon's API (apiMaxConns is 64).
+const (
+	defaultParallel = 8
+	maxParallel     = 32
+)
+
+// outcomeSuffix names a job's outcome file beside its output: NAME.outcome.json.
+const outcomeSuffix = ".outcome.json"
+
+// maxOutcomeFile bounds the outcome file a re-run reads: a report without its output
+// (stderr is at most 64 KiB, the replicas a few KiB each).
+const maxOutcomeFile = 4 << 20
+
+// batchHelp is the batch paragraph of submit --help.
+const batchHelp = `Batch (--inputs DIR --outputs DIR): one job for each regular file in the inputs
+directory (not its subdirectories, not hidden .files), that file's bytes as its stdin,
+the same binary for all (checked here once, and sent to the daemon once), at most
+--parallel at a time. For input NAME, an accepted result writes the output to
+OUTPUTS/NAME and then its outcome to OUTPUTS/NAME.outcome.json: the --json report of
+the job without the output (job_cid, input_cid, output_cid, status, exit_code,
+replicas and their receipts, ...), plus "input": NAME; a job that failed (no quorum,
+no workers, ...) writes only its outcome, with error and error_kind. Both files are
+written whole (a temporary file renamed into place): an interrupted batch (Ctrl-C, a
+crash) leaves no partial file. A re-run skips an input whose outcome has no error, the
+job_cid of this JOB, the input_cid of the input's bytes now, and an output file whose
+CID is its output_cid; everything else runs again. Refused before anything is sent:
+a missing directory, the outputs directory being the inputs directory, an input
+over the 16 MiB input limit or named *.outcome.json, a JOB that is not a valid job.
+Progress on stderr is a bar on a terminal, else a line per job; with --json, stdout
+gets a JSON line per job (the outcome, "skipped": true for one done before) and at the
+end one with "summary". The summary counts accepted jobs (by outcome), failed ones (by
+error_kind), those done before, the time and jobs/s. The exit status is 0 when every
+input has an accepted result that exited 0; else that of the first such input by name,
+as for one submit (130 for Ctrl-C, 124 for --timeout).
+`
+
+type batchConfig struct {
+	opts            submitOpts
+	req             jobs.Request
+	job             string
+	inputs, outputs string
+	parallel        int
+	asJSON          bool
+}
+
+// batchOutcome is an outcome file and a --json line: the report without its output.
+type batchOutcome struct {
+	Input   string `json:"input"`
+	Skipped bool   `json:"skipped,omitempty"` // --json only: an earlier run's result
+	*jobs.ReportJSON
+}
+
+// batchSummary is the last --json line.
+type batchSummary struct {
+	Summary struct {
+		Inputs    int            `json:"inputs"`
+		Accepted  map[string]int `json:"accepted"` // by outcome: "exited 0", "crashed SIGSEGV", ...
+		Failed    map[string]int `json:"failed"`   // by error_kind
+		Skipped   int            `json:"skipped"`  // done by an earlier run
+		NotRun    int            `json:"not_run"`  // interrupted before they ended
+		Seconds   float64        `json:"seconds"`
+		JobsPerS  float64        `json:"jobs_per_second"` // jobs run (skipped ones not) per second
+		ExitCode  int            `json:"exit_code"`
+		FirstFail string         `json:"first_failed,omitempty"` // the input the exit code is of
+	} `json:"summary"`
+}
+
+// runBatch runs the batch of c; see batchHelp.
+func runBatch(ctx context.Context, c batchConfig) error {
+	names, err := batchInputs(c.inputs, c.outputs)
+	if err != nil {
+		return err
+	}
+	bin, err := os.ReadFile(c.job)
+	if err != nil {
+		return err
+	}
+	if _, err := jobs.CheckBinary(bin, c.req.Limits); err != nil {
+		return fmt.Errorf("submit: %w", err)
+	}
+	b := &batch{batchConfig: c, bin: bin, jobCID: cids.Sum(bin).String(), names: names,
+		results: make([]*batchOutcome, len(names))}
+	b.phase = &batchPhase{total: len(names)}
+	b.p = newProgress(os.Stderr, b.phase)
+	defer b.p.Close()
+	start := time.Now()
+	err = b.run(ctx)
+	b.p.Close()
+	return b.finish(ctx, err, time.Since(start))
+}
+
+// batchInputs checks the batch's directories and lists its inputs, sorted; it refuses the
+// batch (every reason at once) rather than send part of it.
+func batchInputs(inputs, outputs string) ([]string, error) {
+	ifi, err := os.Stat(inputs)
+	if err == nil && !ifi.IsDir() {
+		err = errors.New("not a directory")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("--inputs %s: %w", inputs, err)
+	}
+	ofi, err := os.Stat(outputs)
+	if err == nil && !ofi.IsDir() {
+		err = errors.New("not a directory")
+	}
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("--outputs %s: no such directory: create it first (mkdir %s)", outputs, outputs)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("--outputs %s: %w", outputs, err)
+	}
+	if os.SameFile(ifi, ofi) {
+		return nil, fmt.Errorf("--outputs %s is the inputs directory: outputs would be taken for inputs; give another directory", outputs)
+	}
+	ents, err := os.ReadDir(inputs)
+	if err != nil {
+		return nil, fmt.Errorf("--inputs: %w", err)
+	}
+	var names, bad []string
+	for _, e := range ents {
+		name := e.Name()
+		if strings.HasPrefix(name, ".") {
+			continue
+		}
+		fi, err := os.Stat(filepath.Join(inputs, name)) // a symlink to a file is that file
+		switch {
+		case err != nil:
+			bad = append(bad, fmt.Sprintf("%s: %v", name, err))
+			continue
+		case !fi.Mode().IsRegular():
+			continue
+		case strings.HasSuffix(name, outcomeSuffix):
+			bad = append(bad, fmt.Sprintf("%s: named like an outcome file (*%s): rename it", name, outcomeSuffix))
+		case fi.Size() > jobs.DefaultMaxInput:
+			bad = append(bad, fmt.Sprintf("%s: %s, over the grid's %s input limit: workers refuse it", name, formatSize(fi.Size()), formatSize(jobs.DefaultMaxInput)))
+		}
+		names = append(names, name)
+	}
+	if len(bad) > 0 {
+		return nil, fmt.Errorf("--inputs %s: nothing sent:\n  %s", inputs, strings.Join(bad, "\n  "))
+	}
+	if len(names) == 0 {
+		return nil, fmt.Errorf("--inputs %s: no input files (regular files, not hidden)", inputs)
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+type batch struct {
+	batchConfig
+	bin    []byte
+	jobCID string
+	names  []string
+	phase  *batchPhase
+	p      *submitProgress
+
+	g      *grid
+	upload sync.Mutex // held while the binary is (re)sent to the daemon
+	stored string     // the daemon's CID of it; "" before the upload
+
+	out     sync.Mutex      // --json lines on stdout
+	results []*batchOutcome // by input; nil: not run (interrupted)
+}
+
+// run opens the grid and runs every input.
+func (b *batch) run(ctx context.Context) error {
+	g, err := b.opts.open(ctx, b.p.Line, nil)
+	if err != nil {
+		return err
+	}
+	defer g.Close()
+	b.g = g
+	if g.api != nil {
+		if err := b.uploadBinary(ctx, ""); err != nil {
+			return err
+		}
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(b.parallel, len(b.names)) {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				i := int(next.Add(1)) - 1
+				if i >= len(b.names) {
+					return
+				}
+				b.one(ctx, i)
+			}
+		})
+	}
+	wg.Wait()
+	return nil
+}
+
+// uploadBinary sends the binary to the daemon unless it was sent since stale, the CID of
+// a failed submit, was taken.
+func (b *batch) uploadBinary(ctx context.Context, stale string) error {
+	b.upload.Lock()
+	defer b.upload.Unlock()
+	if b.stored != stale {
+		return nil
+	}
+	c, err := b.g.api.Upload(ctx, b.bin)
+	if err != nil {
+		return fmt.Errorf("send the binary to the daemon: %w", err)
+	}
+	b.stored = c
+	return nil
+}
+
+// one runs input i, unless an earlier run did, and records its result.
+func (b *batch) one(ctx context.Context, i int) {
+	name := b.names[i]
+	b.phase.started()
+	in, err := readBounded(filepath.Join(b.inputs, name), jobs.DefaultMaxInput)
+	if err != nil {
+		b.record(ctx, i, jobs.JSON(nil, err), false)
+		return
+	}
+	if rep := b.done(name, in); rep != nil {
+		b.record(ctx, i, rep, true)
+		return
+	}
+	req := b.req
+	req.Input = in
+	var rep *jobs.ReportJSON
+	if b.g.api == nil {
+		req.Binary = b.bin
+		rep = b.g.submit(ctx, req)
+	} else {
+		rep = b.submitStored(ctx, req)
+	}
+	if rep.Err() != nil && ctx.Err() != nil {
+		b.phase.ended(nil) // interrupted: nothing recorded, a re-run does it
+		return
+	}
+	if rep.Err() == nil {
+		if err := writeAtomic(b.outputs, name, rep.Output); err != nil {
+			rep = jobs.JSON(nil, fmt.Errorf("write output: %w", err))
+		}
+	}
+	b.record(ctx, i, rep, false)
+}
+
+// submitStored submits req through the daemon with the binary it holds, sending it again
+// once if the daemon lost it (its store evicted it).
+func (b *batch) submitStored(ctx context.Context, req jobs.Request) *jobs.ReportJSON {
+	for try := 0; ; try++ {
+		b.upload.Lock()
+		c := b.stored
+		b.upload.Unlock()
+		rep, err := b.g.api.SubmitStored(ctx, node.APISubmit{Request: req, JobCID: c})
+		var ae *node.APIError
+		if errors.As(err, &ae) && ae.Status == 404 && try == 0 {
+			if err = b.uploadBinary(ctx, c); err == nil {
+				continue
+			}
+		}
+		if err != nil {
+			return jobs.JSON(nil, err)
+		}
+		return rep
+	}
+}
+
+// done returns the outcome an earlier run recorded for input name, whose bytes are now in,
+// if it is a verified result of this job for them whose output file is intact; else nil.
+func (b *batch) done(name string, in []byte) *jobs.ReportJSON {
+	raw, err := readBounded(filepath.Join(b.outputs, name+outcomeSuffix), maxOutcomeFile)
+	if err != nil {
+		return nil
+	}
+	var o batchOutcome
+	if json.Unmarshal(raw, &o) != nil || o.ReportJSON == nil || o.Err() != nil || o.OutputCID == "" ||
+		o.JobCID != b.jobCID || o.InputCID != cids.Sum(in).String() {
+		return nil
+	}
+	out, err := readBounded(filepath.Join(b.outputs, name), jobs.DefaultMaxInput)
+	if err != nil || cids.Sum(out).String() != o.OutputCID {
+		return nil
+	}
+	return o.ReportJSON
+}
+
+// record writes input i's outcome file (unless skipped, an earlier run's) and reports it.
+func (b *batch) record(ctx context.Context, i int, rep *jobs.ReportJSON, skipped bool) {
+	name := b.names[i]
+	rep.Output = nil
+	o := &batchOutcome{Input: name, ReportJSON: rep}
+	if !skipped {
+		raw, err := json.MarshalIndent(o, "", "  ")
+		if err == nil {
+			err = writeAtomic(b.outputs, name+outcomeSuffix, append(raw, '\n'))
+		}
+		if err != nil {
+			o = &batchOutcome{Input: name, ReportJSON: jobs.JSON(nil, fmt.Errorf("write outcome: %w", err))}
+		}
+	}
+	o.Skipped = skipped
+	b.results[i] = o
+	line := name + ": " + outcomeText(o.ReportJSON)
+	if skipped {
+		line += " (done before)"
+	}
+	if !skipped {
+		b.phase.ended(o.ReportJSON)
+	} else {
+		b.phase.skipped()
+	}
+	if !b.p.tty || batchFailed(o.ReportJSON) {
+		b.p.Line(line) // on a terminal the bar counts successes; failures are printed above it
+	}
+	if b.asJSON {
+		b.out.Lock()
+		json.NewEncoder(os.Stdout).Encode(o)
+		b.out.Unlock()
+	}
+}
+
+// finish prints the summary and returns the batch's result (see batchHelp).
+func (b *batch) finish(ctx context.Context, runErr error, took time.Duration) error {
+	var s batchSummary
+	sm := &s.Summary
+	sm.Inputs, sm.Accepted, sm.Failed = len(b.names), map[string]int{}, map[string]int{}
+	var first *batchOutcome
+	ran := 0
+	for _, o := range b.results {
+		switch {
+		case o == nil:
+			sm.NotRun++
+			continue
+		case o.Skipped:
+			sm.Skipped++
+		default:
+			ran++
+		}
+		switch {
+		case o.Skipped:
+		case o.Err() != nil:
+			sm.Failed[o.ErrorKind]++
+		default:
+			sm.Accepted[outcomeText(o.ReportJSON)]++
+		}
+		if first == nil && batchFailed(o.ReportJSON) {
+			first = o
+		}
+	}
+	sm.Seconds = took.Seconds()
+	if took > 0 {
+		sm.JobsPerS = float64(ran) / took.Seconds()
+	}
+	var err error
+	switch {
+	case runErr != nil:
+		err = runErr
+	case ctx.Err() != nil && sm.NotRun > 0:
+		err = reported{fmt.Errorf("batch: %w", ctx.Err())}
+	case first != nil:
+		sm.FirstFail = first.Input
+		err = jobExit(first.Status, first.ExitCode, first.Signal, first.Reason, first.Err(), true)
+	}
+	sm.ExitCode = exitCode(ctx, err)
+	if runErr == nil {
+		line := fmt.Sprintf("%d inputs: %d accepted%s, %d failed%s, %d done before", sm.Inputs,
+			sumCounts(sm.Accepted), countsText(sm.Accepted), sumCounts(sm.Failed), countsText(sm.Failed), sm.Skipped)
+		if sm.NotRun > 0 {
+			line += fmt.Sprintf(", %d not run (interrupted)", sm.NotRun)
+		}
+		line += fmt.Sprintf("; %d jobs in %v, %.1f jobs/s", ran, took.Round(time.Millisecond), sm.JobsPerS)
+		fmt.Fprintln(os.Stderr, "gridnode:", line)
+		if b.asJSON {
+			json.NewEncoder(os.Stdout).Encode(s)
+		}
+	}
+	return err
+}
+
+// batchFailed reports whether a job has no accepted result that exited 0.
+func batchFailed(rep *jobs.ReportJSON) bool {
+	return rep.Err() != nil || rep.Status != "exited" || rep.ExitCode != 0
+}
+
+// outcomeText says how a job ended: its verdict's outcome, or the error's kind and text.
+func outcomeText(rep *jobs.ReportJSON) string {
+	if err := rep.Err(); err != nil {
+		return rep.ErrorKind + ": " + err.Error()
+	}
+	return jobs.Verdict{Status: rep.Status, ExitCode: rep.ExitCode, Signal: rep.Signal}.Outcome()
+}
+
+func sumCounts(m map[string]int) (n int) {
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// countsText is " (3 exited 0, 1 exited 2)", most first; "" for none.
+func countsText(m map[string]int) string {
+	if len(m) == 0 {
+		return ""
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b string) int {
+		if m[a] != m[b] {
+			return m[b] - m[a]
+		}
+		return strings.Compare(a, b)
+	})
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%d %s", m[k], k)
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
+}
+
+// readBounded reads the file at path, refusing one over max bytes.
+func readBounded(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err == nil && int64(len(b)) > max {
+		err = fmt.Errorf("%s: over %s", path, formatSize(max))
+	}
+	return b, err
+}
+
+// writeAtomic writes dir/name whole or not at all: a temporary file in dir, renamed over
+// it. It is not synced: a file a system crash tore fails the re-run's CID check and its
+// job runs again.
+func writeAtomic(dir, name string, b []byte) error {
+	f, err := os.CreateTemp(dir, ".gridnode-tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name()) // after the rename there is nothing to remove
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), filepath.Join(dir, name))
+}
+
+// batchPhase is a batch's status line: a bar of the inputs ended and the counts.
+type batchPhase struct {
+	mu                               sync.Mutex
+	total, ok, failed, skip, running int
+}
+
+func (s *batchPhase) started() { s.mu.Lock(); s.running++; s.mu.Unlock() }
+func (s *batchPhase) skipped() { s.mu.Lock(); s.skip++; s.running--; s.mu.Unlock() }
+
+// ended counts a job that ended with rep (nil: interrupted, not counted).
+func (s *batchPhase) ended(rep *jobs.ReportJSON) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.running--
+	switch {
+	case rep == nil:
+	case batchFailed(rep):
+		s.failed++
+	default:
+		s.ok++
+	}
+}
+
+func (s *batchPhase) update(string, time.Time) bool { return true }
+
+func (s *batchPhase) status(_ time.Time, elapsed time.Duration) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	done := s.ok + s.failed + s.skip
+	const width = 20
+	filled := width * done / max(s.total, 1)
+	bar := strings.Repeat("#", filled) + strings.Repeat(".", width-filled)
+	rate := ""
+	if ran := s.ok + s.failed; ran > 0 && elapsed > 0 {
+		rate = fmt.Sprintf(", %.1f jobs/s", float64(ran)/elapsed.Seconds())
+	}
+	return fmt.Sprintf("[%s] [%s] %d/%d: %d ok, %d failed, %d done before, %d running%s",
+		elapsed.Truncate(time.Second), bar, done, s.total, s.ok, s.failed, s.skip, s.running, rate)
+}
