@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -50,6 +51,9 @@ type Config struct {
 	Mode            Mode
 	ProvideValidity time.Duration // default DefaultProvideValidity
 	BucketSize      int           // default the Kademlia default (20)
+	// ShardTarget is the number of worker records a shard key holds (shard.go); default
+	// ShardTarget. Simulations lower it to shard small grids.
+	ShardTarget int
 	// Dialable, if set, says which addresses from DHT messages (provider records, closer
 	// peers) to keep; the others never reach the peerstore. At most maxPeerAddrs are kept
 	// per peer.
@@ -67,7 +71,9 @@ type DHT struct {
 	h         host.Host
 	bootstrap []peer.AddrInfo
 	validity  time.Duration
-	bucket    int          // Kademlia's k: how many closest peers hold a record
+	bucket    int // Kademlia's k: how many closest peers hold a record
+	target    int // Config.ShardTarget
+	records   *providerStore
 	provide   chan cid.Cid // blobs to provide in the background (ProvideLater)
 	log       *slog.Logger
 
@@ -95,6 +101,9 @@ func New(ctx context.Context, h host.Host, cfg Config) (*DHT, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.ShardTarget <= 0 {
+		cfg.ShardTarget = ShardTarget
+	}
 	mode := kaddht.ModeAutoServer
 	switch cfg.Mode {
 	case ModeServer:
@@ -102,13 +111,14 @@ func New(ctx context.Context, h host.Host, cfg Config) (*DHT, error) {
 	case ModeClient:
 		mode = kaddht.ModeClient
 	}
+	store := newProviderStore(h.ID(), cfg.Logger)
 	opts := []kaddht.Option{
 		kaddht.ProtocolPrefix(ProtocolPrefix),
 		kaddht.Mode(mode),
 		// Expired records are collected every sixth of the validity (the default is an
 		// hour), so they do not hold a peer's share of the bounded store for long.
 		kaddht.ProviderManagerOpts(records.ProvideValidity(cfg.ProvideValidity), records.CleanupInterval(cfg.ProvideValidity/6)),
-		kaddht.ProviderDatastore(newProviderStore(h.ID(), cfg.Logger)),
+		kaddht.ProviderDatastore(store),
 		kaddht.DisableValues(),
 		kaddht.BootstrapPeers(cfg.Bootstrap...),
 	}
@@ -137,6 +147,8 @@ func New(ctx context.Context, h host.Host, cfg Config) (*DHT, error) {
 		bootstrap: cfg.Bootstrap,
 		validity:  cfg.ProvideValidity,
 		bucket:    cmp.Or(cfg.BucketSize, 20),
+		target:    cfg.ShardTarget,
+		records:   store,
 		provide:   make(chan cid.Cid, provideQueue),
 		moved:     make(chan struct{}),
 		log:       cfg.Logger,
@@ -151,6 +163,13 @@ func New(ctx context.Context, h host.Host, cfg Config) (*DHT, error) {
 
 // Size is the number of peers in the routing table.
 func (d *DHT) Size() int { return d.kad.RoutingTable().Size() }
+
+// ProviderRecords is the number of provider records this node holds for others and itself.
+func (d *DHT) ProviderRecords() int {
+	d.records.mu.Lock()
+	defer d.records.mu.Unlock()
+	return d.records.n
+}
 
 // Routes reports whether p is in the routing table.
 func (d *DHT) Routes(p peer.ID) bool { return d.kad.RoutingTable().Find(p) != "" }
@@ -253,14 +272,28 @@ func (d *DHT) Announce(ctx context.Context, ns string) error {
 // empty routing table) are retried with a backoff capped at 10 s. ready, if not nil, is
 // closed after the first successful announcement.
 func (d *DHT) AnnounceLoop(ns string, ready chan<- struct{}) {
+	d.announceLoop(func() []string { return []string{ns} }, ready)
+}
+
+// announceLoop is AnnounceLoop for the namespaces keys returns, which it asks again at
+// every look (at least every levelCheck): a change is announced at once.
+func (d *DHT) announceLoop(keys func() []string, ready chan<- struct{}) {
 	d.wg.Go(func() {
 		s := announceSchedule{bucket: d.bucket, every: d.validity / 3}
 		s.reset()
+		var last []string
 		for {
-			size := d.Size()
+			size, ns := d.Size(), keys()
+			if last != nil && !slices.Equal(ns, last) {
+				s.addrsChanged() // a new level: announce its keys now
+			}
 			if s.due(time.Now(), size) {
 				ctx, cancel := context.WithTimeout(d.ctx, time.Minute)
-				err := d.Announce(ctx, ns)
+				var errs []error
+				for _, k := range ns {
+					errs = append(errs, d.Announce(ctx, k))
+				}
+				err := errors.Join(errs...)
 				cancel()
 				if d.ctx.Err() != nil {
 					return
@@ -268,12 +301,15 @@ func (d *DHT) AnnounceLoop(ns string, ready chan<- struct{}) {
 				ok := err == nil && size > 0
 				s.done(time.Now(), size, ok)
 				d.log.Debug("announce", "ns", ns, "peers", size, "ok", ok, "err", err)
-				if ok && ready != nil {
-					close(ready)
-					ready = nil
+				if ok {
+					last = ns
+					if ready != nil {
+						close(ready)
+						ready = nil
+					}
 				}
 			}
-			t := time.NewTimer(s.wait(time.Now()))
+			t := time.NewTimer(min(s.wait(time.Now()), levelCheck))
 			select {
 			case <-d.ctx.Done():
 				t.Stop()
@@ -405,13 +441,23 @@ var providersQuiet = 300 * time.Millisecond
 // FindProviders lists the providers of c other than this node, resolving addresses of
 // providers the records did not carry any for.
 func (d *DHT) FindProviders(ctx context.Context, c cid.Cid) []peer.AddrInfo {
+	return d.findProviders(ctx, c, 0)
+}
+
+// findProviders is FindProviders ending the lookup once it has count providers; 0 lists
+// them all.
+func (d *DHT) findProviders(ctx context.Context, c cid.Cid, count int) []peer.AddrInfo {
 	var out []peer.AddrInfo
 	var unknown []peer.ID
 	lctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	quiet := time.AfterFunc(time.Hour, cancel)
 	defer quiet.Stop()
-	for ai := range d.kad.FindProvidersAsync(lctx, c, 0) {
+	n := max(count, 0)
+	if n > 0 {
+		n++ // this node may be one of them
+	}
+	for ai := range d.kad.FindProvidersAsync(lctx, c, n) {
 		quiet.Reset(providersQuiet)
 		if ai.ID == d.h.ID() {
 			continue

@@ -19,9 +19,15 @@ import (
 // and one per job binary it stores, renewed in place; a renewal of a record the store holds
 // is always taken. Records leave the store when the provider manager's GC deletes them after
 // the validity, which gives their peer room again.
+//
+// maxProviderRecordsPerKey bounds one key's records: identities cost nothing, and without
+// it Sybils could pile the whole store onto one key, so that every GET_PROVIDERS for it
+// made this node read and send them all. An honest key holds far fewer: a worker shard
+// about 2-4 × ShardTarget (shard.go), a job binary the workers that stored it.
 const (
 	maxProviderRecords        = 100_000
 	maxProviderRecordsPerPeer = 1024
+	maxProviderRecordsPerKey  = 1024
 )
 
 // providerStore is the provider manager's datastore with the bounds above. Records past a
@@ -32,11 +38,13 @@ type providerStore struct {
 	self    string // this node's key segment; its own records are bounded by what it stores
 	total   int
 	perPeer int
+	perKey  int
 	log     *slog.Logger
 
 	mu     sync.Mutex
 	n      int            // records held
 	byPeer map[string]int // records held per provider's key segment
+	byKey  map[string]int // records held per key (the record key's parent)
 }
 
 var _ ds.Batching = (*providerStore)(nil)
@@ -47,8 +55,10 @@ func newProviderStore(self peer.ID, log *slog.Logger) *providerStore {
 		self:     keySegment(self),
 		total:    maxProviderRecords,
 		perPeer:  maxProviderRecordsPerPeer,
+		perKey:   maxProviderRecordsPerKey,
 		log:      log,
 		byPeer:   make(map[string]int),
+		byKey:    make(map[string]int),
 	}
 }
 
@@ -64,13 +74,16 @@ func (s *providerStore) Put(ctx context.Context, k ds.Key, v []byte) error {
 	if ok, err := s.Batching.Has(ctx, k); err != nil || ok {
 		return s.Batching.Put(ctx, k, v) // a renewal
 	}
-	p := k.Name()
+	p, key := k.Name(), k.Parent().String()
 	if p != s.self {
-		if s.n >= s.total || s.byPeer[p] >= s.perPeer {
+		if s.n >= s.total || s.byPeer[p] >= s.perPeer || s.byKey[key] >= s.perKey {
 			return nil
 		}
 		if s.byPeer[p]++; s.byPeer[p] == s.perPeer {
 			s.log.Warn("provider records: peer reached its bound", "peer", p, "records", s.perPeer)
+		}
+		if s.byKey[key]++; s.byKey[key] == s.perKey {
+			s.log.Warn("provider records: key reached its bound", "key", key, "records", s.perKey)
 		}
 	}
 	s.n++
@@ -86,9 +99,12 @@ func (s *providerStore) Delete(ctx context.Context, k ds.Key) error {
 	if ok, err := s.Batching.Has(ctx, k); err != nil || !ok {
 		return err
 	}
-	if p := k.Name(); p != s.self {
+	if p, key := k.Name(), k.Parent().String(); p != s.self {
 		if s.byPeer[p]--; s.byPeer[p] <= 0 {
 			delete(s.byPeer, p)
+		}
+		if s.byKey[key]--; s.byKey[key] <= 0 {
+			delete(s.byKey, key)
 		}
 	}
 	s.n--

@@ -114,3 +114,76 @@ func TestProviderStoreBounds(t *testing.T) {
 		t.Errorf("after deleting a's records: got %d held, %d of a's, want 115, 0", n, na)
 	}
 }
+
+// TestProviderStoreKeyBound: Sybils (identities are free) cannot pile more than perKey
+// records onto one key, and a record that expires makes room for another.
+func TestProviderStoreKeyBound(t *testing.T) {
+	ctx := context.Background()
+	self := randomPeer(t)
+	ps, err := pstoremem.NewPeerstore()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ps.Close()
+	st := newProviderStore(self, slog.New(slog.DiscardHandler))
+	st.perKey = 3
+	open := func() *records.ProviderManager {
+		pm, err := records.NewProviderManager(self, ps, st, records.ProvideValidity(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pm
+	}
+	addr := ma.StringCast("/ip4/127.0.0.1/tcp/1")
+	key := []byte("shard")
+	pm := open()
+	for range 10 {
+		p := randomPeer(t)
+		if err := pm.AddProvider(ctx, key, peer.AddrInfo{ID: p, Addrs: []ma.Multiaddr{addr}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := pm.AddProvider(ctx, []byte("other"), peer.AddrInfo{ID: randomPeer(t), Addrs: []ma.Multiaddr{addr}}); err != nil {
+		t.Fatal(err)
+	}
+	pm.Close()
+	pm = open()
+	defer pm.Close()
+	count := func(k []byte) int {
+		provs, err := pm.GetProviders(ctx, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(provs)
+	}
+	if got, other := count(key), count([]byte("other")); got != 3 || other != 1 {
+		t.Fatalf("got %d records on the flooded key and %d on another, want 3 and 1", got, other)
+	}
+	res, err := st.Query(ctx, dsq.Query{KeysOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	es, _ := res.Rest()
+	var flooded ds.Key
+	for _, e := range es {
+		if k := ds.NewKey(e.Key); st.byKey[k.Parent().String()] == 3 {
+			flooded = k.Parent()
+			if err := st.Delete(ctx, k); err != nil { // one of them expires
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	late := []ds.Key{flooded.ChildString(keySegment(randomPeer(t))), flooded.ChildString(keySegment(randomPeer(t)))}
+	for _, k := range late {
+		if err := st.Put(ctx, k, []byte{1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ok, _ := st.Has(ctx, late[0]); !ok {
+		t.Error("an expired record did not make room on its key")
+	}
+	if ok, _ := st.Has(ctx, late[1]); ok {
+		t.Error("a key took a record past its bound")
+	}
+}

@@ -203,7 +203,7 @@ func (n *Node) findWorkers(ctx context.Context, arch string) ([]peer.AddrInfo, e
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	return n.jobs.workers.get(ctx, arch, func(ctx context.Context) ([]peer.AddrInfo, error) {
-		return n.WaitWorkers(ctx, arch, 1)
+		return n.discover(ctx, arch)
 	})
 }
 

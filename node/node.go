@@ -287,7 +287,7 @@ func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	if cfg.Worker {
-		n.d.AnnounceLoop(dht.WorkerNamespace(n.jobs.worker.Arch()), n.announced)
+		n.d.AnnounceWorker(dht.WorkerNamespace(n.jobs.worker.Arch()), n.announced)
 	}
 	if cfg.RelayService {
 		n.d.AnnounceLoop(RelayNamespace, nil)
@@ -570,9 +570,11 @@ func (n *Node) WaitAnnounced(ctx context.Context) error {
 }
 
 // FindWorkers lists the workers other than this node that run jobs for arch
-// ("linux/amd64", as sandbox.ArchOf names a binary's).
+// ("linux/amd64", as sandbox.ArchOf names a binary's): every one on a grid small enough
+// for shard level 0 (under 2·dht.ShardTarget nodes), on a larger one those of a random
+// shard and of the shards above it (dht.FindShard). Submits ask for fewer (discover).
 func (n *Node) FindWorkers(ctx context.Context, arch string) ([]peer.AddrInfo, error) {
-	return n.d.FindWorkers(ctx, dht.WorkerNamespace(arch))
+	return n.d.FindShard(ctx, dht.WorkerNamespace(arch), 0)
 }
 
 // WaitWorkers polls FindWorkers until it lists at least min workers for arch, and returns

@@ -15,7 +15,7 @@ import (
 // that left stays listed at most this long longer; its offer query fails fast.
 const workersTTL = 2 * time.Second
 
-// workerCache holds recent non-empty FindWorkers answers by architecture and lets
+// workerCache holds recent non-empty discover answers by architecture and lets
 // concurrent submits share one lookup (findWorkers). It relies on the submitter taking its
 // own resource manager's refusal (network.ErrResourceLimitExceeded) as BUSY: with lookups
 // this cheap, concurrent submits open job streams faster than that manager allows per

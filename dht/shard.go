@@ -1,0 +1,149 @@
+package dht
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// Worker announcements are sharded so that no key carries more than a few dozen records
+// at any grid size (docs/SCALE.md). A worker's shard at level l is the first l bits of
+// sha256(peer ID); its key is the namespace plus "/l/" and those bits, and level 0 is the
+// namespace itself. Every node estimates the grid's size N and takes the level l =
+// floor(log2(N/ShardTarget)), so a level-l key holds about N/2^l records, from ShardTarget
+// to twice that. A worker announces at its level and the one above (estimates differ
+// between nodes by up to 2×, and the parent key holds the child's workers too), and a
+// submitter asks one random shard at its own level, moving up to the parent while it has
+// too few.
+const (
+	// ShardTarget is the number of records a shard key holds at its level.
+	ShardTarget = 32
+	// maxLevel bounds the level whatever the estimate: 2^16 shards hold 4 million workers
+	// at ShardTarget; a hostile estimate (Sybils near this node) cannot push it further.
+	maxLevel = 16
+)
+
+// ShardNamespace is the namespace of the level-l shard with the given bits (the first l
+// bits of a worker's sha256(peer ID)) under ns; level 0 is ns itself.
+func ShardNamespace(ns string, level int, bits uint64) string {
+	if level <= 0 {
+		return ns
+	}
+	s := strconv.FormatUint(bits, 2)
+	for len(s) < level {
+		s = "0" + s
+	}
+	return ns + "/l/" + s
+}
+
+// ShardOf is the first level bits of sha256(p): the shard p announces under at level.
+func ShardOf(p peer.ID, level int) uint64 {
+	if level <= 0 {
+		return 0
+	}
+	h := sha256.Sum256([]byte(p))
+	return binary.BigEndian.Uint64(h[:8]) >> (64 - level)
+}
+
+// LevelFor is the shard level for a grid of n nodes and target records per key: the
+// largest l with target·2^l ≤ n, at most maxLevel.
+func LevelFor(n, target int) int {
+	l := 0
+	for l < maxLevel && n >= target<<(l+1) {
+		l++
+	}
+	return l
+}
+
+// NetworkSize estimates the number of DHT servers. kad-dht's estimator (from the closest
+// peers its lookups met) is taken when it has enough data; otherwise the routing table:
+// the m peers closest to this node lie within a normed XOR distance d of it, about m/d
+// nodes in all. A table not yet holding k peers is a grid of that size, or a node that has
+// just joined: either way a low level, whose keys hold every worker of higher ones.
+func (d *DHT) NetworkSize() int {
+	if n, err := d.kad.NetworkSize(); err == nil && n > 0 {
+		return int(n)
+	}
+	return tableEstimate(d.h.ID(), d.kad.RoutingTable().ListPeers(), d.bucket)
+}
+
+// tableEstimate is NetworkSize's estimate from the routing table's peers ps.
+func tableEstimate(self peer.ID, ps []peer.ID, k int) int {
+	if len(ps) < k {
+		return len(ps) + 1
+	}
+	me := kadKey(self)
+	ds := make([]uint64, len(ps))
+	for i, p := range ps {
+		ds[i] = kadKey(p) ^ me
+	}
+	slices.Sort(ds)
+	far := float64(ds[k-1]) / math.Exp2(64) // the k-th closest, normed to (0, 1)
+	if far <= 0 {
+		return math.MaxInt32
+	}
+	return int(math.Min(float64(k)/far, math.MaxInt32)) + 1
+}
+
+// kadKey is the first 64 bits of p's position in kad-dht's key space (sha256 of the ID).
+func kadKey(p peer.ID) uint64 {
+	h := sha256.Sum256([]byte(p))
+	return binary.BigEndian.Uint64(h[:8])
+}
+
+// Level is the shard level this node announces and looks up at.
+func (d *DHT) Level() int { return LevelFor(d.NetworkSize(), d.target) }
+
+// shardKeys are the namespaces this node announces ns under at level l: its shard at l and
+// at l-1 (one key at level 0).
+func shardKeys(ns string, self peer.ID, l int) []string {
+	keys := []string{ShardNamespace(ns, l, ShardOf(self, l))}
+	if l > 0 {
+		keys = append(keys, ShardNamespace(ns, l-1, ShardOf(self, l-1)))
+	}
+	return keys
+}
+
+// levelCheck is how often a sharded announce loop whose routing table is full looks
+// whether its level changed (the grid grew or shrank past a power of two).
+const levelCheck = time.Minute
+
+// AnnounceWorker is AnnounceLoop for a worker namespace: it announces this node's shards
+// of ns at its level and the one above, and again at once when its level changes.
+func (d *DHT) AnnounceWorker(ns string, ready chan<- struct{}) {
+	d.announceLoop(func() []string { return shardKeys(ns, d.h.ID(), d.Level()) }, ready)
+}
+
+// FindShard returns up to want providers of ns other than this node from a random shard
+// at this node's level, moving to the shard's parent while it has fewer, up to level 0.
+// Each lookup stops once it has want providers, so it asks a few peers near one key
+// whatever the grid's size. want ≤ 0 lists every provider at each level tried.
+func (d *DHT) FindShard(ctx context.Context, ns string, want int) ([]peer.AddrInfo, error) {
+	l := d.Level()
+	bits := rand.Uint64() >> (64 - l) // 0 at level 0: a shift by 64 is 0
+	seen := map[peer.ID]bool{}
+	var out []peer.AddrInfo
+	for lv := l; lv >= 0 && (want <= 0 || len(out) < want); lv-- {
+		for _, ai := range d.findProviders(ctx, NamespaceCID(ShardNamespace(ns, lv, bits>>(l-lv))), want) {
+			if !seen[ai.ID] && (want <= 0 || len(out) < want) {
+				seen[ai.ID] = true
+				out = append(out, ai)
+			}
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if len(out) == 0 && ctx.Err() != nil {
+		return nil, fmt.Errorf("find workers: %w", ctx.Err())
+	}
+	return out, nil
+}

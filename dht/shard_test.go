@@ -1,0 +1,67 @@
+package dht
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+func TestShardNames(t *testing.T) {
+	if got := ShardNamespace("ns", 0, 5); got != "ns" {
+		t.Errorf("level 0: %q, want ns", got)
+	}
+	if got := ShardNamespace("ns", 4, 5); got != "ns/l/0101" {
+		t.Errorf("level 4, bits 5: %q, want ns/l/0101", got)
+	}
+	p := peer.ID("some peer")
+	for l := 1; l <= maxLevel; l++ {
+		if ShardOf(p, l)>>1 != ShardOf(p, l-1) {
+			t.Fatalf("level %d: shard %b is not under its parent %b", l, ShardOf(p, l), ShardOf(p, l-1))
+		}
+		if ShardOf(p, l) >= 1<<l {
+			t.Fatalf("level %d: shard %b has more than %d bits", l, ShardOf(p, l), l)
+		}
+	}
+	keys := shardKeys("ns", p, 3)
+	if len(keys) != 2 || keys[0] != ShardNamespace("ns", 3, ShardOf(p, 3)) || keys[1] != ShardNamespace("ns", 2, ShardOf(p, 2)) {
+		t.Errorf("keys at level 3: %q", keys)
+	}
+	if keys := shardKeys("ns", p, 0); len(keys) != 1 || keys[0] != "ns" {
+		t.Errorf("keys at level 0: %q", keys)
+	}
+}
+
+func TestLevelFor(t *testing.T) {
+	for _, tc := range []struct{ n, want int }{
+		{0, 0}, {5, 0}, {63, 0}, {64, 1}, {127, 1}, {128, 2}, {1000, 4}, {100_000, 11}, {1 << 40, maxLevel},
+	} {
+		if got := LevelFor(tc.n, 32); got != tc.want {
+			t.Errorf("LevelFor(%d, 32) = %d, want %d", tc.n, got, tc.want)
+		}
+	}
+}
+
+// TestTableEstimate: the distance of the k-th closest of n uniformly placed peers gives n
+// within a factor the two announced levels absorb.
+func TestTableEstimate(t *testing.T) {
+	for _, n := range []int{10, 200, 5000, 100_000} {
+		ps := make([]peer.ID, n-1)
+		for i := range ps {
+			ps[i] = peer.ID(fmt.Sprint("peer", i))
+		}
+		const k = 20
+		// A routing table holds the closest peers and a sample of the rest; the estimate
+		// reads only the k closest, so give it all.
+		got := tableEstimate(peer.ID("self"), ps, k)
+		if n < k {
+			if got != n {
+				t.Errorf("n=%d: estimate %d, want exactly %d", n, got, n)
+			}
+			continue
+		}
+		if got < n/2 || got > 2*n {
+			t.Errorf("n=%d: estimate %d, not within 2×", n, got)
+		}
+	}
+}

@@ -1,0 +1,36 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/gridnode/gridnode/dht"
+)
+
+// discoverWant is how many candidate workers a submit's discovery asks the DHT for
+// (docs/SCALE.md): the submitter asks up to MaxReplicas+Replicas of them for offers (7 at
+// the default two replicas), and some are busy or refuse. The DHT lookup stops once it has
+// this many, so a submit costs the same on any grid size.
+const discoverWant = 3 * dht.ShardTarget / 4
+
+// discover polls the DHT for up to discoverWant workers for arch from one random shard
+// (dht.FindShard) until it finds one or ctx ends: a grid that just started may still be
+// announcing.
+func (n *Node) discover(ctx context.Context, arch string) ([]peer.AddrInfo, error) {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ws, err := n.d.FindShard(ctx, dht.WorkerNamespace(arch), discoverWant)
+		if err == nil && len(ws) > 0 {
+			return ws, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("wait for workers: %w", ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
