@@ -468,6 +468,10 @@ func writeAtomic(dir, name string, b []byte) error {
 		return err
 	}
 	defer os.Remove(f.Name()) // after the rename there is nothing to remove
+	if err := f.Chmod(0o644); err != nil { // CreateTemp's 0600 is for the temporary file
+		f.Close()
+		return err
+	}
 	if _, err := f.Write(b); err != nil {
 		f.Close()
 		return err

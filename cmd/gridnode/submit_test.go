@@ -4,14 +4,17 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gridnode/gridnode/jobs"
+	"github.com/gridnode/gridnode/node"
 )
 
 // startTestnet runs `gridnode testnet -n N` until the test ends and returns the flags of a
@@ -125,4 +128,137 @@ func TestSubmitTellsTheTruth(t *testing.T) {
 			t.Errorf("replica %s: stderr %s, accepted %s", r.Worker, r.StderrCID, rep.StderrCID)
 		}
 	}
+}
+
+// submittedBy counts the submits in the history of the daemon of data dir data.
+func submittedBy(t *testing.T, bin, data string) int {
+	t.Helper()
+	out, errOut, code := runBin(t, bin, "", "jobs", "--data", data, "--json", "--limit", "10000")
+	var list node.JobList
+	if err := json.Unmarshal([]byte(out), &list); code != 0 || err != nil {
+		t.Fatalf("jobs --json: exit %d (%v)\n%s%s", code, err, out, errOut)
+	}
+	n := 0
+	for _, j := range list.Jobs {
+		if j.Kind == "submitted" {
+			n++
+		}
+	}
+	return n
+}
+
+// TestSubmitDaemonFirst checks where `gridnode submit` goes without --api: through the
+// data dir's daemon when it answers (also when --bootstrap is given, saying so), joining
+// the grid itself with --no-daemon, past a socket nobody listens on or a daemon that does
+// not answer (with a note, within the probe's 2s), through the data dir's remembered
+// peers, and nowhere, with what to do, when the data dir has neither.
+func TestSubmitDaemonFirst(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and starts a testnet")
+	}
+	bin := gridnodeBinary(t)
+	job := buildBehave(t, bin)
+	tn := startNet(t, bin, 3)
+	daemon := filepath.Join(tn.dir, "node-0")
+	trustFile := filepath.Join(tn.dir, node.TrustFile)
+	trusted, err := os.ReadFile(trustFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// remembering is a data dir whose daemon is gone: its socket is left, and its peers
+	// file and trust are a daemon's.
+	remembering := func(t *testing.T) string {
+		d := filepath.Join(t.TempDir(), "d")
+		os.MkdirAll(d, 0o700)
+		os.WriteFile(filepath.Join(d, node.PeersFile), []byte(tn.boot+"\n"), 0o600)
+		os.WriteFile(filepath.Join(d, node.TrustFile), trusted, 0o600)
+		os.WriteFile(filepath.Join(d, node.APITokenFile), []byte("0123456789abcdef\n"), 0o600)
+		return d
+	}
+	submit := func(args ...string) (string, string, int) {
+		t.Helper()
+		return runBin(t, bin, "exit 0", slices.Concat([]string{"submit", "--timeout", "60s"}, args, []string{job})...)
+	}
+	check := func(t *testing.T, args []string, wantVia bool, has ...string) {
+		t.Helper()
+		before := submittedBy(t, bin, daemon)
+		out, errOut, code := submit(args...)
+		if code != 0 || out != "out" {
+			t.Fatalf("submit %q: got exit %d, stdout %q; want 0, \"out\"\nstderr:\n%s", args, code, out, errOut)
+		}
+		if via := strings.Contains(errOut, "submitting through "+filepath.Join(daemon, node.APISocket)); via != wantVia {
+			t.Errorf("submit %q: through the daemon %v, want %v\nstderr:\n%s", args, via, wantVia, errOut)
+		}
+		for _, s := range has {
+			if !strings.Contains(errOut, s) {
+				t.Errorf("submit %q: stderr lacks %q:\n%s", args, s, errOut)
+			}
+		}
+		// The daemon's history is the proof of who submitted.
+		if got, want := submittedBy(t, bin, daemon)-before, map[bool]int{true: 1}[wantVia]; got != want {
+			t.Errorf("submit %q: the daemon recorded %d submits, want %d", args, got, want)
+		}
+	}
+	t.Run("daemon", func(t *testing.T) { check(t, []string{"--data", daemon}, true) })
+	t.Run("daemon over bootstrap", func(t *testing.T) {
+		check(t, []string{"--data", daemon, "--bootstrap", tn.boot}, true, "a daemon runs on "+daemon+": submitting through it, not --bootstrap")
+	})
+	t.Run("no-daemon", func(t *testing.T) {
+		check(t, []string{"--data", daemon, "--no-daemon", "--bootstrap", tn.boot, "--trust-file", trustFile}, false)
+	})
+	t.Run("stale socket", func(t *testing.T) {
+		d := remembering(t)
+		ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(d, node.APISocket), Net: "unix"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln.SetUnlinkOnClose(false)
+		ln.Close() // the socket file stays, as after a crash
+		check(t, []string{"--data", d}, false, "no daemon listens on "+filepath.Join(d, node.APISocket))
+	})
+	t.Run("hung daemon", func(t *testing.T) {
+		d := remembering(t)
+		ln, err := net.Listen("unix", filepath.Join(d, node.APISocket))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		go func() { // accepts and never answers
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+			}
+		}()
+		start := time.Now()
+		check(t, []string{"--data", d}, false, "did not answer within 2s: joining the grid from here")
+		if took := time.Since(start); took > 30*time.Second {
+			t.Errorf("took %v past a daemon that does not answer", took)
+		}
+	})
+	t.Run("nothing to join", func(t *testing.T) {
+		d := t.TempDir()
+		for _, asJSON := range []bool{false, true} {
+			args := []string{"--data", d}
+			if asJSON {
+				args = append(args, "--json")
+			}
+			out, errOut, code := submit(args...)
+			msg := errOut
+			if asJSON {
+				var rep jobs.ReportJSON
+				if err := json.Unmarshal([]byte(out), &rep); err != nil {
+					t.Errorf("--json: stdout %q is not one object: %v", out, err)
+				}
+				msg = rep.Error
+			}
+			for _, s := range []string{"no daemon runs on " + d, "gridnode run --data " + d, "--bootstrap ADDR"} {
+				if code != 125 || !strings.Contains(msg, s) {
+					t.Errorf("json %v: got exit %d, message %q; want 125 and %q", asJSON, code, msg, s)
+				}
+			}
+		}
+	})
 }

@@ -1,0 +1,283 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gridnode/gridnode/cids"
+	"github.com/gridnode/gridnode/internal/proctest"
+	"github.com/gridnode/gridnode/jobs"
+)
+
+// batchLines parses a batch's --json stdout: a line per job, then the summary.
+func batchLines(t *testing.T, out string) (map[string]batchOutcome, batchSummary) {
+	t.Helper()
+	byName := map[string]batchOutcome{}
+	var sum batchSummary
+	sc := bufio.NewScanner(strings.NewReader(out))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		if strings.HasPrefix(sc.Text(), `{"summary"`) {
+			if err := json.Unmarshal(sc.Bytes(), &sum); err != nil {
+				t.Fatalf("summary %q: %v", sc.Text(), err)
+			}
+			continue
+		}
+		var o batchOutcome
+		if err := json.Unmarshal(sc.Bytes(), &o); err != nil || o.ReportJSON == nil {
+			t.Fatalf("line %q: %v", sc.Text(), err)
+		}
+		byName[o.Input] = o
+	}
+	return byName, sum
+}
+
+// writeInputs makes a directory with a file per entry of files.
+func writeInputs(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// listDir is the names in dir, sorted.
+func listDir(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+// TestSubmitBatch runs batches through a process testnet's daemon and by joining the grid:
+// every output is the job's right answer with its outcome beside it, a re-run does only
+// what is not verified (a damaged output, a changed input), the exit status is the first
+// failed input's, and what cannot work is refused before anything is sent.
+func TestSubmitBatch(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and starts a testnet")
+	}
+	bin := gridnodeBinary(t)
+	hash := buildJob(t, bin, "sha256", "--example", "sha256")
+	behave := buildBehave(t, bin)
+	tn := startNet(t, bin, 5)
+	daemon := []string{"--data", filepath.Join(tn.dir, "node-0")}
+	batch := func(via []string, args ...string) (string, string, int) {
+		t.Helper()
+		return runBin(t, bin, "", slices.Concat([]string{"submit", "--timeout", "120s", "--json"}, via, args)...)
+	}
+	files := map[string]string{"empty": ""}
+	for i := range 20 {
+		files[fmt.Sprintf("in-%02d", i)] = strings.Repeat(fmt.Sprintf("input %d\n", i), i*100)
+	}
+	inputs := writeInputs(t, files)
+	// checkOutputs checks every output and outcome file in outputs.
+	checkOutputs := func(t *testing.T, outputs string) {
+		t.Helper()
+		for name, content := range files {
+			sum := sha256.Sum256([]byte(content))
+			if got, err := os.ReadFile(filepath.Join(outputs, name)); err != nil || string(got) != hex.EncodeToString(sum[:])+"\n" {
+				t.Errorf("%s: output %q (%v), want its SHA-256", name, got, err)
+			}
+			raw, err := os.ReadFile(filepath.Join(outputs, name+outcomeSuffix))
+			var o batchOutcome
+			if err == nil {
+				err = json.Unmarshal(raw, &o)
+			}
+			if err != nil || o.ReportJSON == nil || o.Input != name || o.Err() != nil || o.Status != "exited" ||
+				o.InputCID != cids.Sum([]byte(content)).String() || len(o.Replicas) < 2 || o.Output != nil {
+				t.Errorf("%s: outcome file (%v):\n%s", name, err, raw)
+			}
+		}
+		if got, want := len(listDir(t, outputs)), 2*len(files); got != want {
+			t.Errorf("outputs holds %d files, want %d: %q", got, want, listDir(t, outputs))
+		}
+	}
+
+	outputs := t.TempDir()
+	t.Run("through the daemon", func(t *testing.T) {
+		out, errOut, code := batch(daemon, "--inputs", inputs, "--outputs", outputs, hash)
+		lines, sum := batchLines(t, out)
+		if code != 0 || len(lines) != len(files) || sum.Summary.Accepted["exited 0"] != len(files) || sum.Summary.ExitCode != 0 {
+			t.Fatalf("got exit %d, %d lines, summary %+v; want 0 and %d accepted\nstderr:\n%s", code, len(lines), sum.Summary, len(files), errOut)
+		}
+		if !strings.Contains(errOut, "submitting through "+filepath.Join(tn.dir, "node-0")) {
+			t.Errorf("not through the daemon:\n%s", errOut)
+		}
+		checkOutputs(t, outputs)
+	})
+	t.Run("re-run skips done work", func(t *testing.T) {
+		os.WriteFile(filepath.Join(outputs, "in-03"), []byte("damaged\n"), 0o644)
+		files["in-07"] = "changed since\n"
+		os.WriteFile(filepath.Join(inputs, "in-07"), []byte(files["in-07"]), 0o644)
+		defer os.Remove(filepath.Join(inputs, "in-07")) // the later runs' inputs are the first run's
+		out, errOut, code := batch(daemon, "--inputs", inputs, "--outputs", outputs, hash)
+		lines, sum := batchLines(t, out)
+		if code != 0 || sum.Summary.Skipped != len(files)-2 || sumCounts(sum.Summary.Accepted) != 2 {
+			t.Fatalf("got exit %d, summary %+v; want 0, %d skipped, 2 run\nstderr:\n%s", code, sum.Summary, len(files)-2, errOut)
+		}
+		for name, o := range lines {
+			if redo := name == "in-03" || name == "in-07"; o.Skipped == redo {
+				t.Errorf("%s: skipped %v", name, o.Skipped)
+			}
+		}
+		checkOutputs(t, outputs)
+	})
+	os.WriteFile(filepath.Join(inputs, "in-07"), []byte(strings.Repeat("input 7\n", 700)), 0o644)
+	files["in-07"] = strings.Repeat("input 7\n", 700)
+	t.Run("joining the grid", func(t *testing.T) {
+		outputs := t.TempDir()
+		via := []string{"--data", t.TempDir(), "--bootstrap", tn.boot, "--trust-file", filepath.Join(tn.dir, "trusted-peers")}
+		out, errOut, code := batch(via, "--inputs", inputs, "--outputs", outputs, "--parallel", "3", hash)
+		if _, sum := batchLines(t, out); code != 0 || sum.Summary.Accepted["exited 0"] != len(files) {
+			t.Fatalf("got exit %d, summary %+v\nstderr:\n%s", code, sum.Summary, errOut)
+		}
+		if strings.Contains(errOut, "submitting through") {
+			t.Errorf("went through a daemon:\n%s", errOut)
+		}
+		checkOutputs(t, outputs)
+	})
+	t.Run("exit status of the first failure", func(t *testing.T) {
+		in := writeInputs(t, map[string]string{"a": "exit 0", "b": "exit 3", "c": "exit 5", "d": "segv"})
+		out, errOut, code := batch(daemon, "--inputs", in, "--outputs", t.TempDir(), behave)
+		_, sum := batchLines(t, out)
+		if code != 3 || sum.Summary.FirstFail != "b" || sum.Summary.ExitCode != 3 || sumCounts(sum.Summary.Accepted) != 4 {
+			t.Errorf("got exit %d, summary %+v; want 3, first failed b, 4 accepted\nstderr:\n%s", code, sum.Summary, errOut)
+		}
+	})
+	t.Run("refused", func(t *testing.T) {
+		readme := filepath.Join(t.TempDir(), "README")
+		os.WriteFile(readme, []byte("not a job\n"), 0o644)
+		big := writeInputs(t, map[string]string{"small": "x"})
+		f, _ := os.Create(filepath.Join(big, "huge"))
+		f.Truncate(jobs.DefaultMaxInput + 1)
+		f.Close()
+		named := writeInputs(t, map[string]string{"x.outcome.json": "{}"})
+		out := t.TempDir()
+		for _, tt := range []struct {
+			name string
+			args []string
+			code int
+			msg  string
+		}{
+			{"outputs are the inputs", []string{"--inputs", inputs, "--outputs", inputs + "/.", hash}, 125, "is the inputs directory"},
+			{"no outputs dir", []string{"--inputs", inputs, "--outputs", filepath.Join(out, "missing"), hash}, 125, "no such directory: create it first"},
+			{"no inputs dir", []string{"--inputs", filepath.Join(out, "missing"), "--outputs", out, hash}, 125, "no such file or directory"},
+			{"input over the limit", []string{"--inputs", big, "--outputs", out, hash}, 125, "huge: "},
+			{"input named like an outcome", []string{"--inputs", named, "--outputs", out, hash}, 125, "x.outcome.json: named like an outcome file"},
+			{"not a job", []string{"--inputs", inputs, "--outputs", out, readme}, 126, "not an ELF file"},
+			{"only --inputs", []string{"--inputs", inputs, hash}, 125, "--inputs and --outputs go together"},
+		} {
+			t.Run(tt.name, func(t *testing.T) {
+				_, errOut, code := batch(daemon, tt.args...)
+				if code != tt.code || !strings.Contains(errOut, tt.msg) {
+					t.Errorf("got exit %d, stderr %q; want %d and %q", code, errOut, tt.code, tt.msg)
+				}
+				if got := listDir(t, out); len(got) != 0 {
+					t.Errorf("outputs written: %q", got)
+				}
+				if got := listDir(t, inputs); len(got) != len(files) {
+					t.Errorf("inputs dir changed: %q", got)
+				}
+			})
+		}
+	})
+}
+
+// TestSubmitBatchInterrupted sends SIGINT to a batch through a daemon while jobs that never
+// end run and others are done: it exits 130 at once, and the outputs directory holds the
+// finished jobs' outputs and outcomes, whole, and nothing of the others (no temporary file).
+func TestSubmitBatchInterrupted(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and starts a testnet")
+	}
+	bin := gridnodeBinary(t)
+	behave := buildBehave(t, bin)
+	// Node 0 submits; the two others give one submitter 4 slots each (half their slots),
+	// so the jobs that never end leave slots for the others.
+	tn := startNet(t, bin, 3, "--slots", "8")
+	files := map[string]string{}
+	for i := range 3 {
+		files[fmt.Sprintf("done-%d", i)] = "exit 0"
+	}
+	for i := range 2 {
+		files[fmt.Sprintf("spin-%d", i)] = "spin"
+	}
+	inputs, outputs := writeInputs(t, files), t.TempDir()
+	cmd := exec.Command(bin, "submit", "--data", filepath.Join(tn.dir, "node-0"), "--wall", "5m",
+		"--inputs", inputs, "--outputs", outputs, "--parallel", "5", behave)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	defer func() {
+		cmd.Process.Kill()
+		<-exited
+	}()
+	proctest.Poll(t, 60*time.Second, "the jobs that end to be written and the others to run", func() bool {
+		n := 0
+		for i := range 3 {
+			if _, err := os.Stat(filepath.Join(outputs, fmt.Sprintf("done-%d", i)+outcomeSuffix)); err == nil {
+				n++
+			}
+		}
+		return n == 3 && sum(tn.nodeJobs(3)) > 0
+	})
+	sent := time.Now()
+	cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-exited:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the batch did not stop within 20s of SIGINT\n%s", stderr.String())
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 130 {
+		t.Errorf("got exit %d, want 130\n%s", code, stderr.String())
+	}
+	t.Logf("stopped %v after SIGINT", time.Since(sent).Round(time.Millisecond))
+	var want []string
+	for i := range 3 {
+		want = append(want, fmt.Sprintf("done-%d", i), fmt.Sprintf("done-%d", i)+outcomeSuffix)
+	}
+	if got := listDir(t, outputs); !slices.Equal(got, want) {
+		t.Errorf("outputs holds %q, want %q", got, want)
+	}
+	for i := range 3 {
+		name := fmt.Sprintf("done-%d", i)
+		raw, _ := os.ReadFile(filepath.Join(outputs, name+outcomeSuffix))
+		var o batchOutcome
+		if err := json.Unmarshal(raw, &o); err != nil || o.ReportJSON == nil || o.Err() != nil {
+			t.Errorf("%s: outcome %q (%v)", name, raw, err)
+			continue
+		}
+		if out, _ := os.ReadFile(filepath.Join(outputs, name)); cids.Sum(out).String() != o.OutputCID {
+			t.Errorf("%s: output %q is not the outcome's %s", name, out, o.OutputCID)
+		}
+	}
+	if !strings.Contains(stderr.String(), "2 not run (interrupted)") {
+		t.Errorf("the summary does not count the interrupted jobs:\n%s", stderr.String())
+	}
+}
