@@ -281,3 +281,21 @@ func TestSubmitBatchInterrupted(t *testing.T) {
 		t.Errorf("the summary does not count the interrupted jobs:\n%s", stderr.String())
 	}
 }
+
+// TestBatchStatusLine checks the batch's status line and the summary's counts.
+func TestBatchStatusLine(t *testing.T) {
+	s := &batchPhase{total: 10}
+	for range 4 {
+		s.started()
+	}
+	s.ended(&jobs.ReportJSON{Status: "exited"})
+	s.ended(&jobs.ReportJSON{Status: "exited", ExitCode: 3})
+	s.ended(nil) // interrupted: not counted
+	s.skipped()
+	if got, want := s.status(time.Time{}, 2*time.Second), "[2s] [######..............] 3/10: 1 ok, 1 failed, 1 done before, 0 running, 1.0 jobs/s"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if got, want := countsText(map[string]int{"exited 0": 1, "no_quorum": 3, "exited 3": 1}), " (3 no_quorum, 1 exited 0, 1 exited 3)"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
