@@ -467,7 +467,7 @@ func writeAtomic(dir, name string, b []byte) error {
 	if err != nil {
 		return err
 	}
-	defer os.Remove(f.Name()) // after the rename there is nothing to remove
+	defer os.Remove(f.Name())              // after the rename there is nothing to remove
 	if err := f.Chmod(0o644); err != nil { // CreateTemp's 0600 is for the temporary file
 		f.Close()
 		return err
