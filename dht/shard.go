@@ -21,8 +21,8 @@ import (
 // floor(log2(N/ShardTarget)), so a level-l key holds about N/2^l records, from ShardTarget
 // to twice that. A worker announces at its level and the one above (estimates differ
 // between nodes by up to 2×, and the parent key holds the child's workers too), and a
-// submitter asks one random shard at its own level, moving up to the parent while it has
-// too few.
+// submitter asks one random shard at the level above its own, where the workers of its
+// level and of the one above announce, moving up to the parent while it has too few.
 const (
 	// ShardTarget is the number of records a shard key holds at its level.
 	ShardTarget = 32
@@ -123,11 +123,13 @@ func (d *DHT) AnnounceWorker(ns string, ready chan<- struct{}) {
 }
 
 // FindShard returns up to want providers of ns other than this node from a random shard
-// at this node's level, moving to the shard's parent while it has fewer, up to level 0.
-// Each lookup stops once it has want providers, so it asks a few peers near one key
-// whatever the grid's size. want ≤ 0 lists every provider at each level tried.
+// at the level above this node's (l-1, whose keys hold 2-4 × the target at an agreed l:
+// the workers that estimate the grid's size as this node does and those that estimate it
+// at half), moving to the shard's parent while it has fewer, up to level 0. Each lookup
+// stops once it has want providers, so it asks a few peers near one key whatever the
+// grid's size. want ≤ 0 lists every provider at each level tried.
 func (d *DHT) FindShard(ctx context.Context, ns string, want int) ([]peer.AddrInfo, error) {
-	l := d.Level()
+	l := max(d.Level()-1, 0)
 	bits := rand.Uint64() >> (64 - l) // 0 at level 0: a shift by 64 is 0
 	seen := map[peer.ID]bool{}
 	var out []peer.AddrInfo

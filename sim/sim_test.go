@@ -1,0 +1,194 @@
+package sim
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gridnode/gridnode/dht"
+)
+
+// Submits ask for node's discoverWant workers and query MaxReplicas+Replicas of them for
+// offers (7 at the default two replicas).
+const (
+	want = 3 * dht.ShardTarget / 4
+	ask  = 7
+)
+
+var heapProfile = flag.String("sim.heap", "", "write a heap profile of each grid once built to this path plus .N")
+
+var sizes = flag.String("sim.sizes", "50,1000", "BenchmarkDiscoveryScale: grid sizes, the first the baseline")
+
+// result is what measure found on one grid.
+type result struct {
+	n                   int
+	build               time.Duration
+	phases              [3]time.Duration
+	levels              map[int]int
+	keys, keyMax        int     // worker keys announced, and the most workers under one
+	busiest, medRecords int     // provider records on the busiest node, and the median
+	requests, bytes     float64 // DHT requests and bytes per submit (mean)
+	offers              float64 // offer queries per submit (mean)
+	minFound            int     // fewest workers a submit found
+	findNew             time.Duration
+	heapMiB             float64
+}
+
+func (r result) cost() float64 { return r.requests + r.offers }
+
+func (r result) String() string {
+	return fmt.Sprintf("n=%d build=%v %v levels=%v keys=%d max/key=%d busiest=%d median=%d records; per submit: %.1f DHT requests, %.0f B, %.1f offers, found>=%d; new worker findable in %v; heap %.0f MiB",
+		r.n, r.build.Round(time.Millisecond), r.phases, r.levels, r.keys, r.keyMax, r.busiest, r.medRecords, r.requests, r.bytes, r.offers, r.minFound, r.findNew.Round(time.Millisecond), r.heapMiB)
+}
+
+// measure builds a grid of n and runs submits submits from random nodes, one at a time
+// (each submitter's counts are then its submit's alone).
+func measure(tb testing.TB, n, submits int, cfg Config) result {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	start := time.Now()
+	g, err := New(ctx, n, cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	closed := false
+	defer func() {
+		if !closed {
+			g.Close()
+		}
+	}()
+	if *heapProfile != "" {
+		f, err := os.Create(fmt.Sprintf("%s.%d", *heapProfile, n))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		runtime.GC()
+		pprof.WriteHeapProfile(f)
+		f.Close()
+	}
+	r := result{n: n, build: time.Since(start), phases: g.Phases, levels: g.Levels(), minFound: 1 << 30}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	r.heapMiB = float64(ms.HeapInuse) / (1 << 20)
+	loads := g.KeyLoads()
+	r.keys = len(loads)
+	for _, v := range loads {
+		r.keyMax = max(r.keyMax, v)
+	}
+	for range submits {
+		nd := g.Nodes[rand.IntN(len(g.Nodes))]
+		before := nd.Snapshot()
+		found, offers, err := Submit(ctx, nd, want, ask)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		d := nd.Snapshot().Sub(before)
+		r.requests += float64(d.DHTRequests) / float64(submits)
+		r.bytes += float64(d.DHTBytes) / float64(submits)
+		r.offers += float64(d.Offers) / float64(submits)
+		r.minFound = min(r.minFound, len(found))
+		if offers < min(ask, len(found)) {
+			tb.Errorf("n=%d: %d of %d offer queries answered", n, offers, min(ask, len(found)))
+		}
+	}
+	r.findNew = findNew(tb, ctx, g)
+	// Closing flushes each provider manager's write buffer (up to 256 records) into the
+	// store, whose count is then every record the node took.
+	g.Close()
+	closed = true
+	recs := g.Records()
+	slices.Sort(recs)
+	r.busiest, r.medRecords = recs[len(recs)-1], recs[len(recs)/2]
+	return r
+}
+
+// findNew starts a worker and returns how long until a random node finds it under its
+// shard at the level that node's submits look at (dht.FindShard: one above its own), as a
+// submit drawing that shard would.
+func findNew(tb testing.TB, ctx context.Context, g *Grid) time.Duration {
+	tb.Helper()
+	start := time.Now()
+	nw, _, err := g.AddWorker(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sub := g.Nodes[rand.IntN(len(g.Nodes)-1)]
+	l := max(sub.DHT.Level()-1, 0)
+	key := dht.NamespaceCID(dht.ShardNamespace(dht.WorkerNamespace(Arch), l, dht.ShardOf(nw.Host.ID(), l)))
+	for {
+		for _, ai := range sub.DHT.FindProviders(ctx, key) {
+			if ai.ID == nw.Host.ID() {
+				return time.Since(start)
+			}
+		}
+		if ctx.Err() != nil || time.Since(start) > time.Minute {
+			tb.Fatalf("a new worker was not found at level %d within %v", l, time.Since(start))
+		}
+		time.Sleep(20 * time.Millisecond) // a poll: the lookup itself takes longer
+	}
+}
+
+// TestDiscoveryScale is the quick version of BenchmarkDiscoveryScale: a submit's cost on a
+// grid of 200 is within 2× of one of 50, and every submit finds enough workers.
+func TestDiscoveryScale(t *testing.T) {
+	cfg := Config{}
+	small := measure(t, 50, 20, cfg)
+	t.Log(small)
+	large := measure(t, 200, 20, cfg)
+	t.Log(large)
+	check(t, small, large)
+}
+
+func check(tb testing.TB, small, large result) {
+	tb.Helper()
+	for _, r := range []result{small, large} {
+		if r.minFound < ask {
+			tb.Errorf("n=%d: a submit found %d workers, fewer than the %d it asks", r.n, r.minFound, ask)
+		}
+		if r.keyMax > 4*dht.ShardTarget {
+			tb.Errorf("n=%d: %d workers under one key, more than 4 × %d", r.n, r.keyMax, dht.ShardTarget)
+		}
+	}
+	if ratio := large.cost() / small.cost(); ratio > 2 {
+		tb.Errorf("cost per submit %.1f at n=%d, %.1f at n=%d: ratio %.2f > 2", large.cost(), large.n, small.cost(), small.n, ratio)
+	}
+}
+
+// BenchmarkDiscoveryScale measures per-submit discovery cost on grids of -sim.sizes
+// (default 50 and 1,000 nodes) in one run and reports the largest's over the first's.
+// b.N is the number of submits per grid.
+//
+//	go test -run XXX -bench DiscoveryScale -benchtime 50x ./sim/
+//	go test -run XXX -bench DiscoveryScale -benchtime 50x -timeout 2h ./sim/ -sim.sizes 50,1000,10000
+func BenchmarkDiscoveryScale(b *testing.B) {
+	var ns []int
+	for _, s := range strings.Split(*sizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 2 {
+			b.Fatalf("-sim.sizes: %q", s)
+		}
+		ns = append(ns, n)
+	}
+	var rs []result
+	for _, n := range ns {
+		r := measure(b, n, max(b.N, 5), Config{})
+		b.Log(r)
+		rs = append(rs, r)
+		b.ReportMetric(r.cost(), "cost/submit@"+strconv.Itoa(n))
+		b.ReportMetric(r.requests, "dhtreq/submit@"+strconv.Itoa(n))
+		b.ReportMetric(float64(r.busiest), "busiest-records@"+strconv.Itoa(n))
+	}
+	last := rs[len(rs)-1]
+	b.ReportMetric(last.cost()/rs[0].cost(), fmt.Sprintf("ratio%d/%d", last.n, rs[0].n))
+	check(b, rs[0], last)
+}
