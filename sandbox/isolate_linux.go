@@ -101,7 +101,7 @@ func (l *launcher) setup() {
 	unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
 	// Dropping from the bounding set needs CAP_SETPCAP (root); it leaves this thread's own
 	// capabilities, which forking into a job uid and a PID namespace needs, alone.
-	for c := 0; c <= lastCap(); c++ {
+	for c, last := 0, lastCap(); c <= last; c++ {
 		if unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0) != nil {
 			break
 		}
