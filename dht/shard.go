@@ -134,8 +134,10 @@ func (d *DHT) FindShard(ctx context.Context, ns string, want int) ([]peer.AddrIn
 	seen := map[peer.ID]bool{}
 	var out []peer.AddrInfo
 	for lv := l; lv >= 0 && (want <= 0 || len(out) < want); lv-- {
-		for _, ai := range d.findProviders(ctx, NamespaceCID(ShardNamespace(ns, lv, bits>>(l-lv))), want) {
-			if !seen[ai.ID] && (want <= 0 || len(out) < want) {
+		sh := bits >> (l - lv)
+		for _, ai := range d.findProviders(ctx, NamespaceCID(ShardNamespace(ns, lv, sh)), want) {
+			// A peer's shard is its ID's: one identity cannot stand in every shard.
+			if !seen[ai.ID] && ShardOf(ai.ID, lv) == sh && (want <= 0 || len(out) < want) {
 				seen[ai.ID] = true
 				out = append(out, ai)
 			}

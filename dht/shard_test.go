@@ -1,8 +1,10 @@
 package dht
 
 import (
+	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 )
@@ -62,6 +64,61 @@ func TestTableEstimate(t *testing.T) {
 		}
 		if got < n/2 || got > 2*n {
 			t.Errorf("n=%d: estimate %d, not within 2×", n, got)
+		}
+	}
+}
+
+// TestFindShardSybil: a peer announcing under shards that are not its own (one identity in
+// every shard) is never returned, though its records are there.
+func TestFindShardSybil(t *testing.T) {
+	ds := startNet(t, 30, 5)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ns := WorkerNamespace("linux/amd64")
+	for _, d := range ds {
+		d.target = 4 // levels 1-3 on 30 nodes
+	}
+	honest, sub, sybil := ds[:len(ds)-2], ds[len(ds)-2], ds[len(ds)-1]
+	for _, d := range honest {
+		ready := make(chan struct{})
+		d.AnnounceWorker(ns, ready)
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			t.Fatal(ctx.Err())
+		}
+	}
+	me := sybil.h.ID()
+	var foreign []string
+	for l := 1; l <= 4; l++ {
+		for bits := range uint64(1) << l {
+			if bits != ShardOf(me, l) {
+				foreign = append(foreign, ShardNamespace(ns, l, bits))
+				if err := sybil.Announce(ctx, foreign[len(foreign)-1]); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	planted := false
+	for _, ai := range sub.FindProviders(ctx, NamespaceCID(foreign[0])) {
+		planted = planted || ai.ID == me
+	}
+	if !planted {
+		t.Fatal("the Sybil's record is not on the DHT: the test shows nothing")
+	}
+	for range 20 {
+		ws, err := sub.FindShard(ctx, ns, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ws) == 0 {
+			t.Fatal("no workers found")
+		}
+		for _, w := range ws {
+			if w.ID == me {
+				t.Fatalf("the Sybil was returned (level %d)", sub.Level())
+			}
 		}
 	}
 }
