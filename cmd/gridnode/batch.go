@@ -57,9 +57,11 @@ over the 16 MiB input limit or named *.outcome.json, a JOB that is not a valid j
 Progress on stderr is a bar on a terminal, else a line per job; with --json, stdout
 gets a JSON line per job (the outcome, "skipped": true for one done before) and at the
 end one with "summary". The summary counts accepted jobs (by outcome), failed ones (by
-error_kind), those done before, the time and jobs/s. The exit status is 0 when every
-input has an accepted result that exited 0; else that of the first such input by name,
-as for one submit (130 for Ctrl-C, 124 for --timeout).
+error_kind), those done before, the time and jobs/s. --timeout bounds the whole batch.
+The exit status is 0 when every input has an accepted result that exited 0; else that
+of the first input by name that has not, as for one submit (3 for a job that exited 3,
+125 for no quorum, ...); 130 for Ctrl-C and 124 for --timeout when jobs were cut off.
+Run one batch at a time into an outputs directory.
 `
 
 type batchConfig struct {

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -297,5 +298,72 @@ func TestBatchStatusLine(t *testing.T) {
 	}
 	if got, want := countsText(map[string]int{"exited 0": 1, "no_quorum": 3, "exited 3": 1}), " (3 no_quorum, 1 exited 0, 1 exited 3)"; got != want {
 		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+var batchBench = flag.Bool("batch-bench", false, "TestBatchThroughput: measure batch jobs/s on a 5-node testnet")
+
+// TestBatchThroughput measures verified tiny jobs per second on a 5-node process testnet
+// at R=2, in one run: a batch through a daemon, a batch that joins the grid itself, one
+// submit at a time through the daemon and with --bootstrap (a new peer each), and plain
+// exec of the same binary. It fails unless the batch through the daemon is at least 2×
+// one --bootstrap submit at a time (6-9× on a quiet machine). Run it with
+//
+//	go test -count=1 -run TestBatchThroughput -v ./cmd/gridnode -args -batch-bench
+func TestBatchThroughput(t *testing.T) {
+	if !*batchBench {
+		t.Skip("a measurement: -batch-bench")
+	}
+	bin := gridnodeBinary(t)
+	job := buildJob(t, bin, "sha256", "--example", "sha256")
+	tn := startNet(t, bin, 5)
+	data := filepath.Join(tn.dir, "node-0")
+	const batchN, oneN = 300, 20
+	files := map[string]string{}
+	for i := range batchN {
+		files[fmt.Sprintf("in-%03d", i)] = fmt.Sprintf("input %d\n", i)
+	}
+	inputs := writeInputs(t, files)
+	rate := func(n int, took time.Duration) float64 { return float64(n) / took.Seconds() }
+	batch := func(via ...string) float64 {
+		start := time.Now()
+		_, errOut, code := runBin(t, bin, "", slices.Concat([]string{"submit", "--replicas", "2"}, via,
+			[]string{"--inputs", inputs, "--outputs", t.TempDir(), job})...)
+		if code != 0 {
+			t.Fatalf("batch %q: exit %d\n%s", via, code, errOut)
+		}
+		return rate(batchN, time.Since(start))
+	}
+	one := func(via ...string) float64 {
+		start := time.Now()
+		for i := range oneN {
+			if _, errOut, code := runBin(t, bin, fmt.Sprintf("input %d\n", i), slices.Concat([]string{"submit", "--replicas", "2"}, via, []string{job})...); code != 0 {
+				t.Fatalf("submit %q: exit %d\n%s", via, code, errOut)
+			}
+		}
+		return rate(oneN, time.Since(start))
+	}
+	plain := func() float64 {
+		start := time.Now()
+		for i := range 200 {
+			cmd := exec.Command(job)
+			cmd.Stdin = strings.NewReader(fmt.Sprintf("input %d\n", i))
+			if err := cmd.Run(); err != nil {
+				t.Fatalf("plain exec: %v", err)
+			}
+		}
+		return rate(200, time.Since(start))
+	}
+	joined := []string{"--no-daemon", "--data", t.TempDir(), "--bootstrap", tn.boot, "--trust-file", filepath.Join(tn.dir, "trusted-peers")}
+	viaDaemon := batch("--data", data)
+	viaJoin := batch(joined...)
+	oneDaemon := one("--data", data)
+	oneBoot := one(joined...)
+	exec := plain()
+	t.Logf("jobs/s, R=2, 5 nodes: batch through the daemon %.1f, batch joining %.1f, one at a time through the daemon %.1f, one at a time --bootstrap %.1f, plain exec %.0f",
+		viaDaemon, viaJoin, oneDaemon, oneBoot, exec)
+	t.Logf("batch through the daemon: %.1f× one --bootstrap at a time, %.3f× plain exec ÷ R", viaDaemon/oneBoot, viaDaemon/(exec/2))
+	if viaDaemon < 2*oneBoot {
+		t.Errorf("a batch through the daemon runs %.1f jobs/s, less than 2× one --bootstrap submit at a time (%.1f)", viaDaemon, oneBoot)
 	}
 }
