@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -38,7 +39,7 @@ func (c *SubmitCommand) Run(ctx context.Context, args []string) error {
 	var o submitOpts
 	var boot stringsFlag
 	var lim sandbox.Limits // unset: each worker's defaults
-	fs.Var(&boot, "bootstrap", "join the grid through the peer at full multiaddr `ADDR` (repeatable), unless a daemon runs on the data dir (see --no-daemon)")
+	fs.Var(&boot, "bootstrap", "join the grid through the peer at full multiaddr `ADDR` (repeatable), unless the data dir's daemon is in its grid (see --no-daemon)")
 	fs.Var(&o.api, "api", "submit through the daemon's unix socket (in --data) and only through it; --api=ADDR for a socket path, or for the loopback HOST:PORT of 'gridnode run --api'")
 	fs.BoolVar(&o.noDaemon, "no-daemon", false, "never go through the data dir's daemon: join the grid from this process (through --bootstrap, else the data dir's bootstrap and remembered peers)")
 	data := fs.String("data", "", "data `DIR`: the daemon's to go through (its socket and token); when joining, where the record of workers (workers.json), trusted-peers and the peers to join through are read (default $XDG_DATA_HOME/gridnode or ~/.local/share/gridnode)")
@@ -71,9 +72,10 @@ when one runs there and answers (already in the grid, its connections warm); oth
 joins the grid itself as a short-lived client peer, through --bootstrap or else the data
 dir's bootstrap file and the peers its daemon remembered (DIR/bootstrap, DIR/peers), and
 fails saying what to do when it has none. A socket that does not answer within 2s (a
-daemon that crashed or hangs) is passed over with a note. With --bootstrap and a daemon
-running, the daemon is used and stderr says so: --no-daemon joins through --bootstrap
-instead. --api goes through a daemon and only through it: its unix socket DIR/api.sock,
+daemon that crashed or hangs) is passed over with a note. With --bootstrap, the daemon
+is used (and stderr says so) when it is in that grid: it is a --bootstrap peer or
+connected to one; otherwise, or with --no-daemon, submit joins through --bootstrap
+itself. --api goes through a daemon and only through it: its unix socket DIR/api.sock,
 or --api=HOST:PORT (loopback TCP; the token is read from DIR/api.token). Progress goes to
 stderr: on a terminal one status line (finding workers, sending the binary, running on N
 of R, verifying), else plain lines.
@@ -230,15 +232,17 @@ func (o *submitOpts) open(ctx context.Context, note, progress func(string)) (*gr
 		return &grid{api: c}, nil
 	}
 	if !o.noDaemon {
-		c, why := probeDaemon(ctx, dir)
-		if c != nil {
+		c, st, why := probeDaemon(ctx, dir)
+		switch {
+		case c != nil && len(o.boot) > 0 && !inGridOf(ctx, c, st, o.boot):
+			note("the daemon on " + dir + " is not connected to the --bootstrap peers: joining the grid through them from here")
+		case c != nil:
 			if len(o.boot) > 0 {
-				note("a daemon runs on " + dir + ": submitting through it, not --bootstrap (--no-daemon joins through --bootstrap)")
+				note("a daemon on " + dir + " is in the grid of --bootstrap: submitting through it (--no-daemon joins from here)")
 			}
 			note("submitting through " + c.Addr)
 			return &grid{api: c}, nil
-		}
-		if why != "" {
+		case why != "":
 			note(why + ": joining the grid from here")
 		}
 	}
@@ -267,29 +271,51 @@ func (o *submitOpts) open(ctx context.Context, note, progress func(string)) (*gr
 	return &grid{n: n}, nil
 }
 
-// probeDaemon returns a client of the daemon of data dir dir if one answers its status
+// probeDaemon returns a client of the daemon of data dir dir and its status if it answers
 // within daemonProbeTimeout; else nil and why not ("" when there is no socket at all).
-func probeDaemon(ctx context.Context, dir string) (*node.APIClient, string) {
+func probeDaemon(ctx context.Context, dir string) (*node.APIClient, node.Status, string) {
+	var st node.Status
 	sock := filepath.Join(dir, node.APISocket)
 	if _, err := os.Lstat(sock); err != nil {
-		return nil, ""
+		return nil, st, ""
 	}
 	c := &node.APIClient{Addr: sock}
 	pctx, cancel := context.WithTimeout(ctx, daemonProbeTimeout)
 	defer cancel()
-	var st node.Status
 	err := c.Get(pctx, "/v1/status", &st)
 	switch {
 	case err == nil:
-		return c, ""
+		return c, st, ""
 	case ctx.Err() != nil:
-		return nil, ""
+		return nil, st, ""
 	case pctx.Err() != nil:
-		return nil, fmt.Sprintf("the daemon at %s did not answer within %v", sock, daemonProbeTimeout)
+		return nil, st, fmt.Sprintf("the daemon at %s did not answer within %v", sock, daemonProbeTimeout)
 	case errors.Is(err, node.ErrNoDaemon):
-		return nil, fmt.Sprintf("no daemon listens on %s (a crashed one left it)", sock)
+		return nil, st, fmt.Sprintf("no daemon listens on %s (a crashed one left it)", sock)
 	}
-	return nil, fmt.Sprintf("the daemon at %s: %v", sock, err)
+	return nil, st, fmt.Sprintf("the daemon at %s: %v", sock, err)
+}
+
+// inGridOf reports whether the daemon c (whose status is st) is one of the boot peers or
+// connected to one: then it is in the grid they name, and a user who names another grid
+// (a testnet beside a daemon of the real grid) gets that one.
+func inGridOf(ctx context.Context, c *node.APIClient, st node.Status, boot []string) bool {
+	want := map[string]bool{}
+	for _, a := range boot {
+		if ai, err := peer.AddrInfoFromString(a); err == nil {
+			want[ai.ID.String()] = true
+		}
+	}
+	if want[st.PeerID] {
+		return true
+	}
+	pctx, cancel := context.WithTimeout(ctx, daemonProbeTimeout)
+	defer cancel()
+	var ps node.Peers
+	if err := c.Get(pctx, "/v1/peers", &ps); err != nil {
+		return false
+	}
+	return slices.ContainsFunc(ps.Peers, func(p node.PeerStatus) bool { return want[p.PeerID] })
 }
 
 // submit runs req and reports how it went; only a report's Err says it failed.

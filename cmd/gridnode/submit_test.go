@@ -148,7 +148,8 @@ func submittedBy(t *testing.T, bin, data string) int {
 }
 
 // TestSubmitDaemonFirst checks where `gridnode submit` goes without --api: through the
-// data dir's daemon when it answers (also when --bootstrap is given, saying so), joining
+// data dir's daemon when it answers (with --bootstrap only when the daemon is in that
+// grid, saying so), joining
 // the grid itself with --no-daemon, past a socket nobody listens on or a daemon that does
 // not answer (with a note, within the probe's 2s), through the data dir's remembered
 // peers, and nowhere, with what to do, when the data dir has neither.
@@ -201,7 +202,21 @@ func TestSubmitDaemonFirst(t *testing.T) {
 	}
 	t.Run("daemon", func(t *testing.T) { check(t, []string{"--data", daemon}, true) })
 	t.Run("daemon over bootstrap", func(t *testing.T) {
-		check(t, []string{"--data", daemon, "--bootstrap", tn.boot}, true, "a daemon runs on "+daemon+": submitting through it, not --bootstrap")
+		check(t, []string{"--data", daemon, "--bootstrap", tn.boot}, true, "a daemon on "+daemon+" is in the grid of --bootstrap: submitting through it")
+		// A peer the daemon is connected to (by its ID: the address is never dialled).
+		check(t, []string{"--data", daemon, "--bootstrap", "/ip4/127.0.0.1/tcp/9/p2p/" + tn.ids[1]}, true, "is in the grid of --bootstrap")
+	})
+	t.Run("daemon of another grid", func(t *testing.T) {
+		// Port 9 (discard) on loopback: nothing listens, the join fails at once.
+		other := "/ip4/127.0.0.1/tcp/9/p2p/12D3KooWLRPJAA5o6xqYqKTBg6DZJTe8WtPWgEQY3J1zRP8A2tSj"
+		before := submittedBy(t, bin, daemon)
+		_, errOut, code := submit("--data", daemon, "--bootstrap", other)
+		if want := "is not connected to the --bootstrap peers: joining the grid through them from here"; code != 125 || !strings.Contains(errOut, want) {
+			t.Errorf("got exit %d, stderr %q; want 125 and %q", code, errOut, want)
+		}
+		if got := submittedBy(t, bin, daemon) - before; got != 0 {
+			t.Errorf("the daemon of another grid ran %d submits", got)
+		}
 	})
 	t.Run("no-daemon", func(t *testing.T) {
 		check(t, []string{"--data", daemon, "--no-daemon", "--bootstrap", tn.boot, "--trust-file", trustFile}, false)
