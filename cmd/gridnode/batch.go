@@ -188,6 +188,7 @@ type batch struct {
 	upload sync.Mutex // held while the binary is (re)sent to the daemon
 	stored string     // the daemon's CID of it; "" before the upload
 
+	mem     inputBudget     // input bytes in memory
 	out     sync.Mutex      // --json lines on stdout
 	results []*batchOutcome // by input; nil: not run (interrupted)
 }
@@ -242,7 +243,14 @@ func (b *batch) uploadBinary(ctx context.Context, stale string) error {
 func (b *batch) one(ctx context.Context, i int) {
 	name := b.names[i]
 	b.phase.started()
-	in, err := readBounded(filepath.Join(b.inputs, name), jobs.DefaultMaxInput)
+	path := filepath.Join(b.inputs, name)
+	size := int64(jobs.DefaultMaxInput) // a file that cannot be read is charged in full, briefly
+	if fi, err := os.Stat(path); err == nil {
+		size = min(fi.Size(), size)
+	}
+	release := b.mem.take(size)
+	defer release()
+	in, err := readBounded(path, jobs.DefaultMaxInput)
 	if err != nil {
 		b.record(ctx, i, jobs.JSON(nil, err), false)
 		return
@@ -482,6 +490,37 @@ func writeAtomic(dir, name string, b []byte) error {
 		return err
 	}
 	return os.Rename(f.Name(), filepath.Join(dir, name))
+}
+
+// maxBatchInput bounds the bytes of input a batch holds at once (each job's until it
+// ended): 8 jobs of the largest input, however large --parallel. The daemon, or this
+// process's own peer, holds a copy or two of each while it runs.
+const maxBatchInput = 8 * jobs.DefaultMaxInput
+
+// inputBudget hands out maxBatchInput bytes; one job may always run.
+type inputBudget struct {
+	mu   sync.Mutex
+	cond *sync.Cond
+	used int64
+}
+
+// take waits until n bytes are free, or none are taken, and takes them.
+func (m *inputBudget) take(n int64) (release func()) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cond == nil {
+		m.cond = sync.NewCond(&m.mu)
+	}
+	for m.used > 0 && m.used+n > maxBatchInput {
+		m.cond.Wait()
+	}
+	m.used += n
+	return func() {
+		m.mu.Lock()
+		m.used -= n
+		m.mu.Unlock()
+		m.cond.Broadcast()
+	}
 }
 
 // batchPhase is a batch's status line: a bar of the inputs ended and the counts.

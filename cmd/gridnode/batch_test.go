@@ -367,3 +367,29 @@ func TestBatchThroughput(t *testing.T) {
 		t.Errorf("a batch through the daemon runs %.1f jobs/s, less than 2× one --bootstrap submit at a time (%.1f)", viaDaemon, oneBoot)
 	}
 }
+
+// TestInputBudget checks that a batch holds at most maxBatchInput bytes of input, and that a
+// job larger than that runs alone rather than never.
+func TestInputBudget(t *testing.T) {
+	var m inputBudget
+	var releases []func()
+	for range 8 {
+		releases = append(releases, m.take(jobs.DefaultMaxInput))
+	}
+	took := make(chan func())
+	go func() { took <- m.take(1) }()
+	select {
+	case <-took:
+		t.Fatal("took a byte past the budget")
+	case <-time.After(50 * time.Millisecond): // it waits; what ends the wait is checked below
+	}
+	releases[0]()
+	(<-took)()
+	for _, r := range releases[1:] {
+		r()
+	}
+	m.take(2 * maxBatchInput)() // alone, over the budget
+	if m.used != 0 {
+		t.Errorf("got %d bytes taken after every release, want 0", m.used)
+	}
+}
