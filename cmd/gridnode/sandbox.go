@@ -66,6 +66,10 @@ Flags:
 	if fs.NArg() != 1 {
 		return badUsage(fs, "want one JOB, got %d arguments", fs.NArg())
 	}
+	// The sandbox's one-time set-up (a launcher thread in namespaces of its own, probed by
+	// a fork) takes the most of its start; it runs meanwhile the job and its input are read.
+	runner := &sandbox.Runner{}
+	go runner.Isolation()
 	bin, err := os.ReadFile(fs.Arg(0))
 	if err != nil {
 		return err
@@ -87,7 +91,7 @@ Flags:
 	if len(in) > jobs.DefaultMaxInput {
 		return fmt.Errorf("input over the grid's %s limit: workers refuse it", formatSize(jobs.DefaultMaxInput))
 	}
-	res, runErr := (&sandbox.Runner{}).Run(ctx, sandbox.Job{Binary: bin, Stdin: bytes.NewReader(in)}, lim)
+	res, runErr := runner.Run(ctx, sandbox.Job{Binary: bin, Stdin: bytes.NewReader(in)}, lim)
 	if *asJSON {
 		rep := sandboxReport{
 			JobCID:     cids.Sum(bin).String(),
