@@ -67,7 +67,7 @@ Flags:
 		return badUsage(fs, "want one JOB, got %d arguments", fs.NArg())
 	}
 	// The sandbox's one-time set-up (a launcher thread in namespaces of its own, probed by
-	// a fork) takes the most of its start; it runs meanwhile the job and its input are read.
+	// a fork: about 1 ms) runs while the job and its input are read, not after.
 	runner := &sandbox.Runner{}
 	go runner.Isolation()
 	bin, err := os.ReadFile(fs.Arg(0))
