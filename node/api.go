@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -247,6 +248,7 @@ func (n *Node) closeAPI() {
 // ServeAPI adds the token on TCP.
 func (n *Node) APIHandler() http.Handler {
 	mux := http.NewServeMux()
+	var last lastBinary // the binary the latest job_cid named, shared by a batch's submits
 	mux.HandleFunc("POST /v1/submit", func(w http.ResponseWriter, r *http.Request) {
 		var body APISubmit
 		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, apiMaxBody)).Decode(&body); err != nil {
@@ -255,7 +257,7 @@ func (n *Node) APIHandler() http.Handler {
 		}
 		req := body.Request
 		if body.JobCID != "" {
-			bin, status, err := n.storedBinary(r.Context(), body)
+			bin, status, err := n.storedBinary(r.Context(), body, &last)
 			if err != nil {
 				http.Error(w, err.Error(), status)
 				return
@@ -310,10 +312,47 @@ type APIBinary struct {
 	Size   int64  `json:"size"`
 }
 
-// storedBinary is the binary body.JobCID names, from the store, with the HTTP status of
-// its error: 400 for a malformed request, 404 when the store does not hold it (never
-// stored, or evicted since: the client uploads it again).
-func (n *Node) storedBinary(ctx context.Context, body APISubmit) ([]byte, int, error) {
+// lastBinary keeps the binary of the latest job_cid in memory for lastBinaryIdle, so that
+// the concurrent submits of a batch share one copy of it rather than read it from the
+// store each (a 32 MiB binary: a 32 MiB read and allocation per input).
+type lastBinary struct {
+	mu    sync.Mutex
+	c     cid.Cid
+	bin   []byte
+	timer *time.Timer // drops bin once idle
+}
+
+const lastBinaryIdle = 30 * time.Second
+
+func (l *lastBinary) get(c cid.Cid) []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.bin == nil || !l.c.Equals(c) {
+		return nil
+	}
+	l.timer.Reset(lastBinaryIdle)
+	return l.bin
+}
+
+func (l *lastBinary) set(c cid.Cid, bin []byte) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.c, l.bin = c, bin
+	if l.timer == nil {
+		l.timer = time.AfterFunc(lastBinaryIdle, func() {
+			l.mu.Lock()
+			l.bin = nil
+			l.mu.Unlock()
+		})
+	}
+	l.timer.Reset(lastBinaryIdle)
+}
+
+// storedBinary is the binary body.JobCID names, from last or the store, with the HTTP
+// status of its error: 400 for a malformed request, 404 when the store does not hold it
+// (never stored, or evicted since: the client uploads it again). The bytes are shared:
+// the submitter only reads them.
+func (n *Node) storedBinary(ctx context.Context, body APISubmit, last *lastBinary) ([]byte, int, error) {
 	if len(body.Binary) > 0 {
 		return nil, http.StatusBadRequest, errors.New("bad request: give Binary or job_cid, not both")
 	}
@@ -324,6 +363,9 @@ func (n *Node) storedBinary(ctx context.Context, body APISubmit) ([]byte, int, e
 	if err != nil {
 		return nil, http.StatusBadRequest, fmt.Errorf("bad request: job_cid %q: %w", body.JobCID, err)
 	}
+	if bin := last.get(c); bin != nil {
+		return bin, 0, nil
+	}
 	bin, err := n.jobs.store.Get(ctx, c, sandbox.DefaultLimits().MaxBinary)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, http.StatusNotFound, fmt.Errorf("binary %s: not held by the daemon: upload it with POST /v1/binaries", c)
@@ -331,6 +373,7 @@ func (n *Node) storedBinary(ctx context.Context, body APISubmit) ([]byte, int, e
 	if err != nil {
 		return nil, http.StatusInternalServerError, fmt.Errorf("binary %s: %w", c, err)
 	}
+	last.set(c, bin)
 	return bin, 0, nil
 }
 
