@@ -56,7 +56,8 @@ a missing directory, the outputs directory being the inputs directory, an input
 over the 16 MiB input limit or named *.outcome.json, a JOB that is not a valid job.
 Progress on stderr is a bar on a terminal, else a line per job; with --json, stdout
 gets a JSON line per job (the outcome, "skipped": true for one done before) and at the
-end one with "summary". The summary counts accepted jobs (by outcome), failed ones (by
+end one with "summary" (with error and error_kind for a batch refused or that could not
+reach the grid). The summary counts accepted jobs (by outcome), failed ones (by
 error_kind), those done before, the time and jobs/s. --timeout bounds the whole batch.
 The exit status is 0 when every input has an accepted result that exited 0; else that
 of the first input by name that has not, as for one submit (3 for a job that exited 3,
@@ -92,6 +93,8 @@ type batchSummary struct {
 		JobsPerS  float64        `json:"jobs_per_second"` // jobs run (skipped ones not) per second
 		ExitCode  int            `json:"exit_code"`
 		FirstFail string         `json:"first_failed,omitempty"` // the input the exit code is of
+		Error     string         `json:"error,omitempty"`        // why the batch did not start
+		ErrorKind string         `json:"error_kind,omitempty"`   // as a submit's
 	} `json:"summary"`
 }
 
@@ -99,14 +102,14 @@ type batchSummary struct {
 func runBatch(ctx context.Context, c batchConfig) error {
 	names, err := batchInputs(c.inputs, c.outputs)
 	if err != nil {
-		return err
+		return batchRefused(ctx, err, c.asJSON)
 	}
 	bin, err := os.ReadFile(c.job)
 	if err != nil {
-		return err
+		return batchRefused(ctx, err, c.asJSON)
 	}
 	if _, err := jobs.CheckBinary(bin, c.req.Limits); err != nil {
-		return fmt.Errorf("submit: %w", err)
+		return batchRefused(ctx, fmt.Errorf("submit: %w", err), c.asJSON)
 	}
 	b := &batch{batchConfig: c, bin: bin, jobCID: cids.Sum(bin).String(), names: names,
 		results: make([]*batchOutcome, len(names))}
@@ -117,6 +120,18 @@ func runBatch(ctx context.Context, c batchConfig) error {
 	err = b.run(ctx)
 	b.p.Close()
 	return b.finish(ctx, err, time.Since(start))
+}
+
+// batchRefused returns err, a batch that did not start; with --json the summary line
+// says why (error, error_kind), as one submit's report would.
+func batchRefused(ctx context.Context, err error, asJSON bool) error {
+	if asJSON {
+		var s batchSummary
+		rep := jobs.JSON(nil, err)
+		s.Summary.Error, s.Summary.ErrorKind, s.Summary.ExitCode = rep.Error, rep.ErrorKind, exitCode(ctx, err)
+		json.NewEncoder(os.Stdout).Encode(s)
+	}
+	return err
 }
 
 // batchInputs checks the batch's directories and lists its inputs, sorted; it refuses the
@@ -357,6 +372,9 @@ func (b *batch) record(ctx context.Context, i int, rep *jobs.ReportJSON, skipped
 
 // finish prints the summary and returns the batch's result (see batchHelp).
 func (b *batch) finish(ctx context.Context, runErr error, took time.Duration) error {
+	if runErr != nil {
+		return batchRefused(ctx, runErr, b.asJSON)
+	}
 	var s batchSummary
 	sm := &s.Summary
 	sm.Inputs, sm.Accepted, sm.Failed = len(b.names), map[string]int{}, map[string]int{}
@@ -389,8 +407,6 @@ func (b *batch) finish(ctx context.Context, runErr error, took time.Duration) er
 	}
 	var err error
 	switch {
-	case runErr != nil:
-		err = runErr
 	case ctx.Err() != nil && sm.NotRun > 0:
 		err = reported{fmt.Errorf("batch: %w", ctx.Err())}
 	case first != nil:
@@ -398,17 +414,15 @@ func (b *batch) finish(ctx context.Context, runErr error, took time.Duration) er
 		err = jobExit(first.Status, first.ExitCode, first.Signal, first.Reason, first.Err(), true)
 	}
 	sm.ExitCode = exitCode(ctx, err)
-	if runErr == nil {
-		line := fmt.Sprintf("%d inputs: %d accepted%s, %d failed%s, %d done before", sm.Inputs,
-			sumCounts(sm.Accepted), countsText(sm.Accepted), sumCounts(sm.Failed), countsText(sm.Failed), sm.Skipped)
-		if sm.NotRun > 0 {
-			line += fmt.Sprintf(", %d not run (interrupted)", sm.NotRun)
-		}
-		line += fmt.Sprintf("; %d jobs in %v, %.1f jobs/s", ran, took.Round(time.Millisecond), sm.JobsPerS)
-		fmt.Fprintln(os.Stderr, "gridnode:", line)
-		if b.asJSON {
-			json.NewEncoder(os.Stdout).Encode(s)
-		}
+	line := fmt.Sprintf("%d inputs: %d accepted%s, %d failed%s, %d done before", sm.Inputs,
+		sumCounts(sm.Accepted), countsText(sm.Accepted), sumCounts(sm.Failed), countsText(sm.Failed), sm.Skipped)
+	if sm.NotRun > 0 {
+		line += fmt.Sprintf(", %d not run (interrupted)", sm.NotRun)
+	}
+	line += fmt.Sprintf("; %d jobs in %v, %.1f jobs/s", ran, took.Round(time.Millisecond), sm.JobsPerS)
+	fmt.Fprintln(os.Stderr, "gridnode:", line)
+	if b.asJSON {
+		json.NewEncoder(os.Stdout).Encode(s)
 	}
 	return err
 }

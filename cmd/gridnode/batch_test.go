@@ -191,9 +191,15 @@ func TestSubmitBatch(t *testing.T) {
 			{"only --inputs", []string{"--inputs", inputs, hash}, 125, "--inputs and --outputs go together"},
 		} {
 			t.Run(tt.name, func(t *testing.T) {
-				_, errOut, code := batch(daemon, tt.args...)
+				stdout, errOut, code := batch(daemon, tt.args...)
 				if code != tt.code || !strings.Contains(errOut, tt.msg) {
 					t.Errorf("got exit %d, stderr %q; want %d and %q", code, errOut, tt.code, tt.msg)
+				}
+				if code == 125 && strings.Contains(errOut, "Usage:") {
+					return // a usage error: no summary
+				}
+				if lines, sum := batchLines(t, stdout); len(lines) != 0 || !strings.Contains(sum.Summary.Error, tt.msg) || sum.Summary.ExitCode != tt.code {
+					t.Errorf("--json: %d job lines, summary %+v; want none and the error", len(lines), sum.Summary)
 				}
 				if got := listDir(t, out); len(got) != 0 {
 					t.Errorf("outputs written: %q", got)
