@@ -238,8 +238,8 @@ func (b *batch) run(ctx context.Context) error {
 	return nil
 }
 
-// uploadBinary sends the binary to the daemon unless it was sent since stale, the CID of
-// a failed submit, was taken.
+// uploadBinary sends the binary to the daemon, unless another goroutine sent it again
+// since stale (the CID a failed submit named) was the current one.
 func (b *batch) uploadBinary(ctx context.Context, stale string) error {
 	b.upload.Lock()
 	defer b.upload.Unlock()
@@ -267,11 +267,11 @@ func (b *batch) one(ctx context.Context, i int) {
 	defer release()
 	in, err := readBounded(path, jobs.DefaultMaxInput)
 	if err != nil {
-		b.record(ctx, i, jobs.JSON(nil, err), false)
+		b.record(i, jobs.JSON(nil, err), false)
 		return
 	}
 	if rep := b.done(name, in); rep != nil {
-		b.record(ctx, i, rep, true)
+		b.record(i, rep, true)
 		return
 	}
 	req := b.req
@@ -292,7 +292,7 @@ func (b *batch) one(ctx context.Context, i int) {
 			rep = jobs.JSON(nil, fmt.Errorf("write output: %w", err))
 		}
 	}
-	b.record(ctx, i, rep, false)
+	b.record(i, rep, false)
 }
 
 // submitStored submits req through the daemon with the binary it holds, sending it again
@@ -336,7 +336,7 @@ func (b *batch) done(name string, in []byte) *jobs.ReportJSON {
 }
 
 // record writes input i's outcome file (unless skipped, an earlier run's) and reports it.
-func (b *batch) record(ctx context.Context, i int, rep *jobs.ReportJSON, skipped bool) {
+func (b *batch) record(i int, rep *jobs.ReportJSON, skipped bool) {
 	name := b.names[i]
 	rep.Output = nil
 	o := &batchOutcome{Input: name, ReportJSON: rep}
