@@ -128,6 +128,7 @@ func New(ctx context.Context, n int, cfg Config) (*Grid, error) {
 		g.Close()
 		return nil, fmt.Errorf("refresh: %w", err)
 	}
+	g.trim()
 	t2 := time.Now()
 	for _, nd := range g.Nodes {
 		nd.DHT.AnnounceWorker(dht.WorkerNamespace(Arch), nd.ready)
@@ -140,8 +141,23 @@ func New(ctx context.Context, n int, cfg Config) (*Grid, error) {
 			return nil, fmt.Errorf("node %d announced: %w", i, ctx.Err())
 		}
 	}
+	g.trim()
 	g.Phases = [3]time.Duration{t1.Sub(t0), t2.Sub(t1), time.Since(t2)}
 	return g, nil
+}
+
+// trim closes each node's connections to peers outside its routing table, as the
+// connection manager of a real node (which kad-dht tags its table's peers for) does once
+// past its high water: a refresh or an announcement meets hundreds of peers, and mocknet
+// hosts have no connection manager.
+func (g *Grid) trim() {
+	for _, nd := range g.Nodes {
+		for _, p := range nd.Host.Network().Peers() {
+			if !nd.DHT.Routes(p) {
+				nd.Host.Network().ClosePeer(p)
+			}
+		}
+	}
 }
 
 // introducers are node 0 and two random nodes before i.
