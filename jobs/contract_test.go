@@ -341,7 +341,7 @@ func fakeWorker(t *testing.T, stderr []byte, stderrCID cid.Cid) *countingHost {
 		if err != nil {
 			t.Error(err)
 		}
-		protocol.WriteMsg(s, &protocol.JobResult{Output: out, Stderr: stderr, Receipt: receipt})
+		protocol.WriteMsgPayload(s, &protocol.JobResult{OutputSize: uint64(len(out)), Stderr: stderr, Receipt: receipt}, out)
 	})
 	return h
 }

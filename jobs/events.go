@@ -20,6 +20,10 @@ type Events struct {
 	// Submitted is called when a submit ends, with its report (nil if it never got one)
 	// and its error.
 	Submitted func(rep *Report, err error)
+	// Released is called when a worker's job or a submit no longer holds its payload
+	// buffers, with their size in bytes (binary, input and outputs): the node's memory
+	// policy (node/memory.go) then returns the freed heap to the OS.
+	Released func(payload int64)
 }
 
 // JobEvent is one job a worker admitted.
@@ -67,6 +71,15 @@ func JoinEvents(es ...Events) Events {
 					prev(p, c)
 				}
 				f(p, c)
+			}
+		}
+		if f := e.Released; f != nil {
+			prev := out.Released
+			out.Released = func(n int64) {
+				if prev != nil {
+					prev(n)
+				}
+				f(n)
 			}
 		}
 		if f := e.Submitted; f != nil {

@@ -265,22 +265,22 @@ func TestWorkerInlineInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	in := []byte("inline")
-	inputFrame := func(b []byte) []byte {
-		var buf bytes.Buffer
-		protocol.WriteMsg(&buf, &protocol.JobInput{Data: b})
-		return buf.Bytes()
-	}
 	tests := []struct {
 		name    string
 		early   []byte // sent right after the header
-		asked   []byte // sent once the worker asks
+		asked   []byte // sent (raw, as the protocol sends input) once the worker asks
+		end     bool   // then close the write side
+		mayRun  bool   // the job may run before the worker reads past the input
 		want    protocol.Code
 		wantOut string // with OK
 	}{
-		{name: "asked, then sent", asked: inputFrame(in), want: protocol.Code_OK, wantOut: "INLINE"},
-		{name: "sent before asked", early: inputFrame(in), want: -1},
-		{name: "other bytes than declared", asked: inputFrame([]byte("inlinX")), want: protocol.Code_BAD_REQUEST},
-		{name: "more bytes than declared", asked: inputFrame(make([]byte, 1<<20)), want: -1},
+		{name: "asked, then sent", asked: in, want: protocol.Code_OK, wantOut: "INLINE"},
+		{name: "sent before asked", early: in, want: -1},
+		{name: "other bytes than declared", asked: []byte("inlinX"), want: protocol.Code_BAD_REQUEST},
+		// The input is read as declared and the job may start; the byte after it cancels
+		// the job (the submitter spends its own slot).
+		{name: "more bytes than declared", asked: append(bytes.Clone(in), make([]byte, 1<<20)...), mayRun: true, want: -1},
+		{name: "fewer bytes than declared", asked: in[:3], end: true, want: -1},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -320,18 +320,25 @@ func TestWorkerInlineInput(t *testing.T) {
 			}
 			if err == nil && res.SendInput {
 				s.Write(tt.asked)
+				if tt.end {
+					s.CloseWrite()
+				}
 				res.Reset()
 				err = protocol.ReadMsg(s, &res, protocol.MaxJobResult)
+			}
+			var out []byte
+			if err == nil {
+				out, err = protocol.ReadPayload(s, int64(res.OutputSize), io.Discard)
 			}
 			switch {
 			case tt.want == -1:
 				if !errors.Is(err, network.ErrReset) {
 					t.Fatalf("got %+v, %v; want a reset", &res, err)
 				}
-			case err != nil || res.Code != tt.want || string(res.Output) != tt.wantOut:
-				t.Fatalf("got %+v, %v; want code %v, output %q", &res, err, tt.want, tt.wantOut)
+			case err != nil || res.Code != tt.want || string(out) != tt.wantOut:
+				t.Fatalf("got %+v, output %q, %v; want code %v, output %q", &res, out, err, tt.want, tt.wantOut)
 			}
-			if ran := runs.Load() - before; (tt.want == protocol.Code_OK) != (ran == 1) {
+			if ran := runs.Load() - before; (tt.want == protocol.Code_OK) != (ran == 1) && !tt.mayRun {
 				t.Errorf("got %d runs", ran)
 			}
 		})

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -90,12 +91,15 @@ func (w *r78Worker) answer(s network.Stream, req *protocol.JobRequest, f func([]
 	}
 	var in []byte
 	if req.InputInline && req.InputSize > 0 {
-		var m protocol.JobInput
-		if protocol.WriteMsg(s, &protocol.JobResult{SendInput: true}) != nil || protocol.ReadMsg(s, &m, int(req.InputSize)+16) != nil {
+		var err error
+		if protocol.WriteMsg(s, &protocol.JobResult{SendInput: true}) != nil {
 			s.Reset()
 			return
 		}
-		in = m.Data
+		if in, err = protocol.ReadPayload(s, int64(req.InputSize), io.Discard); err != nil {
+			s.Reset()
+			return
+		}
 	}
 	out := f(in)
 	jobCID, _ := cids.Cast(req.JobCid)
@@ -106,7 +110,7 @@ func (w *r78Worker) answer(s network.Stream, req *protocol.JobRequest, f func([]
 		s.Reset()
 		return
 	}
-	protocol.WriteMsg(s, &protocol.JobResult{Output: out, Receipt: receipt, Reason: reason})
+	protocol.WriteMsgPayload(s, &protocol.JobResult{OutputSize: uint64(len(out)), Receipt: receipt, Reason: reason}, out)
 }
 
 // withExtra makes g's submitter also find ais.

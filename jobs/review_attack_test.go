@@ -326,7 +326,7 @@ func TestReviewHeldInfoSigning(t *testing.T) {
 
 // holdAdmitted opens a job stream from h, for the binary testBinary of CID c and an inline input in with the
 // largest wall limit the worker allows, waits until the worker asks for the input, then
-// sends send bytes of the JobInput frame (all but the end) and holds the stream open.
+// sends send bytes of the input (all but the end) and holds the stream open.
 // It returns the stream (to be reset by the caller) or nil.
 func holdAdmitted(t *testing.T, h host.Host, p peer.ID, c cid.Cid, in []byte, send int) network.Stream {
 	t.Helper()
@@ -345,17 +345,11 @@ func holdAdmitted(t *testing.T, h host.Host, p peer.ID, c cid.Cid, in []byte, se
 		return nil
 	}
 	if send > 0 {
-		var b bytesBuffer
-		protocol.WriteMsg(&b, &protocol.JobInput{Data: in})
-		s.Write(b.b[:min(send, len(b.b)-1)])
+		s.Write(in[:min(send, len(in)-1)]) // the input is raw
 	}
 	s.SetDeadline(time.Time{})
 	return s
 }
-
-type bytesBuffer struct{ b []byte }
-
-func (w *bytesBuffer) Write(p []byte) (int, error) { w.b = append(w.b, p...); return len(p), nil }
 
 // TestReviewFindingSlotsHeldWaitingForInput: two fresh identities (SlotsPerPeer is half the
 // slots, so two always suffice, however many slots the worker has) each get admitted for a

@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -245,6 +246,15 @@ type job struct {
 func (s *Submitter) Submit(ctx context.Context, req Request) (rep *Report, err error) {
 	if s.cfg.Events.Submitted != nil {
 		defer func() { s.cfg.Events.Submitted(rep, err) }()
+	}
+	if s.cfg.Events.Released != nil {
+		defer func() {
+			n := len(req.Binary) + len(req.Input)
+			if rep != nil {
+				n += len(rep.Output) * len(rep.Replicas) // their copies, now garbage but one
+			}
+			s.cfg.Events.Released(int64(n))
+		}()
 	}
 	j, err := s.prepare(ctx, req)
 	if err != nil {
@@ -1004,13 +1014,23 @@ func (s *Submitter) runOne(ctx context.Context, c *candidate, j *job) (a attempt
 			err = fmt.Errorf("%w: asked for input it has or already got", protocol.ErrBadRequest)
 			break
 		}
-		if err = protocol.WriteMsg(st, &protocol.JobInput{Data: j.Input}); err != nil {
+		if _, err = st.Write(j.Input); err != nil { // raw: the worker knows its size
 			break
 		}
 		sent = true
 	}
 	if err == nil {
 		err = res.Err()
+	}
+	// The output follows the result raw, into one buffer and hashed as it arrives: never
+	// more than the job's output limit, checked before the buffer is made.
+	var output []byte
+	outHash := sha256.New()
+	if limit := cmp.Or(j.Limits.MaxOutput, sandbox.DefaultLimits().MaxOutput); err == nil && res.OutputSize > uint64(limit) {
+		err = fmt.Errorf("%w: output of %d bytes, limit %d", protocol.ErrTooLarge, res.OutputSize, limit)
+	}
+	if err == nil {
+		output, err = protocol.ReadPayload(st, int64(res.OutputSize), outHash)
 	}
 	if err != nil {
 		st.Reset()
@@ -1029,24 +1049,24 @@ func (s *Submitter) runOne(ctx context.Context, c *candidate, j *job) (a attempt
 	a.Prefix = netPrefix(st.Conn().RemoteMultiaddr(), p) // the connection that carried the job
 	st.Close()
 	a.Receipt, a.Reason = res.Receipt, protocol.Clean(res.Reason, protocol.MaxReason)
-	r, err := checkReceipt(res.Receipt, p, nonce, j, res.Output, res.Stderr)
+	r, err := checkReceipt(res.Receipt, p, nonce, j, cids.FromDigest(outHash.Sum(nil)), res.Stderr)
 	if err != nil {
 		a.Err = fmt.Errorf("%w: %w", ErrBadReceipt, err)
 		return a
 	}
 	a.Verdict, a.CPU, a.Wall, a.ReceiptValid = verdictOf(r), r.CPU, r.Wall, true
-	a.output, a.stderr = res.Output, res.Stderr
+	a.output, a.stderr = output, res.Stderr
 	return a
 }
 
 // checkReceipt checks that sealed is p's receipt for this job and nonce, and for the
-// output and stderr received, and returns it.
-func checkReceipt(sealed []byte, p peer.ID, nonce []byte, j *job, output, stderr []byte) (*protocol.Receipt, error) {
+// output (hashed as it arrived, to outCID) and stderr received, and returns it.
+func checkReceipt(sealed []byte, p peer.ID, nonce []byte, j *job, outCID cid.Cid, stderr []byte) (*protocol.Receipt, error) {
 	r, signer, err := protocol.OpenReceipt(sealed)
 	if err != nil {
 		return nil, err
 	}
-	outCID, errCID := cids.Sum(output), cids.Sum(stderr) // once each: output is up to MaxOutput
+	errCID := cids.Sum(stderr)
 	switch {
 	case signer != p:
 		return nil, fmt.Errorf("signed by %s", signer)

@@ -268,7 +268,7 @@ func TestCheckReceipt(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := checkReceipt(sealed, worker, nonce, j, output, stderr)
+			got, err := checkReceipt(sealed, worker, nonce, j, cids.Sum(output), stderr)
 			if (err == nil) != tt.ok {
 				t.Fatalf("got %v, want ok=%v", err, tt.ok)
 			}

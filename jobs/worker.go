@@ -449,9 +449,11 @@ type spec struct {
 	binSize   int64
 	lim       sandbox.Limits
 	nonce     []byte
-	ran       bool          // the runner was called (set by execute)
-	verdict   Verdict       // what the receipt says (set by execute)
-	cpu, wall time.Duration // from the receipt (set by execute)
+	ran       bool            // the runner was called (set by execute)
+	output    int64           // bytes of output (set by execute)
+	stored    <-chan struct{} // closed once a fetched binary is stored, if it is (set by binary)
+	verdict   Verdict         // what the receipt says (set by execute)
+	cpu, wall time.Duration   // from the receipt (set by execute)
 }
 
 // admit checks a request against the protocol and the worker's policy.
@@ -559,6 +561,7 @@ func (w *Worker) handleJob(s network.Stream) {
 	defer context.AfterFunc(paused, cancel)()
 	defer w.live.watch(w.ctx, &w.wg, w.cfg.Host, w.log, from, cancel)()
 	in := &streamInput{s: s, sp: sp, asked: make(chan struct{}), got: make(chan []byte, 1)}
+	defer w.released(sp)
 	watched := make(chan struct{})
 	go func() {
 		defer close(watched)
@@ -571,7 +574,7 @@ func (w *Worker) handleJob(s network.Stream) {
 
 	log.Debug("job admitted", "job", sp.jobCID, "input", sp.inputCID)
 	started := time.Now()
-	res, err := w.execute(ctx, sp, in)
+	res, output, err := w.execute(ctx, sp, in)
 	w.jobEvent(sp, started, res, cmp.Or(w.ctx.Err(), ctx.Err(), err))
 	switch {
 	case w.ctx.Err() != nil:
@@ -604,12 +607,12 @@ func (w *Worker) handleJob(s network.Stream) {
 		if err != nil {
 			log.Info("job failed", "job", sp.jobCID, "err", err)
 			code, msg := protocol.Refusal(err)
-			res = &protocol.JobResult{Code: code, Message: msg}
+			res, output = &protocol.JobResult{Code: code, Message: msg}, nil
 		}
 		release()
 		protocol.SetDeadline(s, protocol.ReplyTimeout)
 		stop := context.AfterFunc(w.ctx, func() { s.Reset() })
-		err = protocol.WriteMsg(s, res)
+		err = protocol.WriteMsgPayload(s, res, output)
 		if !stop() || err != nil {
 			s.Reset()
 			return
@@ -624,7 +627,7 @@ type streamInput struct {
 	s     network.Stream
 	sp    *spec
 	asked chan struct{} // closed just before the worker asks for the input
-	got   chan []byte   // the input, once read
+	got   chan []byte   // the input, once read; nil if it does not hash to its CID
 }
 
 // watch reads the stream until it ends, delivering the inline input on in.got if it comes
@@ -639,11 +642,17 @@ func (in *streamInput) watch() error {
 	default:
 		return fmt.Errorf("%w: bytes before the worker asked for any", protocol.ErrBadRequest)
 	}
-	var m protocol.JobInput
-	if err := protocol.ReadMsg(io.MultiReader(bytes.NewReader(b[:]), in.s), &m, int(in.sp.inputSize)+16); err != nil {
+	// The input is inputSize raw bytes (at most MaxInput, checked at admission), into one
+	// buffer, hashed as they arrive.
+	v := cids.NewVerifier(in.sp.inputCID)
+	data, err := protocol.ReadPayload(io.MultiReader(bytes.NewReader(b[:]), in.s), in.sp.inputSize, v)
+	if err != nil {
 		return fmt.Errorf("read input: %w", err)
 	}
-	in.got <- m.Data
+	if v.Verify() != nil {
+		data = nil
+	}
+	in.got <- data
 	if err := readByte(in.s, b[:]); err != nil {
 		return err
 	}
@@ -670,8 +679,8 @@ func (in *streamInput) input(ctx context.Context) ([]byte, error) {
 	}
 	select {
 	case b := <-in.got:
-		if int64(len(b)) != in.sp.inputSize || !cids.Sum(b).Equals(in.sp.inputCID) {
-			return nil, protocol.Errorf(protocol.Code_BAD_REQUEST, "inline input of %d bytes is not the %d bytes of %s", len(b), in.sp.inputSize, in.sp.inputCID)
+		if b == nil {
+			return nil, protocol.Errorf(protocol.Code_BAD_REQUEST, "inline input of %d bytes is not %s", in.sp.inputSize, in.sp.inputCID)
 		}
 		return b, nil
 	case <-ctx.Done():
@@ -700,15 +709,18 @@ func outputCID(r sandbox.Result) cid.Cid {
 }
 
 // execute gets and validates the binary, then gets the input, runs the job and seals the
-// receipt.
-func (w *Worker) execute(ctx context.Context, sp *spec, in *streamInput) (*protocol.JobResult, error) {
+// receipt. It returns the result and the output that follows it on the stream.
+func (w *Worker) execute(ctx context.Context, sp *spec, in *streamInput) (*protocol.JobResult, []byte, error) {
 	defer w.cfg.Store.Pin(sp.jobCID)()
 	bin, err := w.binary(ctx, sp)
 	if err != nil {
-		return nil, fmt.Errorf("binary: %w", err)
+		return nil, nil, fmt.Errorf("binary: %w", err)
+	}
+	if sp.stored != nil {
+		defer func() { <-sp.stored }()
 	}
 	if err := w.cfg.Validate(bin, sp.lim); err != nil {
-		return nil, rejected(err.Error())
+		return nil, nil, rejected(err.Error())
 	}
 	var input []byte
 	switch {
@@ -720,9 +732,9 @@ func (w *Worker) execute(ctx context.Context, sp *spec, in *streamInput) (*proto
 	}
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, nil, ctx.Err()
 		}
-		return nil, fmt.Errorf("input: %w", err)
+		return nil, nil, fmt.Errorf("input: %w", err)
 	}
 	// The wall budget starts with the run.
 	protocol.SetDeadline(in.s, w.stretchWall(sp.lim.Wall)+protocol.ReplyTimeout)
@@ -730,19 +742,19 @@ func (w *Worker) execute(ctx context.Context, sp *spec, in *streamInput) (*proto
 	r, err := w.cfg.Runner.Run(ctx, sandbox.Job{Binary: bin, Stdin: bytes.NewReader(input)}, sp.lim)
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, nil, ctx.Err()
 		}
-		return nil, protocol.Errorf(protocol.Code_INTERNAL, "run: %v", err)
+		return nil, nil, protocol.Errorf(protocol.Code_INTERNAL, "run: %v", err)
 	}
 	if r.Status == sandbox.StatusRejected { // refused by a check past Validate (the patched image's)
-		return nil, rejected(r.Reason)
+		return nil, nil, rejected(r.Reason)
 	}
 	if int64(len(r.Output)) > sp.lim.MaxOutput {
-		return nil, protocol.Errorf(protocol.Code_INTERNAL, "runner returned %d bytes of output, limit %d", len(r.Output), sp.lim.MaxOutput)
+		return nil, nil, protocol.Errorf(protocol.Code_INTERNAL, "runner returned %d bytes of output, limit %d", len(r.Output), sp.lim.MaxOutput)
 	}
 	status := protocol.Clean(string(r.Status), protocol.MaxText)
 	if status == "" {
-		return nil, protocol.Errorf(protocol.Code_INTERNAL, "runner returned no status")
+		return nil, nil, protocol.Errorf(protocol.Code_INTERNAL, "runner returned no status")
 	}
 	stderr := r.Stderr[:min(len(r.Stderr), protocol.MaxStderr)]
 	w.log.Info("job done", "peer", sp.from, "job", sp.jobCID, "status", status, "exit_code", r.ExitCode, "signal", r.Signal)
@@ -762,15 +774,15 @@ func (w *Worker) execute(ctx context.Context, sp *spec, in *streamInput) (*proto
 		Nonce:     sp.nonce,
 	}, w.key)
 	if err != nil {
-		return nil, protocol.Errorf(protocol.Code_INTERNAL, "%v", err)
+		return nil, nil, protocol.Errorf(protocol.Code_INTERNAL, "%v", err)
 	}
-	sp.verdict, sp.cpu, sp.wall = v, r.CPUTime, r.WallTime
+	sp.verdict, sp.cpu, sp.wall, sp.output = v, r.CPUTime, r.WallTime, int64(len(r.Output))
 	return &protocol.JobResult{
-		Reason:  protocol.Clean(r.Reason, protocol.MaxReason),
-		Output:  r.Output,
-		Stderr:  stderr,
-		Receipt: receipt,
-	}, nil
+		Reason:     protocol.Clean(r.Reason, protocol.MaxReason),
+		OutputSize: uint64(len(r.Output)),
+		Stderr:     stderr,
+		Receipt:    receipt,
+	}, r.Output, nil
 }
 
 // rejected is the coded refusal of a binary the sandbox does not accept, with its reason.
@@ -812,9 +824,19 @@ func (w *Worker) binary(ctx context.Context, sp *spec) ([]byte, error) {
 	}
 	if verr := w.cfg.Validate(b, w.policy); verr != nil {
 		w.log.Debug("binary not kept", "job", c, "peer", sp.from, "err", verr)
-	} else if serr := w.cfg.Store.PutBinary(ctx, c, b); serr != nil {
-		w.log.Warn("binary not kept", "job", c, "err", serr) // the job still runs
+		return b, nil
 	}
+	// Stored while the input comes and the job runs (writing 32 MiB first held the job
+	// back ~15 ms), and by the time the result is sent; b is never written to. The handler
+	// is counted in w.wg, so Close waits for this too.
+	stored := make(chan struct{})
+	sp.stored = stored
+	w.wg.Go(func() {
+		defer close(stored)
+		if err := w.cfg.Store.PutBinary(w.ctx, c, b); err != nil {
+			w.log.Warn("binary not kept", "job", c, "err", err) // the job still runs
+		}
+	})
 	return b, nil
 }
 
@@ -867,6 +889,14 @@ func (w *Worker) fetchInput(ctx context.Context, sp *spec) ([]byte, error) {
 		return nil, protocol.Errorf(protocol.Code_TOO_LARGE, "%v", err)
 	}
 	return nil, protocol.Errorf(protocol.Code_FETCH_FAILED, "%v", err)
+}
+
+// released tells Events.Released, once the job's handler is done with them, how many
+// bytes of binary, input and output the job held.
+func (w *Worker) released(sp *spec) {
+	if w.cfg.Events.Released != nil {
+		w.cfg.Events.Released(sp.binSize + sp.inputSize + sp.output)
+	}
 }
 
 // protect keeps the connection manager from pruning p until the returned func is called;

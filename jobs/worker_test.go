@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"io"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -221,6 +222,12 @@ func rawJob(t *testing.T, h host.Host, p peer.ID, m *protocol.JobRequest) (*prot
 	if err := protocol.ReadMsg(s, &res, protocol.MaxJobResult); err != nil {
 		return nil, err
 	}
+	// The output follows raw; kept in the retired field for the tests' checks.
+	out, err := protocol.ReadPayload(s, int64(res.OutputSize), io.Discard)
+	if err != nil {
+		return nil, err
+	}
+	res.Output = out
 	return &res, res.Err()
 }
 

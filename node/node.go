@@ -175,6 +175,7 @@ func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, announced: make(chan struct{}), started: time.Now()}
+	n.events = append(n.events, n.memoryEvents()) // memory.go
 	if cfg.Metrics {
 		n.metrics = newMetrics(n)
 		n.events = append(n.events, n.metrics.events())

@@ -15,15 +15,30 @@ import (
 const chunk = 64 << 10
 
 // WriteMsg writes m to w with an unsigned varint length prefix, in one Write.
-func WriteMsg(w io.Writer, m proto.Message) error {
+func WriteMsg(w io.Writer, m proto.Message) error { return WriteMsgPayload(w, m, nil) }
+
+// smallPayload is the largest payload WriteMsgPayload copies to send with its header in one
+// Write.
+const smallPayload = 64 << 10
+
+// WriteMsgPayload writes m as WriteMsg does, then payload raw: a small payload in the same
+// Write (a tiny job's answer in one packet), a large one from where it lies, uncopied.
+func WriteMsgPayload(w io.Writer, m proto.Message, payload []byte) error {
+	if len(payload) > smallPayload {
+		if err := WriteMsg(w, m); err != nil {
+			return err
+		}
+		_, err := w.Write(payload)
+		return err
+	}
 	size := proto.Size(m)
-	buf := make([]byte, binary.MaxVarintLen64, binary.MaxVarintLen64+size)
+	buf := make([]byte, binary.MaxVarintLen64, binary.MaxVarintLen64+size+len(payload))
 	n := binary.PutUvarint(buf, uint64(size))
 	buf, err := proto.MarshalOptions{}.MarshalAppend(buf[:n], m)
 	if err != nil {
 		return fmt.Errorf("marshal %T: %w", m, err)
 	}
-	_, err = w.Write(buf)
+	_, err = w.Write(append(buf, payload...))
 	return err
 }
 
@@ -72,6 +87,31 @@ func readUvarint(r io.Reader) (uint64, error) {
 	}
 	return 0, fmt.Errorf("%w: varint overflows 64 bits", ErrBadRequest)
 }
+
+// ReadPayload reads the n raw bytes that follow a header on a stream into one buffer of
+// exactly n bytes, writing each piece to h (a hash) as it arrives: the one copy of a
+// payload, without the growing buffer's copies or a message's unmarshalled second copy. A
+// short read is io.ErrUnexpectedEOF. Preconditions: n was checked against its cap (the
+// buffer is allocated before the bytes arrive; what that may pin is the caller's bound).
+func ReadPayload(r io.Reader, n int64, h io.Writer) ([]byte, error) {
+	buf := make([]byte, n)
+	for off := 0; off < len(buf); {
+		m, err := io.ReadFull(r, buf[off:min(len(buf), off+payloadPiece)])
+		h.Write(buf[off : off+m])
+		off += m
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+	return buf, nil
+}
+
+// payloadPiece is how much ReadPayload reads before hashing it: small enough that the
+// bytes are still in the CPU's cache when hashed.
+const payloadPiece = 256 << 10
 
 // readN reads exactly n bytes, growing the buffer only as data arrives.
 func readN(r io.Reader, n int) ([]byte, error) { return ReadGrowing(r, n, chunk) }

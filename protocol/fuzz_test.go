@@ -81,7 +81,7 @@ func FuzzJobRequest(f *testing.F) {
 
 func FuzzJobResult(f *testing.F) {
 	receipt, _ := sealedSeeds(f)
-	f.Add(frame(f, &JobResult{Output: []byte("output"), Stderr: []byte("stderr"), Receipt: receipt}))
+	f.Add(frame(f, &JobResult{OutputSize: 6, Stderr: []byte("stderr"), Receipt: receipt}))
 	f.Add(frame(f, &JobResult{Code: Code_CANCELLED, Message: "worker shutting down"}))
 	f.Add(frame(f, &JobResult{SendInput: true}))
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -577,13 +577,13 @@ func (x *BlobResponse) GetSize() uint64 {
 	return 0
 }
 
-// JobRequest opens /gridnode/job/1.0.0. It is only a header (at most MaxJobRequest bytes):
+// JobRequest opens /gridnode/job/3.0.0. It is only a header (at most MaxJobRequest bytes):
 // the worker judges it (slots, policy, per-peer share) before it reads any input or fetches
 // the binary. The worker answers with a JobAdmit and, when admitted, later with a JobResult.
 // Unlike the other protocols, the submitter does not half-close after its request: it keeps
-// its write side open and sends nothing more until the result is in, except the one JobInput
-// of inline input the worker asks for. The worker's read side ending in any way before it
-// has sent the result (EOF, reset, lost connection) means the submitter is gone and cancels
+// its write side open and sends nothing more until the result is in, except the inline
+// input the worker asks for: exactly input_size raw bytes, no framing. The worker's read
+// side ending in any way before it has sent the result (EOF, reset, lost connection) means the submitter is gone and cancels
 // the job.
 type JobRequest struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
@@ -595,8 +595,9 @@ type JobRequest struct {
 	Nonce      []byte                 `protobuf:"bytes,6,opt,name=nonce,proto3" json:"nonce,omitempty"` // 16 to 64 random bytes, echoed in the receipt
 	BinarySize uint64                 `protobuf:"varint,7,opt,name=binary_size,json=binarySize,proto3" json:"binary_size,omitempty"`
 	Arch       string                 `protobuf:"bytes,8,opt,name=arch,proto3" json:"arch,omitempty"`
-	// The submitter sends the input on this stream, in a JobInput once the worker asks for it
-	// (a JobResult with send_input), instead of serving it as a blob. At most MaxInline bytes.
+	// The submitter sends the input on this stream, raw, once the worker asks for it (a
+	// JobResult with send_input: after the worker has admitted the job and validated its
+	// binary), instead of serving it as a blob. At most MaxInline bytes.
 	InputInline   bool `protobuf:"varint,9,opt,name=input_inline,json=inputInline,proto3" json:"input_inline,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -695,52 +696,6 @@ func (x *JobRequest) GetInputInline() bool {
 	return false
 }
 
-// JobInput carries inline input. The submitter sends it only when the worker asks: after the
-// worker has admitted the job and validated its binary.
-type JobInput struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *JobInput) Reset() {
-	*x = JobInput{}
-	mi := &file_gridnode_proto_msgTypes[7]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *JobInput) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*JobInput) ProtoMessage() {}
-
-func (x *JobInput) ProtoReflect() protoreflect.Message {
-	mi := &file_gridnode_proto_msgTypes[7]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use JobInput.ProtoReflect.Descriptor instead.
-func (*JobInput) Descriptor() ([]byte, []int) {
-	return file_gridnode_proto_rawDescGZIP(), []int{7}
-}
-
-func (x *JobInput) GetData() []byte {
-	if x != nil {
-		return x.Data
-	}
-	return nil
-}
-
 type JobAdmit struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Code          Code                   `protobuf:"varint,1,opt,name=code,proto3,enum=gridnode.Code" json:"code,omitempty"`
@@ -751,7 +706,7 @@ type JobAdmit struct {
 
 func (x *JobAdmit) Reset() {
 	*x = JobAdmit{}
-	mi := &file_gridnode_proto_msgTypes[8]
+	mi := &file_gridnode_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -763,7 +718,7 @@ func (x *JobAdmit) String() string {
 func (*JobAdmit) ProtoMessage() {}
 
 func (x *JobAdmit) ProtoReflect() protoreflect.Message {
-	mi := &file_gridnode_proto_msgTypes[8]
+	mi := &file_gridnode_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -776,7 +731,7 @@ func (x *JobAdmit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobAdmit.ProtoReflect.Descriptor instead.
 func (*JobAdmit) Descriptor() ([]byte, []int) {
-	return file_gridnode_proto_rawDescGZIP(), []int{8}
+	return file_gridnode_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *JobAdmit) GetCode() Code {
@@ -796,25 +751,28 @@ func (x *JobAdmit) GetMessage() string {
 // JobResult is the worker's answer on a job stream: a coded refusal or failure, the
 // worker's go-ahead for inline input, or the result. A result carries only what the signed
 // receipt does not: the receipt is the one source of status, exit code, signal and times,
-// and names the output's and stderr's CIDs.
+// and names the output's and stderr's CIDs. The output follows a result raw, output_size
+// bytes, so that neither side copies it into or out of a message.
 type JobResult struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Code    Code                   `protobuf:"varint,1,opt,name=code,proto3,enum=gridnode.Code" json:"code,omitempty"`
 	Message string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
 	Reason  string                 `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`    // why the job ended as it did, in words (not signed)
-	Output  []byte                 `protobuf:"bytes,7,opt,name=output,proto3" json:"output,omitempty"`    // the job's stdout, at most the output limit
+	Output  []byte                 `protobuf:"bytes,7,opt,name=output,proto3" json:"output,omitempty"`    // retired (job/2): a result that carries it is refused; see output_size
 	Receipt []byte                 `protobuf:"bytes,10,opt,name=receipt,proto3" json:"receipt,omitempty"` // signed envelope whose payload is a ReceiptPayload
 	// Not a result: the worker's go-ahead for inline input (like HTTP's 100 Continue). Every
-	// other field is empty; the submitter answers with one JobInput and waits for the result.
+	// other field is empty; the submitter answers with the input_size raw bytes of its input
+	// and waits for the result.
 	SendInput     bool   `protobuf:"varint,11,opt,name=send_input,json=sendInput,proto3" json:"send_input,omitempty"`
-	Stderr        []byte `protobuf:"bytes,12,opt,name=stderr,proto3" json:"stderr,omitempty"` // the job's stderr, at most MaxStderr bytes (the rest is dropped)
+	Stderr        []byte `protobuf:"bytes,12,opt,name=stderr,proto3" json:"stderr,omitempty"`                            // the job's stderr, at most MaxStderr bytes (the rest is dropped)
+	OutputSize    uint64 `protobuf:"varint,13,opt,name=output_size,json=outputSize,proto3" json:"output_size,omitempty"` // the job's stdout, at most the output limit, follows raw
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *JobResult) Reset() {
 	*x = JobResult{}
-	mi := &file_gridnode_proto_msgTypes[9]
+	mi := &file_gridnode_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -826,7 +784,7 @@ func (x *JobResult) String() string {
 func (*JobResult) ProtoMessage() {}
 
 func (x *JobResult) ProtoReflect() protoreflect.Message {
-	mi := &file_gridnode_proto_msgTypes[9]
+	mi := &file_gridnode_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -839,7 +797,7 @@ func (x *JobResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobResult.ProtoReflect.Descriptor instead.
 func (*JobResult) Descriptor() ([]byte, []int) {
-	return file_gridnode_proto_rawDescGZIP(), []int{9}
+	return file_gridnode_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *JobResult) GetCode() Code {
@@ -891,6 +849,13 @@ func (x *JobResult) GetStderr() []byte {
 	return nil
 }
 
+func (x *JobResult) GetOutputSize() uint64 {
+	if x != nil {
+		return x.OutputSize
+	}
+	return 0
+}
+
 // ReceiptPayload is the payload of a receipt envelope.
 type ReceiptPayload struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -911,7 +876,7 @@ type ReceiptPayload struct {
 
 func (x *ReceiptPayload) Reset() {
 	*x = ReceiptPayload{}
-	mi := &file_gridnode_proto_msgTypes[10]
+	mi := &file_gridnode_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -923,7 +888,7 @@ func (x *ReceiptPayload) String() string {
 func (*ReceiptPayload) ProtoMessage() {}
 
 func (x *ReceiptPayload) ProtoReflect() protoreflect.Message {
-	mi := &file_gridnode_proto_msgTypes[10]
+	mi := &file_gridnode_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -936,7 +901,7 @@ func (x *ReceiptPayload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiptPayload.ProtoReflect.Descriptor instead.
 func (*ReceiptPayload) Descriptor() ([]byte, []int) {
-	return file_gridnode_proto_rawDescGZIP(), []int{10}
+	return file_gridnode_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ReceiptPayload) GetJobCid() []byte {
@@ -1034,7 +999,7 @@ type CreditPayload struct {
 
 func (x *CreditPayload) Reset() {
 	*x = CreditPayload{}
-	mi := &file_gridnode_proto_msgTypes[11]
+	mi := &file_gridnode_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1046,7 +1011,7 @@ func (x *CreditPayload) String() string {
 func (*CreditPayload) ProtoMessage() {}
 
 func (x *CreditPayload) ProtoReflect() protoreflect.Message {
-	mi := &file_gridnode_proto_msgTypes[11]
+	mi := &file_gridnode_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1059,7 +1024,7 @@ func (x *CreditPayload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreditPayload.ProtoReflect.Descriptor instead.
 func (*CreditPayload) Descriptor() ([]byte, []int) {
-	return file_gridnode_proto_rawDescGZIP(), []int{11}
+	return file_gridnode_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CreditPayload) GetJobCid() []byte {
@@ -1129,7 +1094,7 @@ type CreditDelivery struct {
 
 func (x *CreditDelivery) Reset() {
 	*x = CreditDelivery{}
-	mi := &file_gridnode_proto_msgTypes[12]
+	mi := &file_gridnode_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1141,7 +1106,7 @@ func (x *CreditDelivery) String() string {
 func (*CreditDelivery) ProtoMessage() {}
 
 func (x *CreditDelivery) ProtoReflect() protoreflect.Message {
-	mi := &file_gridnode_proto_msgTypes[12]
+	mi := &file_gridnode_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1154,7 +1119,7 @@ func (x *CreditDelivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreditDelivery.ProtoReflect.Descriptor instead.
 func (*CreditDelivery) Descriptor() ([]byte, []int) {
-	return file_gridnode_proto_rawDescGZIP(), []int{12}
+	return file_gridnode_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CreditDelivery) GetCredit() []byte {
@@ -1174,7 +1139,7 @@ type CreditAck struct {
 
 func (x *CreditAck) Reset() {
 	*x = CreditAck{}
-	mi := &file_gridnode_proto_msgTypes[13]
+	mi := &file_gridnode_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1186,7 +1151,7 @@ func (x *CreditAck) String() string {
 func (*CreditAck) ProtoMessage() {}
 
 func (x *CreditAck) ProtoReflect() protoreflect.Message {
-	mi := &file_gridnode_proto_msgTypes[13]
+	mi := &file_gridnode_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1199,7 +1164,7 @@ func (x *CreditAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreditAck.ProtoReflect.Descriptor instead.
 func (*CreditAck) Descriptor() ([]byte, []int) {
-	return file_gridnode_proto_rawDescGZIP(), []int{13}
+	return file_gridnode_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CreditAck) GetCode() Code {
@@ -1276,12 +1241,10 @@ const file_gridnode_proto_rawDesc = "" +
 	"\vbinary_size\x18\a \x01(\x04R\n" +
 	"binarySize\x12\x12\n" +
 	"\x04arch\x18\b \x01(\tR\x04arch\x12!\n" +
-	"\finput_inline\x18\t \x01(\bR\vinputInline\"\x1e\n" +
-	"\bJobInput\x12\x12\n" +
-	"\x04data\x18\x01 \x01(\fR\x04data\"H\n" +
+	"\finput_inline\x18\t \x01(\bR\vinputInline\"H\n" +
 	"\bJobAdmit\x12\"\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x0e.gridnode.CodeR\x04code\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"\xe8\x01\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\x89\x02\n" +
 	"\tJobResult\x12\"\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x0e.gridnode.CodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x16\n" +
@@ -1291,7 +1254,9 @@ const file_gridnode_proto_rawDesc = "" +
 	" \x01(\fR\areceipt\x12\x1d\n" +
 	"\n" +
 	"send_input\x18\v \x01(\bR\tsendInput\x12\x16\n" +
-	"\x06stderr\x18\f \x01(\fR\x06stderrJ\x04\b\x03\x10\x04J\x04\b\x04\x10\x05J\x04\b\x05\x10\x06J\x04\b\b\x10\tJ\x04\b\t\x10\n" +
+	"\x06stderr\x18\f \x01(\fR\x06stderr\x12\x1f\n" +
+	"\voutput_size\x18\r \x01(\x04R\n" +
+	"outputSizeJ\x04\b\x03\x10\x04J\x04\b\x04\x10\x05J\x04\b\x05\x10\x06J\x04\b\b\x10\tJ\x04\b\t\x10\n" +
 	"\"\xaf\x02\n" +
 	"\x0eReceiptPayload\x12\x17\n" +
 	"\ajob_cid\x18\x01 \x01(\fR\x06jobCid\x12\x1b\n" +
@@ -1351,7 +1316,7 @@ func file_gridnode_proto_rawDescGZIP() []byte {
 }
 
 var file_gridnode_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gridnode_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_gridnode_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_gridnode_proto_goTypes = []any{
 	(Code)(0),              // 0: gridnode.Code
 	(*Limits)(nil),         // 1: gridnode.Limits
@@ -1361,13 +1326,12 @@ var file_gridnode_proto_goTypes = []any{
 	(*BlobRequest)(nil),    // 5: gridnode.BlobRequest
 	(*BlobResponse)(nil),   // 6: gridnode.BlobResponse
 	(*JobRequest)(nil),     // 7: gridnode.JobRequest
-	(*JobInput)(nil),       // 8: gridnode.JobInput
-	(*JobAdmit)(nil),       // 9: gridnode.JobAdmit
-	(*JobResult)(nil),      // 10: gridnode.JobResult
-	(*ReceiptPayload)(nil), // 11: gridnode.ReceiptPayload
-	(*CreditPayload)(nil),  // 12: gridnode.CreditPayload
-	(*CreditDelivery)(nil), // 13: gridnode.CreditDelivery
-	(*CreditAck)(nil),      // 14: gridnode.CreditAck
+	(*JobAdmit)(nil),       // 8: gridnode.JobAdmit
+	(*JobResult)(nil),      // 9: gridnode.JobResult
+	(*ReceiptPayload)(nil), // 10: gridnode.ReceiptPayload
+	(*CreditPayload)(nil),  // 11: gridnode.CreditPayload
+	(*CreditDelivery)(nil), // 12: gridnode.CreditDelivery
+	(*CreditAck)(nil),      // 13: gridnode.CreditAck
 }
 var file_gridnode_proto_depIdxs = []int32{
 	0, // 0: gridnode.InfoResponse.code:type_name -> gridnode.Code
@@ -1395,7 +1359,7 @@ func file_gridnode_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gridnode_proto_rawDesc), len(file_gridnode_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   14,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -37,13 +37,19 @@ func (m *JobRequest) Check() error {
 // Check checks the form of a received result. A refusal (non-OK code) is well formed; its
 // error is Err.
 func (m *JobResult) Check() error {
+	if len(m.Output) > 0 {
+		return fmt.Errorf("%w: output inside the result (it follows the result raw)", ErrBadRequest)
+	}
 	if m.SendInput {
-		if m.Code != Code_OK || m.Reason != "" || len(m.Output) > 0 || len(m.Stderr) > 0 || len(m.Receipt) > 0 {
+		if m.Code != Code_OK || m.Reason != "" || m.OutputSize > 0 || len(m.Stderr) > 0 || len(m.Receipt) > 0 {
 			return fmt.Errorf("%w: input request carrying a result", ErrBadRequest)
 		}
 		return nil
 	}
 	if m.Code != Code_OK {
+		if m.OutputSize > 0 {
+			return fmt.Errorf("%w: refusal with output", ErrBadRequest)
+		}
 		if len(m.Message) > MaxReason {
 			return fmt.Errorf("%w: refusal message of %d bytes", ErrTooLarge, len(m.Message))
 		}
@@ -52,8 +58,8 @@ func (m *JobResult) Check() error {
 	switch {
 	case len(m.Reason) > MaxReason:
 		return fmt.Errorf("%w: result reason of %d bytes", ErrBadRequest, len(m.Reason))
-	case len(m.Output) > MaxOutput:
-		return fmt.Errorf("%w: output of %d bytes", ErrTooLarge, len(m.Output))
+	case m.OutputSize > MaxOutput:
+		return fmt.Errorf("%w: output of %d bytes", ErrTooLarge, m.OutputSize)
 	case len(m.Stderr) > MaxStderr:
 		return fmt.Errorf("%w: stderr of %d bytes", ErrTooLarge, len(m.Stderr))
 	case len(m.Receipt) == 0 || len(m.Receipt) > MaxEnvelope:

@@ -12,22 +12,23 @@ import (
 const (
 	InfoID p2pproto.ID = "/gridnode/info/2.0.0"
 	BlobID p2pproto.ID = "/gridnode/blob/1.0.0"
-	JobID  p2pproto.ID = "/gridnode/job/2.0.0" // 2: the result's status and times only in the receipt; stderr
+	// 2: the result's status and times only in the receipt; stderr. 3: the inline input and
+	// the output travel raw after their headers, not inside messages.
+	JobID p2pproto.ID = "/gridnode/job/3.0.0"
 )
 
 // Size caps, checked against every length prefix before anything is allocated.
 const (
 	MaxControlMsg = 64 << 10 // InfoRequest, InfoResponse, BlobRequest, BlobResponse, JobAdmit
 	MaxEnvelope   = 16 << 10 // a sealed offer or receipt
-	MaxInline     = 16 << 20 // input sent on the job stream, in a JobInput
-	MaxOutput     = 16 << 20 // output returned inside a JobResult
+	MaxInline     = 16 << 20 // input sent raw on the job stream
+	MaxOutput     = 16 << 20 // output sent raw after a JobResult
 	// MaxJobRequest caps a JobRequest: a header of CIDs, sizes, limits and a nonce (real
 	// ones are about 200 bytes). Input never rides in it, so what a worker buffers for a
 	// request it has not yet judged is at most this much per stream.
 	MaxJobRequest = 4 << 10
-	MaxJobInput   = MaxInline + 16      // a JobInput: the data and its field's tag and length
-	MaxStderr     = sandbox.StderrLimit // stderr returned inside a JobResult
-	MaxJobResult  = MaxOutput + MaxStderr + MaxEnvelope + MaxReason + 1<<10
+	MaxStderr     = sandbox.StderrLimit                         // stderr returned inside a JobResult
+	MaxJobResult  = MaxStderr + MaxEnvelope + MaxReason + 1<<10 // the output follows it raw
 	MinNonce      = 16
 	MaxNonce      = 64
 	MaxText       = 64      // status, signal, arch

@@ -9,6 +9,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -71,8 +72,7 @@ func TestMsgRoundTrip(t *testing.T) {
 		{"empty info", &InfoRequest{}, &InfoRequest{}},
 		{"blob request", &BlobRequest{Cid: cids.Sum(nil).Bytes()}, &BlobRequest{}},
 		{"job request", &JobRequest{JobCid: cids.Sum(nil).Bytes(), InputCid: cids.Sum(nil).Bytes(), InputSize: 300000, InputInline: true, Nonce: testNonce(), Limits: &Limits{CpuMs: 5}}, &JobRequest{}},
-		{"job input", &JobInput{Data: bytes.Repeat([]byte("x"), 300000)}, &JobInput{}},
-		{"job result", &JobResult{Output: []byte("hi"), Stderr: []byte("err"), Receipt: []byte("r")}, &JobResult{}},
+		{"job result", &JobResult{OutputSize: 300000, Stderr: bytes.Repeat([]byte("e"), 60000), Receipt: []byte("r")}, &JobResult{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -81,7 +81,7 @@ func TestMsgRoundTrip(t *testing.T) {
 				t.Fatal(err)
 			}
 			buf.WriteString("trailing raw bytes")
-			if err := ReadMsg(&buf, tt.out, MaxJobInput); err != nil {
+			if err := ReadMsg(&buf, tt.out, MaxJobResult); err != nil {
 				t.Fatal(err)
 			}
 			if !proto.Equal(tt.in, tt.out) {
@@ -271,13 +271,18 @@ func TestJobResultCheck(t *testing.T) {
 		m    *JobResult
 		want error
 	}{
-		{"result", &JobResult{Output: []byte("out"), Stderr: []byte("err"), Receipt: []byte("r")}, nil},
+		{"result", &JobResult{OutputSize: 3, Stderr: []byte("err"), Receipt: []byte("r")}, nil},
+		{"largest output", &JobResult{OutputSize: MaxOutput, Receipt: []byte("r")}, nil},
+		{"output too large", &JobResult{OutputSize: MaxOutput + 1, Receipt: []byte("r")}, ErrTooLarge},
+		{"output inside (job/2)", &JobResult{Output: []byte("out"), Receipt: []byte("r")}, ErrBadRequest},
 		{"refusal", &JobResult{Code: Code_BUSY}, nil},
-		{"no receipt", &JobResult{Output: []byte("out")}, ErrBadRequest},
+		{"refusal with output", &JobResult{Code: Code_BUSY, OutputSize: 1}, ErrBadRequest},
+		{"no receipt", &JobResult{OutputSize: 3}, ErrBadRequest},
 		{"stderr too large", &JobResult{Stderr: make([]byte, MaxStderr+1), Receipt: []byte("r")}, ErrTooLarge},
 		{"input request", &JobResult{SendInput: true}, nil},
 		{"input request with a result", &JobResult{SendInput: true, Receipt: []byte("r")}, ErrBadRequest},
 		{"input request with stderr", &JobResult{SendInput: true, Stderr: []byte("e")}, ErrBadRequest},
+		{"input request with output", &JobResult{SendInput: true, OutputSize: 1}, ErrBadRequest},
 		{"input request with a code", &JobResult{SendInput: true, Code: Code_INTERNAL}, ErrBadRequest},
 	}
 	for _, tt := range tests {
@@ -418,5 +423,32 @@ func TestRefusalSaysTheCodeOnce(t *testing.T) {
 	// The host's own failures stay on the host: a stranger learns no path.
 	if code, msg := Refusal(errors.New("open /var/lib/gridnode/blobs/x: permission denied")); code != Code_INTERNAL || strings.Contains(msg, "/var/lib") {
 		t.Errorf("an internal error crossed the wire as %v %q", code, msg)
+	}
+}
+
+// TestReadPayload reads a raw payload the way a job stream's peer sends it: after its
+// header, with bytes of the next message behind it, and cut short.
+func TestReadPayload(t *testing.T) {
+	payload := bytes.Repeat([]byte("0123456789"), 100000) // several pieces, the last short
+	var hashed bytes.Buffer
+	r := bytes.NewReader(append(slices.Clone(payload), "next"...))
+	got, err := ReadPayload(r, int64(len(payload)), &hashed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, payload) || !bytes.Equal(hashed.Bytes(), payload) {
+		t.Fatalf("got %d bytes read and %d hashed, want the %d sent", len(got), hashed.Len(), len(payload))
+	}
+	if cap(got) != len(payload) {
+		t.Errorf("got a buffer of capacity %d, want exactly %d", cap(got), len(payload))
+	}
+	if rest, _ := io.ReadAll(r); string(rest) != "next" {
+		t.Errorf("ReadPayload read past the payload: left %q", rest)
+	}
+	if _, err := ReadPayload(bytes.NewReader(payload[:10]), 11, io.Discard); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("short payload: got %v, want io.ErrUnexpectedEOF", err)
+	}
+	if got, err := ReadPayload(bytes.NewReader(nil), 0, io.Discard); err != nil || len(got) != 0 {
+		t.Errorf("empty payload: got %q, %v", got, err)
 	}
 }

@@ -116,14 +116,15 @@ func Fetch(ctx context.Context, h host.Host, p peer.ID, c cid.Cid, st *Store, ma
 }
 
 // FetchBytes pulls blob c from peer p into memory, hashing while it receives, and returns
-// the verified bytes; nothing is stored. Memory grows with the bytes that arrive, not with
-// the size the peer claims; a blob larger than maxSize (0 means MaxBlobSize) is refused.
+// the verified bytes; nothing is stored. The bytes are read into one buffer of the size the
+// peer announces, allocated before they arrive: a blob larger than maxSize (0 means
+// MaxBlobSize) is refused first, so maxSize is what a peer can make the caller hold.
 func FetchBytes(ctx context.Context, h host.Host, p peer.ID, c cid.Cid, maxSize int64) ([]byte, error) {
 	var b []byte
 	err := withBlob(ctx, h, p, c, maxSize, func(r io.Reader, size int64) error {
 		v := cids.NewVerifier(c)
 		var err error
-		if b, err = protocol.ReadGrowing(ctxReader{ctx, io.TeeReader(r, v)}, int(size), copyBuffer); err != nil {
+		if b, err = protocol.ReadPayload(ctxReader{ctx, r}, size, v); err != nil {
 			return err
 		}
 		return v.Verify()
