@@ -45,7 +45,7 @@ type netProcess struct {
 
 // startNet runs `gridnode testnet -n N --dir DIR ARGS` until the test ends and waits for its
 // banner.
-func startNet(t *testing.T, bin string, n int, args ...string) *netProcess {
+func startNet(t testing.TB, bin string, n int, args ...string) *netProcess {
 	t.Helper()
 	tn := &netProcess{dir: filepath.Join(t.TempDir(), "net"), done: make(chan struct{})}
 	tn.cmd = exec.Command(bin, append([]string{"testnet", "-n", fmt.Sprint(n), "--dir", tn.dir}, args...)...)

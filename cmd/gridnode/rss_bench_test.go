@@ -2,12 +2,16 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"crypto/rand"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -92,11 +96,138 @@ func idleSandboxRSS(b *testing.B, bin, job string) float64 {
 }
 
 // rssMB returns pid's resident memory in MB.
-func rssMB(b *testing.B, pid int) float64 {
+func rssMB(b testing.TB, pid int) float64 {
 	v := proctest.StatusField(pid, "VmRSS")
 	kb, err := strconv.Atoi(strings.TrimSuffix(v, " kB"))
 	if err != nil {
 		b.Fatalf("VmRSS of pid %d: %q", pid, v)
 	}
 	return float64(kb) / 1024
+}
+
+// Memory bounded by the job (issue 10). Sizes of the large jobs: a 16 MiB input echoed back
+// as 16 MiB of output, and for the workers binaries padded to 32 MiB, each new.
+const (
+	memInput  = 16 << 20
+	memBinary = 32 << 20
+	memJobs   = 3
+	// A worker's RSS after the large jobs is at most its idle RSS (after a few tiny jobs)
+	// plus workerSlackMB; a submitter's peak for 16 MiB in and out is at most its peak for a
+	// tiny job plus submitterPayloads x (input + output).
+	workerSlackMB     = 24
+	submitterPayloads = 2
+)
+
+// memFigures are one run of jobMemory, in MB (2^20 bytes).
+type memFigures struct {
+	workerIdle, workerAfter []float64 // each daemon's RSS, before and after the large jobs
+	subTiny, subLarge       float64   // a submit's peak RSS for a tiny job and a large one
+}
+
+// TestJobMemory runs large jobs on a 3-node process testnet: a submit of 16 MiB in and out
+// peaks at most submitterPayloads x 32 MiB above a tiny submit's peak, and after memJobs
+// jobs of a new 32 MiB binary and a 16 MiB input each worker is back within workerSlackMB
+// of its idle RSS.
+func TestJobMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("moves ~400 MiB through a process testnet")
+	}
+	f := jobMemory(t)
+	for i := range f.workerIdle {
+		t.Logf("worker %d: idle %.1f MB, after %d large jobs %.1f MB", i, f.workerIdle[i], memJobs, f.workerAfter[i])
+	}
+	t.Logf("submitter peak: tiny job %.1f MB, 16 MiB in and out %.1f MB", f.subTiny, f.subLarge)
+	if over, bound := f.subLarge-f.subTiny, float64(submitterPayloads*2*memInput>>20); over > bound {
+		t.Errorf("a submit of 16 MiB in and out peaked %.1f MB above a tiny one's, want at most %.0f", over, bound)
+	}
+}
+
+// BenchmarkJobMemory reports jobMemory's figures: medians over the daemons and iterations
+// of a worker's RSS idle and after the large jobs, a submitter's peak for a tiny job and for
+// 16 MiB in and out, and ratio, the submitter's peak above the tiny one over its payload.
+//
+//	go test -run '^$' -bench BenchmarkJobMemory -benchtime 3x ./cmd/gridnode/
+func BenchmarkJobMemory(b *testing.B) {
+	var idle, after, tiny, large []float64
+	for b.Loop() {
+		f := jobMemory(b)
+		idle, after = append(idle, f.workerIdle...), append(after, f.workerAfter...)
+		tiny, large = append(tiny, f.subTiny), append(large, f.subLarge)
+	}
+	med := func(xs []float64) float64 { slices.Sort(xs); return xs[len(xs)/2] }
+	b.ReportMetric(med(idle), "worker-idle-MB")
+	b.ReportMetric(med(after), "worker-after-MB")
+	b.ReportMetric(med(tiny), "submit-tiny-MB")
+	b.ReportMetric(med(large), "submit-16in16out-MB")
+	b.ReportMetric((med(large)-med(tiny))/float64(2*memInput>>20), "ratio")
+}
+
+// jobMemory starts a 3-node testnet, warms each worker with tiny jobs and reads its RSS,
+// measures the peak RSS of a tiny submit and of one with 16 MiB in and out, then runs
+// memJobs jobs of new 32 MiB binaries with 16 MiB inputs and waits (up to 10 s) for every
+// worker to come back within workerSlackMB of its idle RSS; it fails if one does not.
+func jobMemory(t testing.TB) memFigures {
+	bin := gridnodeBinary(t)
+	dir := t.TempDir()
+	echo := filepath.Join(dir, "echo")
+	if out, err := exec.Command(bin, "build", "--example", "echo", "-o", echo).CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	tinyIn, largeIn := filepath.Join(dir, "tiny"), filepath.Join(dir, "large")
+	in := make([]byte, memInput)
+	rand.Read(in)
+	os.WriteFile(tinyIn, []byte("x"), 0o600)
+	os.WriteFile(largeIn, in, 0o600)
+	tn := startNet(t, bin, 3)
+	submit := func(job, input string) float64 {
+		cmd := exec.Command(bin, tn.submit("--no-daemon", "--data", t.TempDir(), "--same-prefix", "--input", input, job)...)
+		var out, errOut bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errOut
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("submit %s: %v\n%s", filepath.Base(job), err, errOut.Bytes())
+		}
+		want, _ := os.ReadFile(input)
+		if !bytes.Equal(out.Bytes(), want) {
+			t.Fatalf("submit %s: got %d bytes of output, want the %d of its input", filepath.Base(job), out.Len(), len(want))
+		}
+		return float64(cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss) / 1024
+	}
+	var f memFigures
+	for range 3 { // every worker has run a job: its lazy state is idle state
+		f.subTiny = submit(echo, tinyIn)
+	}
+	pids := make([]int, 3)
+	for i := range pids {
+		pids[i] = tn.pid(i)
+		f.workerIdle = append(f.workerIdle, rssMB(t, pids[i]))
+	}
+	f.subLarge = submit(echo, largeIn)
+	pad := make([]byte, memBinary)
+	for k := range memJobs {
+		elf, err := os.ReadFile(echo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rand.Read(pad)
+		job := filepath.Join(dir, fmt.Sprintf("large-%d", k))
+		os.WriteFile(job, append(elf, pad[len(elf):]...), 0o700) // ELF, then padding no segment maps
+		submit(job, largeIn)
+	}
+	f.workerAfter = make([]float64, 3)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		back := true
+		for i, pid := range pids {
+			f.workerAfter[i] = rssMB(t, pid)
+			back = back && f.workerAfter[i] <= f.workerIdle[i]+workerSlackMB
+		}
+		if back {
+			return f
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %d jobs of 32 MiB binaries and 16 MiB inputs, workers at %.1f MB against %.1f idle, want each within %d MB",
+				memJobs, f.workerAfter, f.workerIdle, workerSlackMB)
+		}
+		time.Sleep(50 * time.Millisecond) // a polling interval
+	}
 }
