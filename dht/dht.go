@@ -281,12 +281,13 @@ func (d *DHT) announceLoop(keys func() []string, ready chan<- struct{}) {
 	d.wg.Go(func() {
 		s := announceSchedule{bucket: d.bucket, every: d.validity / 3}
 		s.reset()
-		var last []string
+		var seen []string
 		for {
 			size, ns := d.Size(), keys()
-			if last != nil && !slices.Equal(ns, last) {
-				s.addrsChanged() // a new level: announce its keys now
+			if seen != nil && !slices.Equal(ns, seen) {
+				s.addrsChanged() // a new level: announce its keys now (once: a failure backs off)
 			}
+			seen = ns
 			if s.due(time.Now(), size) {
 				ctx, cancel := context.WithTimeout(d.ctx, time.Minute)
 				var errs []error
@@ -301,12 +302,9 @@ func (d *DHT) announceLoop(keys func() []string, ready chan<- struct{}) {
 				ok := err == nil && size > 0
 				s.done(time.Now(), size, ok)
 				d.log.Debug("announce", "ns", ns, "peers", size, "ok", ok, "err", err)
-				if ok {
-					last = ns
-					if ready != nil {
-						close(ready)
-						ready = nil
-					}
+				if ok && ready != nil {
+					close(ready)
+					ready = nil
 				}
 			}
 			t := time.NewTimer(min(s.wait(time.Now()), levelCheck))
