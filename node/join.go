@@ -172,7 +172,8 @@ func (s *joinSchedule) due(now time.Time, p peer.ID) bool {
 	return r == nil || !now.Before(r.next)
 }
 
-// tried records an attempt on p at now and returns the wait before the next one.
+// tried records an attempt on p at now and returns the wait before the next one: the
+// peer's backoff, or the longest while in the grid.
 func (s *joinSchedule) tried(now time.Time, p peer.ID) time.Duration {
 	r := s.peers[p]
 	if r == nil {
@@ -180,6 +181,12 @@ func (s *joinSchedule) tried(now time.Time, p peer.ID) time.Duration {
 		s.peers[p] = r
 	}
 	wait := r.wait
+	if s.in {
+		// In the grid a known peer is only tried now and then: every node of a grid may
+		// have the same bootstrap peer, which then trims connections, and all of them
+		// dialling it again a second later kept it at a full mesh and trimming.
+		wait = s.max
+	}
 	r.next = now.Add(wait)
 	r.wait = min(2*r.wait, s.max)
 	return wait

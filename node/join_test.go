@@ -40,8 +40,9 @@ func TestJoinSchedule(t *testing.T) {
 		// A peer that was reached but did not stay (accepts and closes) keeps backing off.
 		{name: "fourth try", want: joinNone, due: []peer.ID{p, q}, wantWait: 8 * time.Second, advanceBy: 8 * time.Second},
 		{name: "capped", want: joinNone, due: []peer.ID{p, q}, wantWait: 8 * time.Second, advanceBy: 8 * time.Second},
-		// p's connection stayed up: only p's backoff restarts.
-		{name: "found", in: true, want: joinFound, reset: p, due: []peer.ID{p, q}, wantWait: time.Second, advanceBy: time.Second},
+		// p's connection stayed up: only p's backoff restarts, but in the grid a known
+		// peer is tried only now and then, even p.
+		{name: "found", in: true, want: joinFound, reset: p, due: []peer.ID{p, q}, wantWait: 8 * time.Second, advanceBy: time.Second},
 		{name: "still in: q keeps its backoff", in: true, want: joinNone, notDue: []peer.ID{q}, advanceBy: 7 * time.Second},
 		{name: "in: q is still tried now and then", in: true, want: joinNone, due: []peer.ID{q}, wantWait: 8 * time.Second, advanceBy: time.Second},
 		{name: "lost: due at once", want: joinLost, due: []peer.ID{p, q}, wantWait: 2 * time.Second, advanceBy: time.Second},

@@ -3,6 +3,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -96,6 +97,14 @@ type Config struct {
 
 	// DHTBucketSize overrides the Kademlia bucket size; for tests.
 	DHTBucketSize int
+	// ConnLow and ConnHigh are the connection manager's water marks (default 64 and 128):
+	// past ConnHigh connections it closes the least useful of those older than ConnGrace
+	// (default a minute) until ConnLow of them are left, besides the peers it keeps: those
+	// with jobs in flight and those of the DHT's two nearest buckets. For testnets of many
+	// processes on one machine, where every connection's keep-alives and handshakes share
+	// the same cores.
+	ConnLow, ConnHigh int
+	ConnGrace         time.Duration
 }
 
 // Node is a running gridnode peer.
@@ -340,7 +349,7 @@ func (n *Node) newHost(key crypto.PrivKey) (host.Host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("resource manager: %w", err)
 	}
-	cm, err := connmgr.NewConnManager(connLow, connHigh, connmgr.WithGracePeriod(time.Minute))
+	cm, err := connmgr.NewConnManager(cmp.Or(cfg.ConnLow, connLow), cmp.Or(cfg.ConnHigh, connHigh), connmgr.WithGracePeriod(cmp.Or(cfg.ConnGrace, time.Minute)))
 	if err != nil {
 		return nil, fmt.Errorf("connection manager: %w", err)
 	}

@@ -19,9 +19,10 @@ import (
 
 // RunCommand runs the gridnode daemon.
 type RunCommand struct {
-	// faulty, set only by the testnet's faulty-node form (testnet_faults.go), makes the
-	// node misbehave: it edits the config and returns what to do once the node is open.
-	faulty func(cfg *node.Config) (started func(ctx context.Context, n *node.Node) error)
+	// testnet, set only by the testnet's node forms (testnet_faults.go), tunes the node for
+	// a testnet on one machine and makes a faulty one misbehave: it edits the config and
+	// returns what to do once the node is open.
+	testnet func(cfg *node.Config) (started func(ctx context.Context, n *node.Node) error)
 }
 
 // runFlags are gridnode run's flags. They are also the keys of its config file
@@ -189,8 +190,8 @@ func (c *RunCommand) Run(ctx context.Context, args []string) error {
 		Logger:       log,
 	}
 	started := func(context.Context, *node.Node) error { return nil }
-	if c.faulty != nil {
-		started = c.faulty(&cfg)
+	if c.testnet != nil {
+		started = c.testnet(&cfg)
 	}
 	n, err := node.Open(ctx, cfg)
 	if err != nil {

@@ -42,10 +42,13 @@ func (c *TestnetCommand) Run(ctx context.Context, args []string) error {
 	if len(args) > 0 && args[0] == faultyNodeArg {
 		return runFaultyNode(ctx, args[1:])
 	}
+	if len(args) > 0 && args[0] == nodeArg {
+		return runTestnetNode(ctx, args[1:], 0)
+	}
 	fs := flag.NewFlagSet("gridnode testnet", flag.ContinueOnError)
 	n := fs.Int("n", 5, "number of nodes")
 	dir := fs.String("dir", "", "keep the nodes' data and logs in `DIR` (default a temporary directory, removed on exit unless a node died)")
-	basePort := fs.Int("base-port", 0, "node i listens on TCP and UDP port `P`+i (default: free ports)")
+	basePort := fs.Int("base-port", 0, "node i listens on TCP port `P`+i (default: free ports)")
 	slots := fs.Int("slots", 2, "job slots per node")
 	restart := fs.Bool("restart", false, "restart a node that dies, after 1s, with its identity and stored binaries")
 	liars := fs.Int("liars", 0, "`K` nodes return wrong outputs (all the same wrong output) with valid signed receipts")
@@ -57,7 +60,9 @@ func (c *TestnetCommand) Run(ctx context.Context, args []string) error {
 
 Starts a local grid of N 'gridnode run' processes on 127.0.0.1, the first being the others'
 bootstrap peer, waits until every worker can be found, and prints each node's peer ID,
-behaviour and log, the bootstrap address and the command to submit a job.
+behaviour and log, the bootstrap address and the command to submit a job. The nodes
+listen on TCP only and are tuned for sharing one machine: DHT buckets of 10 peers and at
+most about 24 connections each (a daemon's defaults are 20 and 128).
 
 A node that dies (killed, crashed) is reported with its exit status and the end of its
 log; the testnet keeps running and keeps that log. With --restart it starts the node again
@@ -116,9 +121,13 @@ Flags:
 			behaviour: behaviours[i],
 			data:      filepath.Join(root, fmt.Sprintf("node-%d", i)),
 			log:       filepath.Join(root, fmt.Sprintf("node-%d.log", i)),
-			listen:    []string{fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port), fmt.Sprintf("/ip4/127.0.0.1/udp/%d/quic-v1", port)},
-			slots:     *slots,
-			logArgs:   []string{"--log-level", logf.effective().String(), "--log-format", string(logf.format)},
+			// TCP only: with QUIC beside it every pair of nodes on a loaded machine also
+			// dialled and handshook the other transport (libp2p tries TCP 30 ms after QUIC
+			// on a private address), for 1.6x the start-up CPU and twice the idle CPU at 50
+			// nodes (QUIC keep-alives every 15s, yamux's every 30s).
+			listen:  []string{fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port)},
+			slots:   *slots,
+			logArgs: []string{"--log-level", logf.effective().String(), "--log-format", string(logf.format)},
 		})
 	}
 	defer func() {
@@ -247,18 +256,20 @@ type nodeEvent struct {
 	up bool
 }
 
-// args returns the command line of nd's next process, joined through boot.
+// args returns the command line of nd's next process, joined through boot: `gridnode run`
+// in one of the testnet's node forms (testnet_faults.go).
 func (nd *netNode) args(boot string) []string {
+	a := []string{"testnet", nodeArg}
+	if nd.behaviour != 0 {
+		a = []string{"testnet", faultyNodeArg, nd.behaviour.String()}
+	}
 	// --config= keeps the user's config file (for their own daemon) out of the testnet.
-	a := append([]string{"run", "--config=", "--data", nd.data, "--slots", fmt.Sprint(nd.slots)}, nd.logArgs...)
+	a = append(append(a, "--config=", "--data", nd.data, "--slots", fmt.Sprint(nd.slots)), nd.logArgs...)
 	for _, l := range nd.listen {
 		a = append(a, "--listen", l)
 	}
 	if boot != "" {
 		a = append(a, "--bootstrap", boot)
-	}
-	if nd.behaviour != 0 {
-		a = append([]string{"testnet", faultyNodeArg, nd.behaviour.String()}, a[1:]...)
 	}
 	return a
 }
@@ -320,6 +331,7 @@ func (tn *procNet) launch(nd *netNode, boot string) error {
 		return err
 	}
 	cmd.SysProcAttr = childProcAttr()
+	cmd.Env = testnetEnv(os.Environ())
 	if err := cmd.Start(); err != nil {
 		return err
 	}
@@ -340,7 +352,7 @@ func (tn *procNet) launch(nd *netNode, boot string) error {
 			case strings.HasPrefix(line, "/"):
 				p.addrs = append(p.addrs, line)
 			}
-			if !sent && len(p.addrs) > 0 && tcpAddr(p.addrs) != "" && quicAddr(p.addrs) != "" {
+			if !sent && tcpAddr(p.addrs) != "" {
 				sent = true
 				tn.events <- nodeEvent{p: p, up: true}
 			}
@@ -353,6 +365,19 @@ func (tn *procNet) launch(nd *netNode, boot string) error {
 	return nil
 }
 
+// testnetEnv is env for a node process: TLS without the post-quantum key exchange, which
+// was a sixth of a 50-node testnet's start-up CPU (every pair of nodes handshakes) and
+// protects nothing on loopback.
+func testnetEnv(env []string) []string {
+	godebug := "tlsmlkem=0"
+	for _, e := range env {
+		if v, ok := strings.CutPrefix(e, "GODEBUG="); ok && v != "" {
+			godebug = v + "," + godebug
+		}
+	}
+	return append(env, "GODEBUG="+godebug) // exec keeps the last of a duplicate
+}
+
 // up records what an up process printed. A node keeps its first start's ports, so that its
 // address, and node 0's bootstrap address, stay valid across restarts.
 func (tn *procNet) up(p *nodeProc) {
@@ -363,7 +388,7 @@ func (tn *procNet) up(p *nodeProc) {
 	}
 	if nd.addr == "" {
 		nd.addr = tcpAddr(p.addrs)
-		nd.listen = []string{stripP2P(tcpAddr(p.addrs)), stripP2P(quicAddr(p.addrs))}
+		nd.listen = []string{stripP2P(tcpAddr(p.addrs))}
 		if p.id != nd.id {
 			fmt.Fprintf(os.Stderr, "testnet: node %d started with %s %s\n", nd.i, same, p.id)
 		}
@@ -549,13 +574,10 @@ func (tn *procNet) stop() {
 	}
 }
 
-// tcpAddr and quicAddr pick a node's TCP and QUIC /p2p/ addresses from those it printed.
-func tcpAddr(addrs []string) string  { return pickAddr(addrs, "/tcp/") }
-func quicAddr(addrs []string) string { return pickAddr(addrs, "/quic-v1") }
-
-func pickAddr(addrs []string, part string) string {
+// tcpAddr picks a node's TCP /p2p/ address from those it printed.
+func tcpAddr(addrs []string) string {
 	for _, a := range addrs {
-		if strings.HasPrefix(a, "/ip4/") && strings.Contains(a, part) {
+		if strings.HasPrefix(a, "/ip4/") && strings.Contains(a, "/tcp/") {
 			return a
 		}
 	}
