@@ -54,13 +54,15 @@ const protectTag = "gridnode-job"
 //
 // (plus a handler goroutine each), however many identities send them; at most
 // maxPendingPerPeer of them per peer, each for at most protocol.HeaderTimeout. An admitted
-// job holds its binary, its input and its output (once from the runner, once framed), so
-// the whole bound is
+// job holds its binary, its input and its output, one buffer each (the output is written
+// after its header as it lies), so the whole bound is
 //
-//	512 KiB + Slots x (MaxBinary + MaxInput + 2 x MaxOutput) = 512 KiB + Slots x 112 MiB
+//	512 KiB + Slots x (MaxBinary + MaxInput + MaxOutput) = 512 KiB + Slots x 96 MiB
 //
-// by default, and transiently half a binary more per slot while a fetched binary's buffer
-// grows (it grows with the bytes that arrive, never with the size a peer claims).
+// by default. The binary's and the input's buffers are made at the sizes the request (or
+// a provider, up to the request's) states, once the job is admitted: a peer that states
+// the most and sends nothing holds a slot's share of this bound until its deadline, and no
+// more. The node returns the memory when the job ends (node/memory.go).
 //
 // maxPending is half the 256 job streams the node's resource manager allows in all: when it
 // is reached the oldest unjudged stream is reset to make room, so idle streams of many
