@@ -216,6 +216,9 @@ func (s *Submitter) Trust(ps ...peer.ID) {
 }
 
 func (s *Submitter) progress(format string, args ...any) {
+	if s.cfg.Progress == nil && !s.log.Enabled(context.Background(), slog.LevelDebug) {
+		return // a batch's thousands of jobs, or a daemon's, say nothing: no formatting
+	}
 	msg := fmt.Sprintf(format, args...)
 	s.log.Debug(msg)
 	if s.cfg.Progress != nil {
@@ -545,7 +548,7 @@ func (s *Submitter) queryOffer(ctx context.Context, ai peer.AddrInfo) (*protocol
 	ctx, cancel := context.WithTimeout(ctx, offerTimeout)
 	defer cancel()
 	h := s.cfg.Host
-	if len(ai.Addrs) > 0 {
+	if len(ai.Addrs) > 0 && h.Network().Connectedness(ai.ID) != network.Connected {
 		if err := h.Connect(ctx, ai); err != nil {
 			return nil, "", err
 		}
@@ -624,8 +627,9 @@ const (
 // disagreement or missing anchor, as many more as the tally says are short, to workers
 // that have not had the job (an anchored one when only the anchor is missing, one in a
 // new network prefix where there is one), asking the DHT again when the candidates run
-// out. Once parent ends (a timeout, Ctrl-C) no replica more is sent.
-func (s *Submitter) dispatch(parent context.Context, j *job, cands []*candidate, rep *Report) (*Report, error) {
+// out. Once parent ends (a timeout, Ctrl-C) no replica more is sent. seeds are replicas
+// already run (a batch's): they count as the first ones sent.
+func (s *Submitter) dispatch(parent context.Context, j *job, cands []*candidate, rep *Report, seeds ...attempt) (*Report, error) {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	distinct := !j.SamePrefix
@@ -642,11 +646,16 @@ func (s *Submitter) dispatch(parent context.Context, j *job, cands []*candidate,
 			s.progress("adaptive: this job is one of the 1 in %d that are replicated as usual, %s audited", int(1/adaptiveCheck), short(c.offer.Peer))
 		}
 	}
-	results := make(chan attempt)
+	results := make(chan attempt, len(seeds))
 	sent := map[peer.ID]bool{} // workers the job was sent to
 	ran := map[peer.ID]bool{}  // of those, the ones not to ask again
 	prefixes := map[string]bool{}
 	spent, inflight := 0, 0
+	for _, a := range seeds {
+		sent[a.Worker], prefixes[a.Prefix] = true, true
+		spent, inflight = spent+1, inflight+1
+		results <- a
+	}
 	launch := func() bool {
 		if spent >= j.MaxReplicas || parent.Err() != nil {
 			return false
@@ -666,7 +675,7 @@ func (s *Submitter) dispatch(parent context.Context, j *job, cands []*candidate,
 		s.progress("running the job here too (--verify-local)")
 		go func() { results <- s.runLocal(ctx, j) }()
 	}
-	for range first {
+	for range first - len(seeds) {
 		launch()
 	}
 	var winner *attempt

@@ -173,8 +173,13 @@ type Worker struct {
 	byPeer    map[peer.ID]int             // of those, per peer
 	running   map[peer.ID]int             // slots held
 	nrunning  int
-	live      liveness  // pings the peers with jobs running (liveness.go)
-	pause     pauseGate // the donor's pause (pause.go)
+	queued    map[peer.ID]int // jobs waiting for a slot (take), per peer
+	nqueued   int
+	freed     chan struct{} // closed when a slot is given back, if anyone waits
+	// batchHeaders counts the batch requests being read (batch.go), at most batchPending.
+	batchHeaders chan struct{}
+	live         liveness  // pings the peers with jobs running (liveness.go)
+	pause        pauseGate // the donor's pause (pause.go)
 }
 
 // NewWorker checks cfg and returns a Worker; Start makes it serve.
@@ -237,6 +242,9 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 		pending:   make(map[*pendingStream]struct{}),
 		byPeer:    make(map[peer.ID]int),
 		running:   make(map[peer.ID]int),
+		queued:    make(map[peer.ID]int),
+
+		batchHeaders: make(chan struct{}, batchPending),
 	}, nil
 }
 
@@ -245,6 +253,7 @@ func (w *Worker) Start() {
 	h := w.cfg.Host
 	h.SetStreamHandler(protocol.InfoID, w.handler(w.handleInfo))
 	h.SetStreamHandler(protocol.JobID, w.handler(w.handleJob))
+	h.SetStreamHandler(protocol.BatchID, w.handler(w.handleBatch))
 	w.load.run(w.ctx, &w.wg, w.log.Warn)
 }
 
@@ -258,7 +267,7 @@ func (w *Worker) Close() error {
 	}
 	w.closed = true
 	w.mu.Unlock()
-	for _, id := range []p2pproto.ID{protocol.InfoID, protocol.JobID} {
+	for _, id := range []p2pproto.ID{protocol.InfoID, protocol.JobID, protocol.BatchID} {
 		w.cfg.Host.RemoveStreamHandler(id)
 	}
 	w.cancel()
@@ -329,8 +338,18 @@ func (w *Worker) forgetPending(ps *pendingStream) {
 	}
 }
 
-// take gives p a slot, unless none is free or p holds its share.
-func (w *Worker) take(p peer.ID) error {
+// A job that finds no slot it may take (every slot busy, or its peer holding its share)
+// waits up to slotQueueWait for one to free, in a queue of at most Slots jobs, of which a
+// peer may have as many as it may hold slots: a slot freed by a short job is taken at once
+// instead of the submitter learning BUSY, asking again and being refused by the next full
+// worker (on a full 5-node testnet most of a tiny job's cost). Past the wait the job is
+// refused BUSY as before. A peer thus holds at most its share of slots and waits for at
+// most as many more.
+const slotQueueWait = 500 * time.Millisecond
+
+// take gives p a slot, waiting for one up to slotQueueWait (or until ctx ends) when all
+// are busy; it refuses BUSY when p holds its share, or when the queue is full too.
+func (w *Worker) take(ctx context.Context, p peer.ID) error {
 	if err := w.pause.check(); err != nil {
 		return err
 	}
@@ -340,26 +359,62 @@ func (w *Worker) take(p peer.ID) error {
 	if err := w.checkHours(); err != nil {
 		return err
 	}
+	var timeout <-chan time.Time
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	switch {
-	case w.nrunning >= w.cfg.Slots:
-		return protocol.Errorf(protocol.Code_BUSY, "all %s busy", plural(w.cfg.Slots, "slot"))
-	case w.running[p] >= w.cfg.SlotsPerPeer:
-		return protocol.Errorf(protocol.Code_BUSY, "you hold %s, the most one peer may", plural(w.running[p], "slot"))
+	for {
+		switch {
+		case w.running[p] < w.cfg.SlotsPerPeer && w.nrunning < w.cfg.Slots:
+			w.nrunning++
+			w.running[p]++
+			return nil
+		case w.queued[p] >= w.cfg.SlotsPerPeer:
+			return protocol.Errorf(protocol.Code_BUSY, "you hold %s and wait for as many, the most one peer may", plural(w.running[p], "slot"))
+		case w.nqueued >= w.cfg.Slots:
+			return protocol.Errorf(protocol.Code_BUSY, "all %s busy", plural(w.cfg.Slots, "slot"))
+		}
+		if timeout == nil {
+			t := time.NewTimer(slotQueueWait)
+			defer t.Stop()
+			timeout = t.C
+		}
+		if w.freed == nil {
+			w.freed = make(chan struct{})
+		}
+		freed := w.freed
+		w.nqueued++
+		w.queued[p]++
+		w.mu.Unlock()
+		var err error
+		select {
+		case <-freed:
+		case <-timeout:
+			err = protocol.Errorf(protocol.Code_BUSY, "all %s busy", plural(w.cfg.Slots, "slot"))
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		w.mu.Lock()
+		w.nqueued--
+		if w.queued[p]--; w.queued[p] <= 0 {
+			delete(w.queued, p)
+		}
+		if err != nil {
+			return err
+		}
 	}
-	w.nrunning++
-	w.running[p]++
-	return nil
 }
 
-// give returns a slot taken by p.
+// give returns a slot taken by p, and wakes the jobs waiting for one.
 func (w *Worker) give(p peer.ID) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.nrunning--
 	if w.running[p]--; w.running[p] <= 0 {
 		delete(w.running, p)
+	}
+	if w.freed != nil {
+		close(w.freed)
+		w.freed = nil
 	}
 }
 
@@ -532,7 +587,7 @@ func (w *Worker) handleJob(s network.Stream) {
 	// its next job as soon as it reads this one's result finds the slot free.
 	release := func() {}
 	if err == nil {
-		if err = w.take(from); err == nil {
+		if err = w.take(w.ctx, from); err == nil {
 			release = sync.OnceFunc(func() { w.give(from) })
 			defer release()
 		}

@@ -190,7 +190,7 @@ func TestCredit(t *testing.T) {
 		{"stranger", &creditPart{h: sh, key: strangerKey, ctx: ctx}, with(func(c *protocol.Credit) { c.Submitter = stranger }), strangerKey},
 		{"replay", &creditPart{h: client.Host(), key: clientKey, ctx: ctx}, good, clientKey},
 	} {
-		err := send.cp.deliver(&send.c)
+		err := send.cp.deliver(ws[0].ID(), []*protocol.Credit{&send.c})
 		if !errors.Is(err, protocol.ErrBadRequest) {
 			t.Errorf("%s over the wire: got %v, want %v", send.name, err, protocol.ErrBadRequest)
 		}

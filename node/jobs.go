@@ -233,6 +233,12 @@ func (n *Node) Submit(ctx context.Context, req jobs.Request) (*jobs.Report, erro
 	return n.jobs.sub.Submit(ctx, req)
 }
 
+// SubmitBatch runs req's binary on each of inputs, each a verified job, and tells done of
+// each (jobs.Submitter.SubmitBatch).
+func (n *Node) SubmitBatch(ctx context.Context, req jobs.Request, inputs [][]byte, done jobs.BatchDone) error {
+	return n.jobs.sub.SubmitBatch(ctx, req, inputs, done)
+}
+
 // Running is the number of jobs this worker has admitted and not yet answered.
 func (n *Node) Running() int {
 	if n.jobs.worker == nil {

@@ -56,7 +56,8 @@ func newResourceManager(jobsPerPeer int, metrics bool) (network.ResourceManager,
 		{protocol.InfoID, 256, perPeerStreams, 4 << 20},
 		{protocol.BlobID, 64, perPeerStreams, 128 << 20},
 		{protocol.JobID, 256, jobsPerPeer, 64 << 20},
-		{protocol.CreditID, 32, 2, 1 << 20}, // one delivery per agreeing replica, best effort
+		{protocol.BatchID, 64, jobsPerPeer, 64 << 20}, // a batch is a job's stream with many jobs
+		{protocol.CreditID, 32, 2, 1 << 20},           // one delivery per agreeing replica, best effort
 	} {
 		cfg.AddProtocolLimit(l.id,
 			rcmgr.BaseLimit{StreamsInbound: l.total, StreamsOutbound: l.total, Streams: 2 * l.total, Memory: l.mem},

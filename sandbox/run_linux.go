@@ -55,6 +55,7 @@ type Runner struct {
 	// the time it was let run.
 	CPUQuota float64
 
+	images    imageCache // prepared images (imagecache_linux.go)
 	cycleOnce sync.Once
 	dc        *dutyCycle
 	isoOnce   sync.Once
@@ -84,7 +85,20 @@ func (r *Runner) Run(ctx context.Context, job Job, lim Limits) (Result, error) {
 		return Result{}, err
 	}
 	lim = lim.withDefaults()
-	e, err := plan(job.Binary, lim)
+	f, release, err := r.images.get(job.Binary, lim, func() (*os.File, error) {
+		e, err := plan(job.Binary, lim)
+		if err != nil {
+			return nil, err
+		}
+		f, err := sealedMemfd(job.Binary, e)
+		var rej *RejectError
+		if errors.As(err, &rej) && r.Logger != nil {
+			// The validator passed a binary whose patched image the kernel would not enter
+			// at the stub: a validator gap, and so possibly an attack. Loud, and never run.
+			r.Logger.Warn("refused a job whose patched image failed the check", "reason", rej.Reason)
+		}
+		return f, err
+	})
 	var rej *RejectError
 	if errors.As(err, &rej) {
 		return Result{Status: StatusRejected, Reason: rej.Reason, OutputCID: cids.Sum(nil)}, nil
@@ -92,19 +106,7 @@ func (r *Runner) Run(ctx context.Context, job Job, lim Limits) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	f, err := sealedMemfd(job.Binary, e)
-	if errors.As(err, &rej) {
-		// The validator passed a binary whose patched image the kernel would not enter at the
-		// stub: a validator gap, and so possibly an attack. Loud, and never run.
-		if r.Logger != nil {
-			r.Logger.Warn("refused a job whose patched image failed the check", "reason", rej.Reason)
-		}
-		return Result{Status: StatusRejected, Reason: rej.Reason, OutputCID: cids.Sum(nil)}, nil
-	}
-	if err != nil {
-		return Result{}, err
-	}
-	defer f.Close()
+	defer release()
 	res, err := r.launch(ctx, f, job.Stdin, lim)
 	if r.Logger != nil && err == nil {
 		r.Logger.Debug("job ended", "status", res.Status, "exit_code", res.ExitCode, "signal", res.Signal,

@@ -1,0 +1,521 @@
+package jobs
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/gridnode/gridnode/cids"
+	"github.com/gridnode/gridnode/protocol"
+	"github.com/gridnode/gridnode/sandbox"
+)
+
+// Batches: one binary, many small inputs, each input its own verified job. A batch goes to R
+// workers on one stream each (protocol.BatchID), and each worker runs the inputs one after
+// another in one slot, returning each job's output with its own signed receipt, so that
+// every job is judged exactly as if it had been sent alone: the replicas a batch brings are
+// the first votes of each job's usual dispatch, which sends more replicas, one job at a
+// time, to the jobs they did not settle. What a batch saves is everything but the runs and
+// the receipts: streams, admissions, offers, the binary's checks and image.
+
+// Batch sizes. A chunk is what one batch stream carries; at most batchParallel chunks of
+// one SubmitBatch are out at once (each on R workers; fewer when the workers' offers show
+// fewer free slots), and batchSettle jobs of it are being settled at once (most take no
+// time: their batch replicas agree).
+const (
+	batchChunk    = 64
+	batchParallel = 4
+	batchSettle   = 32
+	// batchMaxInput is the largest input sent in a batch; a larger one is a job of its own.
+	batchMaxInput = 64 << 10
+	// batchPending is how many batch requests, over all peers, a worker reads at once: each
+	// may be MaxBatchRequest bytes, against a job header's 4 KiB.
+	batchPending = 8
+)
+
+// BatchDone hears of each job of a batch as it is decided: the index of its input, its
+// report and its error, as Submit returns them. It is called from several goroutines.
+type BatchDone func(i int, rep *Report, err error)
+
+// SubmitBatch runs req's binary on every one of inputs (req.Input is ignored), each a job
+// with R replicas and its own quorum, and calls done for each. An unset output limit is
+// protocol.MaxBatchOutput; with a larger one, or for an input above batchMaxInput, jobs are
+// submitted one by one as by Submit. The error is for what stops the whole batch before any
+// job is sent (a binary the sandbox refuses, no workers, no anchor); done is then not
+// called.
+func (s *Submitter) SubmitBatch(ctx context.Context, req Request, inputs [][]byte, done BatchDone) error {
+	req.Input = nil
+	req.Adaptive = false // a batch is replicated: its point is many jobs, not fewer replicas
+	if req.Limits.MaxOutput == 0 {
+		req.Limits.MaxOutput = protocol.MaxBatchOutput
+	}
+	j, err := s.prepare(ctx, req)
+	if err != nil {
+		return err
+	}
+	cands, err := s.workers(ctx, j, nil)
+	if err != nil {
+		return err
+	}
+	if !j.VerifyLocal && !slices.ContainsFunc(cands, func(c *candidate) bool { return c.anchor != "" }) {
+		return noTrust(len(cands))
+	}
+	defer func() {
+		if err := s.records.Save(); err != nil {
+			s.log.Warn("worker records not saved", "err", err)
+		}
+	}()
+	var batched, single []int
+	for i, in := range inputs {
+		if len(in) <= batchMaxInput && j.Limits.MaxOutput <= protocol.MaxBatchOutput {
+			batched = append(batched, i)
+		} else {
+			single = append(single, i)
+		}
+	}
+	finish := func(i int, rep *Report, err error) {
+		if s.cfg.Events.Submitted != nil {
+			s.cfg.Events.Submitted(rep, err)
+		}
+		done(i, rep, err)
+	}
+	settle := make(chan struct{}, batchSettle)
+	var wg sync.WaitGroup
+	for _, i := range single {
+		settle <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-settle }()
+			r := req
+			r.Input = inputs[i]
+			rep, err := s.Submit(ctx, r)
+			done(i, rep, err) // Submit told the events
+		})
+	}
+	// As many chunks at once as the workers' offers have slots for this submitter, R each:
+	// more would only wait in their queues or be refused.
+	free := 0
+	for _, c := range cands {
+		free += c.offer.SlotsFree
+	}
+	chunks := make(chan struct{}, min(batchParallel, max(1, free/j.Replicas)))
+	for len(batched) > 0 {
+		n, size := 0, 0
+		for n < len(batched) && n < batchChunk && size+len(inputs[batched[n]])+128 <= protocol.MaxBatchRequest-4<<10 {
+			size += len(inputs[batched[n]]) + 128
+			n++
+		}
+		idx := batched[:n]
+		batched = batched[n:]
+		chunks <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-chunks }()
+			s.runChunk(ctx, j, cands, inputs, idx, settle, finish)
+		})
+	}
+	wg.Wait()
+	return nil
+}
+
+// runChunk sends the jobs of inputs at idx as one batch to R workers drawn from cands, then
+// settles each job from the votes they brought (dispatch, seeded with them).
+func (s *Submitter) runChunk(ctx context.Context, j *job, cands []*candidate, inputs [][]byte, idx []int, settle chan struct{}, finish BatchDone) {
+	// Each chunk draws its own workers, so that the chunks of a batch spread over the grid.
+	cs := slices.Clone(cands)
+	s.weigh(cs, j)
+	distinct := !j.SamePrefix
+	sent, prefixes := map[peer.ID]bool{}, map[string]bool{}
+	var picked []*candidate
+	for range j.Replicas {
+		c := pick(cs, sent, prefixes, true, distinct)
+		if c == nil {
+			break
+		}
+		sent[c.offer.Peer], prefixes[c.prefix] = true, true
+		picked = append(picked, c)
+	}
+	ins := make([][]byte, len(idx))
+	for k, i := range idx {
+		ins[k] = inputs[i]
+	}
+	votes := make([][]attempt, len(picked))
+	var mu sync.Mutex // sent, prefixes
+	var wg sync.WaitGroup
+	for w, c := range picked {
+		wg.Go(func() {
+			// A worker that refuses the whole batch (busy) is replaced by another, so that
+			// the batch is not split into single jobs for want of one slot.
+			for tries := 0; ; tries++ {
+				votes[w] = s.runBatch(ctx, c, j, ins)
+				if !busyBatch(votes[w]) || tries >= batchRetries || ctx.Err() != nil {
+					return
+				}
+				s.dropOffer(c.offer.Peer)
+				mu.Lock()
+				next := pick(cs, sent, prefixes, c.anchor != "", distinct)
+				if next != nil {
+					sent[next.offer.Peer], prefixes[next.prefix] = true, true
+					c = next
+				}
+				mu.Unlock()
+				if next == nil {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for k, i := range idx {
+		seeds := make([]attempt, 0, len(picked))
+		for w := range picked {
+			// A refused batch ran nothing there (busy, no batch protocol, a refused
+			// binary): the job's dispatch may send it to that worker alone.
+			if a := votes[w][k]; !a.refused {
+				seeds = append(seeds, a)
+			}
+		}
+		ji := j.with(ins[k])
+		settle <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-settle }()
+			rep := &Report{JobCID: ji.jobCID, InputCID: ji.inputCID}
+			rep, err := s.dispatch(ctx, ji, cs, rep, seeds...)
+			finish(i, rep, err)
+		})
+	}
+	wg.Wait()
+}
+
+// batchRetries is how many other workers a batch refused as busy is offered to.
+const batchRetries = 4
+
+// busyBatch reports whether the worker refused the whole batch as busy.
+func busyBatch(as []attempt) bool {
+	return len(as) > 0 && as[0].refused && errors.Is(as[0].Err, protocol.ErrBusy)
+}
+
+// with returns a copy of j for the input in: a job of a batch.
+func (j *job) with(in []byte) *job {
+	ji := *j
+	ji.Input, ji.inputCID, ji.inline = in, cids.Sum(in), true
+	return &ji
+}
+
+// runBatch sends the jobs of inputs to c as one batch and returns each job's attempt, in
+// order. A refused or failed batch is that refusal or failure for each of its jobs.
+func (s *Submitter) runBatch(ctx context.Context, c *candidate, j *job, inputs [][]byte) []attempt {
+	p := c.offer.Peer
+	out := make([]attempt, len(inputs))
+	for k := range out {
+		out[k].Worker, out[k].Anchor, out[k].Prefix = p, c.anchor, c.prefix
+	}
+	fail := func(from int, refused bool, err error) []attempt {
+		for k := from; k < len(out); k++ {
+			out[k].refused, out[k].Err = refused, err
+		}
+		return out
+	}
+	req := &protocol.BatchRequest{
+		JobCid:     j.jobCID.Bytes(),
+		BinarySize: uint64(len(j.Binary)),
+		Arch:       j.arch,
+		Limits:     protocol.WireLimits(j.Limits),
+		Items:      make([]*protocol.BatchItem, len(inputs)),
+	}
+	for k, in := range inputs {
+		req.Items[k] = &protocol.BatchItem{Input: in, Nonce: newNonce()}
+	}
+	st, err := s.cfg.Host.NewStream(ctx, p, protocol.BatchID)
+	if err != nil {
+		if errors.Is(err, network.ErrResourceLimitExceeded) {
+			err = fmt.Errorf("%w: %w", protocol.ErrBusy, err)
+		}
+		// A worker that does not speak the batch protocol gets the jobs one by one.
+		return fail(0, true, fmt.Errorf("%w: open batch stream: %w", ErrRefused, err))
+	}
+	stop := context.AfterFunc(ctx, func() { st.Reset() })
+	defer stop()
+	// As on a job stream, the write side stays open until the last result is in.
+	protocol.SetDeadline(st, protocol.RequestTimeout)
+	var admit protocol.JobAdmit
+	err = protocol.WriteMsg(st, req)
+	if err == nil {
+		err = protocol.ReadMsg(st, &admit, protocol.MaxControlMsg)
+	}
+	if err == nil {
+		err = admit.Err()
+	}
+	if err != nil {
+		st.Reset()
+		return fail(0, true, fmt.Errorf("%w: %w", ErrRefused, err))
+	}
+	defer s.live.watch(context.WithoutCancel(ctx), nil, s.cfg.Host, s.log, p, func() { st.Reset() })()
+	wall := stretched(cmp.Or(j.Limits.Wall, sandbox.DefaultLimits().Wall), c.offer.WallStretch)
+	prefix := netPrefix(st.Conn().RemoteMultiaddr(), p)
+	for k := range out {
+		// The first result waits for the binary too.
+		d := wall + protocol.ReplyTimeout
+		if k == 0 {
+			d += protocol.FetchTimeout
+		}
+		protocol.SetDeadline(st, d)
+		var res protocol.BatchResult
+		err := protocol.ReadMsg(st, &res, protocol.MaxBatchResult)
+		if err == nil {
+			err = res.Check(k)
+		}
+		if err != nil {
+			st.Reset()
+			if ctx.Err() != nil {
+				err = fmt.Errorf("cancelled: %w", ctx.Err())
+			} else {
+				err = fmt.Errorf("failed: %w", err)
+			}
+			return fail(k, false, err)
+		}
+		a := &out[k]
+		a.Prefix = prefix
+		if err := res.Err(); err != nil {
+			if errors.Is(err, ErrRejected) {
+				a.Err = fmt.Errorf("%w: %w", ErrRefused, err)
+			} else {
+				a.Err = fmt.Errorf("failed: %w", err)
+			}
+			continue
+		}
+		a.Receipt, a.Reason = res.Receipt, protocol.Clean(res.Reason, protocol.MaxReason)
+		r, err := checkReceipt(res.Receipt, p, req.Items[k].Nonce, j.with(inputs[k]), cids.Sum(res.Output), res.Stderr)
+		if err != nil {
+			a.Err = fmt.Errorf("%w: %w", ErrBadReceipt, err)
+			continue
+		}
+		a.Verdict, a.CPU, a.Wall, a.ReceiptValid = verdictOf(r), r.CPU, r.Wall, true
+		a.output, a.stderr = res.Output, res.Stderr
+	}
+	st.Close()
+	return out
+}
+
+// handleBatch runs the batch protocol: request, admission (once, for every job of the batch,
+// into one slot), the binary (once), then each job's run and result in turn. As on a job
+// stream, the submitter's side ending before the last result cancels what is left.
+func (w *Worker) handleBatch(s network.Stream) {
+	from := s.Conn().RemotePeer()
+	log := w.log.With("peer", from)
+	select {
+	case w.batchHeaders <- struct{}{}:
+	default:
+		log.Debug("batch stream refused: too many unjudged batches")
+		s.Reset()
+		return
+	}
+	ps, ok := w.enter(from, s)
+	if !ok {
+		<-w.batchHeaders
+		log.Debug("batch stream refused: too many unjudged requests from the peer")
+		s.Reset()
+		return
+	}
+	stop := context.AfterFunc(w.ctx, func() { s.Reset() })
+	protocol.SetDeadline(s, protocol.HeaderTimeout)
+	var req protocol.BatchRequest
+	err := protocol.ReadMsg(s, &req, protocol.MaxBatchRequest)
+	w.leave(ps)
+	<-w.batchHeaders
+	if err == nil {
+		err = req.Check()
+	}
+	if err != nil {
+		log.Debug("batch request", "err", err)
+		if errors.Is(err, protocol.ErrTooLarge) || errors.Is(err, protocol.ErrBadRequest) {
+			w.refuse(s, err)
+		} else {
+			s.Reset()
+		}
+		stop()
+		return
+	}
+	sp, err := w.admit(&protocol.JobRequest{JobCid: req.JobCid, Limits: req.Limits, BinarySize: req.BinarySize, Arch: req.Arch, Nonce: req.Items[0].Nonce}, from)
+	if err == nil && sp.lim.MaxOutput > protocol.MaxBatchOutput {
+		err = protocol.Errorf(protocol.Code_LIMITS, "output limit %d above a batch's %d", sp.lim.MaxOutput, protocol.MaxBatchOutput)
+	}
+	for i, it := range req.Items {
+		if err == nil && int64(len(it.Input)) > w.cfg.MaxInput {
+			err = protocol.Errorf(protocol.Code_TOO_LARGE, "input %d of %d bytes, limit %d", i, len(it.Input), w.cfg.MaxInput)
+		}
+	}
+	if err == nil && w.abandons.spent(from, time.Now()) {
+		err = protocol.Errorf(protocol.Code_BUSY, "you abandoned %d admitted jobs before they ran; try again in %v", abandonBurst, abandonPeriod)
+	}
+	release := func() {}
+	if err == nil {
+		if err = w.take(w.ctx, from); err == nil {
+			release = sync.OnceFunc(func() { w.give(from) })
+			defer release()
+		}
+	}
+	if err != nil {
+		log.Debug("batch refused", "err", err)
+		if w.cfg.Events.Refused != nil {
+			w.cfg.Events.Refused(from, protocol.CodeOf(err))
+		}
+		w.refuse(s, err)
+		stop()
+		return
+	}
+	if !stop() {
+		return // Close already reset the stream
+	}
+	defer w.protect(from)()
+	protocol.SetDeadline(s, protocol.FetchTimeout+protocol.ReplyTimeout)
+	if err := protocol.WriteMsg(s, &protocol.JobAdmit{}); err != nil {
+		s.Reset()
+		return
+	}
+	ctx, cancel := context.WithCancel(w.ctx)
+	defer cancel()
+	paused := w.pause.jobs()
+	defer context.AfterFunc(paused, cancel)()
+	defer w.live.watch(w.ctx, &w.wg, w.cfg.Host, w.log, from, cancel)()
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		defer cancel()
+		var b [1]byte
+		if err := readByte(s, b[:]); err == nil {
+			log.Debug("batch stream", "err", fmt.Errorf("%w: bytes after the request", protocol.ErrBadRequest))
+		}
+	}()
+	defer func() { <-watched }()
+	defer stopOnClose(w.ctx, s)()
+
+	log.Debug("batch admitted", "job", sp.jobCID, "jobs", len(req.Items))
+	defer w.cfg.Store.Pin(sp.jobCID)()
+	bin, err := w.binary(ctx, sp)
+	if err != nil {
+		err = fmt.Errorf("binary: %w", err)
+	} else if verr := w.cfg.Validate(bin, sp.lim); verr != nil {
+		err = rejected(verr.Error())
+	}
+	ran := false
+	for i, it := range req.Items {
+		isp := *sp
+		isp.nonce, isp.inputCID, isp.inputSize = it.Nonce, cids.Sum(it.Input), int64(len(it.Input))
+		started := time.Now()
+		var res *protocol.BatchResult
+		ierr := cmp.Or(ctx.Err(), err)
+		if ierr == nil {
+			protocol.SetDeadline(s, w.stretchWall(sp.lim.Wall)+protocol.ReplyTimeout)
+			ran = true
+			res, ierr = w.runItem(ctx, &isp, bin, it.Input)
+		}
+		var ev *protocol.JobResult
+		if res != nil {
+			ev = &protocol.JobResult{Receipt: res.Receipt}
+		}
+		if ctx.Err() == nil || isp.ran {
+			w.jobEvent(&isp, started, ev, cmp.Or(w.ctx.Err(), ctx.Err(), ierr))
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		if ierr != nil {
+			code, msg := protocol.Refusal(ierr)
+			res = &protocol.BatchResult{Code: code, Message: msg}
+		}
+		res.Index = uint32(i)
+		if i == len(req.Items)-1 {
+			release() // before the last result, as for a job
+		}
+		protocol.SetDeadline(s, protocol.ReplyTimeout)
+		if err := protocol.WriteMsg(s, res); err != nil {
+			s.Reset()
+			return
+		}
+	}
+	switch {
+	case w.ctx.Err() != nil || paused.Err() != nil:
+		s.Reset() // the submitter reads a failure for each job left and sends them elsewhere
+		return
+	case ctx.Err() != nil:
+		log.Info("batch cancelled: submitter gone", "job", sp.jobCID)
+		if !ran {
+			w.abandons.take(from, time.Now())
+		}
+		s.Reset()
+		return
+	}
+	s.Close()
+}
+
+// stopOnClose resets s if ctx ends first; the returned func stops that.
+func stopOnClose(ctx context.Context, s network.Stream) func() {
+	stop := context.AfterFunc(ctx, func() { s.Reset() })
+	return func() { stop() }
+}
+
+// runItem runs one job of a batch with the batch's binary and seals its receipt.
+func (w *Worker) runItem(ctx context.Context, sp *spec, bin, input []byte) (*protocol.BatchResult, error) {
+	sp.ran = true
+	r, err := w.cfg.Runner.Run(ctx, sandbox.Job{Binary: bin, Stdin: bytes.NewReader(input)}, sp.lim)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, protocol.Errorf(protocol.Code_INTERNAL, "run: %v", err)
+	}
+	stderr, receipt, err := w.conclude(sp, r)
+	if err != nil {
+		return nil, err
+	}
+	return &protocol.BatchResult{
+		Reason:  protocol.Clean(r.Reason, protocol.MaxReason),
+		Output:  r.Output,
+		Stderr:  stderr,
+		Receipt: receipt,
+	}, nil
+}
+
+// conclude checks what the runner returned for sp and seals its receipt; it returns the
+// stderr to send (at most MaxStderr) and the receipt, and records the verdict in sp.
+func (w *Worker) conclude(sp *spec, r sandbox.Result) (stderr, receipt []byte, err error) {
+	if r.Status == sandbox.StatusRejected { // refused by a check past Validate (the patched image's)
+		return nil, nil, rejected(r.Reason)
+	}
+	if int64(len(r.Output)) > sp.lim.MaxOutput {
+		return nil, nil, protocol.Errorf(protocol.Code_INTERNAL, "runner returned %d bytes of output, limit %d", len(r.Output), sp.lim.MaxOutput)
+	}
+	status := protocol.Clean(string(r.Status), protocol.MaxText)
+	if status == "" {
+		return nil, nil, protocol.Errorf(protocol.Code_INTERNAL, "runner returned no status")
+	}
+	stderr = r.Stderr[:min(len(r.Stderr), protocol.MaxStderr)]
+	w.log.Debug("job done", "peer", sp.from, "job", sp.jobCID, "status", status, "exit_code", r.ExitCode, "signal", r.Signal)
+	// Each of output and stderr is hashed once: the verdict is what the receipt states.
+	v := Verdict{OutputCID: outputCID(r), StderrCID: cids.Sum(stderr), Status: status, ExitCode: r.ExitCode, Signal: protocol.Clean(r.Signal, protocol.MaxText)}
+	receipt, err = protocol.SealReceipt(&protocol.Receipt{
+		JobCID:    sp.jobCID,
+		InputCID:  sp.inputCID,
+		OutputCID: v.OutputCID,
+		StderrCID: v.StderrCID,
+		Status:    v.Status,
+		ExitCode:  v.ExitCode,
+		Signal:    v.Signal,
+		CPU:       r.CPUTime,
+		Wall:      r.WallTime,
+		Worker:    w.cfg.Host.ID(),
+		Nonce:     sp.nonce,
+	}, w.key)
+	if err != nil {
+		return nil, nil, protocol.Errorf(protocol.Code_INTERNAL, "%v", err)
+	}
+	sp.verdict, sp.cpu, sp.wall = v, r.CPUTime, r.WallTime
+	return stderr, receipt, nil
+}

@@ -1,0 +1,77 @@
+package protocol
+
+import (
+	"fmt"
+
+	p2pproto "github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/gridnode/gridnode/cids"
+)
+
+// BatchID is the batch protocol: many small jobs of one binary on one stream, each with its
+// own receipt (batch.proto).
+const BatchID p2pproto.ID = "/gridnode/batch/1.0.0"
+
+// Caps of the batch protocol. A batch is for many small jobs: the inputs ride inside the
+// request and each output inside its result, so both are bounded well below the job
+// protocol's raw payloads. A worker buffers at most MaxBatchRequest for a batch it has not
+// yet judged, as it does MaxJobRequest for a job.
+const (
+	MaxBatchItems   = 256
+	MaxBatchRequest = 1 << 20
+	MaxBatchOutput  = 1 << 20 // the output limit of a batch's jobs: a batch asking more is refused
+	MaxBatchResult  = MaxBatchOutput + MaxStderr + MaxEnvelope + MaxReason + 1<<10
+)
+
+// Check checks the form of a received batch request.
+func (m *BatchRequest) Check() error {
+	if _, err := cids.Cast(m.JobCid); err != nil {
+		return fmt.Errorf("%w: job cid: %v", ErrBadRequest, err)
+	}
+	if len(m.Arch) > MaxText {
+		return fmt.Errorf("%w: arch", ErrBadRequest)
+	}
+	switch n := len(m.Items); {
+	case n == 0:
+		return fmt.Errorf("%w: a batch of no jobs", ErrBadRequest)
+	case n > MaxBatchItems:
+		return fmt.Errorf("%w: a batch of %d jobs, at most %d", ErrTooLarge, n, MaxBatchItems)
+	}
+	for i, it := range m.Items {
+		if err := CheckNonce(it.Nonce); err != nil {
+			return fmt.Errorf("item %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// Check checks the form of a received batch result for item want. A coded failure is well
+// formed; its error is Err.
+func (m *BatchResult) Check(want int) error {
+	if int(m.Index) != want {
+		return fmt.Errorf("%w: result for item %d, expected %d", ErrBadRequest, m.Index, want)
+	}
+	if m.Code != Code_OK {
+		if len(m.Output) > 0 || len(m.Receipt) > 0 {
+			return fmt.Errorf("%w: failure with a result", ErrBadRequest)
+		}
+		if len(m.Message) > MaxReason {
+			return fmt.Errorf("%w: failure message of %d bytes", ErrTooLarge, len(m.Message))
+		}
+		return nil
+	}
+	switch {
+	case len(m.Reason) > MaxReason:
+		return fmt.Errorf("%w: result reason of %d bytes", ErrBadRequest, len(m.Reason))
+	case len(m.Output) > MaxBatchOutput:
+		return fmt.Errorf("%w: output of %d bytes", ErrTooLarge, len(m.Output))
+	case len(m.Stderr) > MaxStderr:
+		return fmt.Errorf("%w: stderr of %d bytes", ErrTooLarge, len(m.Stderr))
+	case len(m.Receipt) == 0 || len(m.Receipt) > MaxEnvelope:
+		return fmt.Errorf("%w: receipt of %d bytes", ErrBadRequest, len(m.Receipt))
+	}
+	return nil
+}
+
+// Err returns the remote's coded error, or nil for OK.
+func (m *BatchResult) Err() error { return FromCode(m.GetCode(), m.GetMessage()) }
