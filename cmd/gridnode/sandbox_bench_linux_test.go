@@ -3,8 +3,10 @@
 package main
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -51,7 +53,6 @@ func BenchmarkSandboxProcess(b *testing.B) {
 		b.Log("no bwrap on PATH: no bwrap figures (apt-get install bubblewrap)")
 	}
 	var start, bwStart, plainStart, startCPU, bwStartCPU, startRatio, cpuRatio, bwCPURatio, super []float64
-	ms := func(d time.Duration) float64 { return float64(d) / 1e6 }
 	for b.Loop() {
 		pw, _ := mustTree(b, trivial)
 		sw, sc := mustTree(b, bin, "sandbox", trivial)
@@ -131,4 +132,93 @@ func spinJob(n uint64) []byte {
 	b := testelf.Exit0(make([]byte, len(code)))
 	copy(b[4096:], code)
 	return b
+}
+
+// BenchmarkWorkerQuiet runs a compute-bound job (about 0.9 s) at R=2 on a 2-node testnet of
+// `gridnode run` daemons with their default services (DHT, announcements, metrics, liveness
+// pings) and reports each worker daemon's own CPU (its threads' schedstat run time) per
+// second while the job's process is alive (job-ms/s), against the same daemon's per second
+// while idle just before (idle-ms/s), and their difference (extra-ms/s): what a running job
+// costs the daemon beyond its background.
+//
+// Re-run: go test ./cmd/gridnode/ -run '^$' -bench WorkerQuiet -benchtime 5x -count 3
+func BenchmarkWorkerQuiet(b *testing.B) {
+	bin := gridnodeBinary(b)
+	job := filepath.Join(b.TempDir(), "spin")
+	if err := os.WriteFile(job, spinJob(3_000_000_000), 0o755); err != nil {
+		b.Fatal(err)
+	}
+	tn := startNet(b, bin, 2)
+	pids := []int{tn.pid(0), tn.pid(1)}
+	var during, idle, extra []float64
+	for b.Loop() {
+		var idleRate [2]float64
+		c0 := []time.Duration{threadsCPU(pids[0]), threadsCPU(pids[1])}
+		t0 := time.Now()
+		time.Sleep(time.Second) // the background's rate, measured over a second
+		for i, p := range pids {
+			idleRate[i] = ms(threadsCPU(p)-c0[i]) / time.Since(t0).Seconds()
+		}
+		sub := exec.Command(bin, tn.submit("--replicas", "2", "--wall", "60s", job)...)
+		var errOut bytes.Buffer
+		sub.Stderr = &errOut
+		if err := sub.Start(); err != nil {
+			b.Fatal(err)
+		}
+		exited := make(chan error, 1)
+		go func() { exited <- sub.Wait() }()
+		var began [2]time.Time
+		var cpu0 [2]time.Duration
+		done := 0
+		for done < 2 {
+			for i, p := range pids {
+				running := len(jobProcs(p)) > 0
+				switch {
+				case running && began[i].IsZero():
+					began[i], cpu0[i] = time.Now(), threadsCPU(p)
+				case !running && !began[i].IsZero() && cpu0[i] >= 0:
+					rate := ms(threadsCPU(p)-cpu0[i]) / time.Since(began[i]).Seconds()
+					during, idle, extra = append(during, rate), append(idle, idleRate[i]), append(extra, rate-idleRate[i])
+					cpu0[i] = -1
+					done++
+				}
+			}
+			select {
+			case err := <-exited:
+				if done < 2 {
+					b.Fatalf("submit ended (%v) before both workers' jobs were seen to end:\n%s", err, errOut.Bytes())
+				}
+			case <-time.After(time.Millisecond):
+			}
+		}
+		if err := <-exited; err != nil {
+			b.Fatalf("submit: %v\n%s", err, errOut.Bytes())
+		}
+	}
+	med := func(x []float64) float64 {
+		s := slices.Clone(x)
+		slices.Sort(s)
+		return s[len(s)/2]
+	}
+	b.ReportMetric(med(during), "job-ms/s")
+	b.ReportMetric(med(idle), "idle-ms/s")
+	b.ReportMetric(med(extra), "extra-ms/s")
+}
+
+func ms(d time.Duration) float64 { return float64(d) / 1e6 }
+
+// threadsCPU is the time pid's threads have run so far (their schedstat), 0 if it is gone.
+func threadsCPU(pid int) time.Duration {
+	fs, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	var t time.Duration
+	for _, f := range fs {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		var ns int64
+		fmt.Sscan(string(b), &ns)
+		t += time.Duration(ns)
+	}
+	return t
 }
