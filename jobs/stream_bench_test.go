@@ -77,13 +77,14 @@ func BenchmarkTransfer(b *testing.B) {
 }
 
 // TestTransferQuick is BenchmarkTransfer's quick version: two uncached 32 MiB binaries with
-// 16 MiB inputs verified on a 3-node testnet, the second at least minTransferMBps (a tenth
-// of the benchmark's 300 MB/s target: CI machines are shared and slow).
+// 16 MiB inputs verified on a 3-node testnet, the second at least minTransferMBps (a
+// twentieth of the 300 MB/s target: CI machines are shared and slow, and a machine at a
+// load of 45 on 2 cores still moved 33 MB/s).
 func TestTransferQuick(t *testing.T) {
 	if testing.Short() {
 		t.Skip("moves 200 MiB over loopback")
 	}
-	const minTransferMBps = 30
+	const minTransferMBps = 15
 	client, _ := transferNet(t)
 	var d time.Duration
 	for range 2 {
