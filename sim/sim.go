@@ -123,6 +123,7 @@ func New(ctx context.Context, n int, cfg Config) (*Grid, error) {
 	t1 := time.Now()
 	if err := g.each(ctx, g.Nodes, func(i int, nd *Node) error {
 		_, err := nd.DHT.Join(ctx, g.introducers(max(i, 1))[:1])
+		g.trimNode(nd)
 		return err
 	}); err != nil {
 		g.Close()
@@ -130,16 +131,20 @@ func New(ctx context.Context, n int, cfg Config) (*Grid, error) {
 	}
 	g.trim()
 	t2 := time.Now()
-	for _, nd := range g.Nodes {
+	// Announce Joining nodes at a time, trimming each once it has: a provide meets a few
+	// dozen peers.
+	if err := g.each(ctx, g.Nodes, func(i int, nd *Node) error {
 		nd.DHT.AnnounceWorker(dht.WorkerNamespace(Arch), nd.ready)
-	}
-	for i, nd := range g.Nodes {
 		select {
 		case <-nd.ready:
 		case <-ctx.Done():
-			g.Close()
-			return nil, fmt.Errorf("node %d announced: %w", i, ctx.Err())
+			return fmt.Errorf("node %d announced: %w", i, ctx.Err())
 		}
+		g.trimNode(nd)
+		return nil
+	}); err != nil {
+		g.Close()
+		return nil, err
 	}
 	g.trim()
 	g.Phases = [3]time.Duration{t1.Sub(t0), t2.Sub(t1), time.Since(t2)}
@@ -152,10 +157,14 @@ func New(ctx context.Context, n int, cfg Config) (*Grid, error) {
 // hosts have no connection manager.
 func (g *Grid) trim() {
 	for _, nd := range g.Nodes {
-		for _, p := range nd.Host.Network().Peers() {
-			if !nd.DHT.Routes(p) {
-				nd.Host.Network().ClosePeer(p)
-			}
+		g.trimNode(nd)
+	}
+}
+
+func (g *Grid) trimNode(nd *Node) {
+	for _, p := range nd.Host.Network().Peers() {
+		if !nd.DHT.Routes(p) {
+			nd.Host.Network().ClosePeer(p)
 		}
 	}
 }
