@@ -63,16 +63,19 @@ func LevelFor(n, target int) int {
 	return l
 }
 
-// NetworkSize estimates the number of DHT servers. kad-dht's estimator (from the closest
-// peers its lookups met) is taken when it has enough data; otherwise the routing table:
-// the m peers closest to this node lie within a normed XOR distance d of it, about m/d
-// nodes in all. A table not yet holding k peers is a grid of that size, or a node that has
-// just joined: either way a low level, whose keys hold every worker of higher ones.
+// NetworkSize estimates the number of DHT servers from the routing table: the k peers
+// closest to this node lie within a normed XOR distance d of it, about k/d nodes in all.
+// A table not yet holding k peers is a grid of that size, or a node that has just joined:
+// either way a low level, whose keys hold the workers of higher ones. When kad-dht's own
+// estimator (fitted to the closest peers its lookups met) has enough data, the lower of the
+// two: an estimate too high puts a worker where fewer submitters look (a 50-node grid had
+// one node at level 2 with kad-dht's alone), and Sybils near this node must fool both.
 func (d *DHT) NetworkSize() int {
-	if n, err := d.kad.NetworkSize(); err == nil && n > 0 {
-		return int(n)
+	n := tableEstimate(d.h.ID(), d.kad.RoutingTable().ListPeers(), d.bucket)
+	if k, err := d.kad.NetworkSize(); err == nil && k > 0 {
+		n = min(n, int(k))
 	}
-	return tableEstimate(d.h.ID(), d.kad.RoutingTable().ListPeers(), d.bucket)
+	return n
 }
 
 // tableEstimate is NetworkSize's estimate from the routing table's peers ps.
