@@ -32,7 +32,7 @@ import (
 // time: their batch replicas agree).
 const (
 	batchChunk    = 64
-	batchParallel = 4
+	batchParallel = 16
 	batchSettle   = 32
 	// batchMaxInput is the largest input sent in a batch; a larger one is a job of its own.
 	batchMaxInput = 64 << 10
@@ -106,10 +106,11 @@ func (s *Submitter) SubmitBatch(ctx context.Context, req Request, inputs [][]byt
 		free += c.offer.SlotsFree
 	}
 	chunks := make(chan struct{}, min(batchParallel, max(1, free/j.Replicas)))
-	for len(batched) > 0 {
-		n, size := 0, 0
-		for n < len(batched) && n < batchChunk && size+len(inputs[batched[n]])+128 <= protocol.MaxBatchRequest-4<<10 {
-			size += len(inputs[batched[n]]) + 128
+	var sizer chunkSizer
+	for len(batched) > 0 && ctx.Err() == nil {
+		n, bytes, max := 0, 0, sizer.size()
+		for n < len(batched) && n < max && bytes+len(inputs[batched[n]])+128 <= protocol.MaxBatchRequest-4<<10 {
+			bytes += len(inputs[batched[n]]) + 128
 			n++
 		}
 		idx := batched[:n]
@@ -117,15 +118,58 @@ func (s *Submitter) SubmitBatch(ctx context.Context, req Request, inputs [][]byt
 		chunks <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-chunks }()
+			start := time.Now()
 			s.runChunk(ctx, j, cands, inputs, idx, settle, finish)
+			sizer.ran(len(idx), time.Since(start))
 		})
 	}
 	wg.Wait()
+	for _, i := range batched { // not sent: ctx ended
+		finish(i, &Report{JobCID: j.jobCID, InputCID: cids.Sum(inputs[i])}, fmt.Errorf("submit: %w", ctx.Err()))
+	}
 	return nil
 }
 
-// runChunk sends the jobs of inputs at idx as one batch to R workers drawn from cands, then
-// settles each job from the votes they brought (dispatch, seeded with them).
+// chunkSizer says how many jobs the next chunk carries. Jobs of a chunk run one after
+// another in one slot, so a chunk of long jobs would run them one at a time where single
+// submits run as many at once as there are slots: a batch starts with chunks of
+// chunkFirst and doubles them, up to batchChunk, while its chunks' jobs take less than
+// chunkQuick each, and halves them, down to 1, while they take more than chunkSlow.
+type chunkSizer struct {
+	mu sync.Mutex
+	n  int
+}
+
+const (
+	chunkFirst = 4
+	chunkQuick = 20 * time.Millisecond
+	chunkSlow  = 200 * time.Millisecond
+)
+
+func (c *chunkSizer) size() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == 0 {
+		c.n = chunkFirst
+	}
+	return c.n
+}
+
+// ran notes that a chunk of n jobs took d.
+func (c *chunkSizer) ran(n int, d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch each := d / time.Duration(max(n, 1)); {
+	case each < chunkQuick:
+		c.n = min(2*c.n, batchChunk)
+	case each > chunkSlow:
+		c.n = max(c.n/2, 1)
+	}
+}
+
+// runChunk sends the jobs of inputs at idx as one batch to R workers drawn from cands, and
+// settles each job (dispatch, seeded with the votes they brought) as soon as every one of
+// them has answered for it.
 func (s *Submitter) runChunk(ctx context.Context, j *job, cands []*candidate, inputs [][]byte, idx []int, settle chan struct{}, finish BatchDone) {
 	// Each chunk draws its own workers, so that the chunks of a batch spread over the grid.
 	cs := slices.Clone(cands)
@@ -145,16 +189,64 @@ func (s *Submitter) runChunk(ctx context.Context, j *job, cands []*candidate, in
 	for k, i := range idx {
 		ins[k] = inputs[i]
 	}
-	votes := make([][]attempt, len(picked))
-	var mu sync.Mutex // sent, prefixes
-	var wg sync.WaitGroup
-	for w, c := range picked {
+	var (
+		mu    sync.Mutex // sent, prefixes, votes, heard
+		votes = make([][]attempt, len(ins))
+		heard = make([]int, len(ins)) // workers that answered for the job
+		wg    sync.WaitGroup
+	)
+	settleJob := func(k int) {
+		i, ji := idx[k], j.with(ins[k])
+		var seeds []attempt
+		for _, a := range votes[k] {
+			// A refused batch ran nothing there (busy, no batch protocol, a refused
+			// binary): the job's dispatch may send it to that worker alone.
+			if !a.refused {
+				seeds = append(seeds, a)
+			}
+		}
+		settle <- struct{}{}
 		wg.Go(func() {
+			defer func() { <-settle }()
+			rep := &Report{JobCID: ji.jobCID, InputCID: ji.inputCID}
+			rep, err := s.dispatch(ctx, ji, cs, rep, seeds...)
+			finish(i, rep, err)
+		})
+	}
+	got := func(k int, a attempt) {
+		mu.Lock()
+		votes[k] = append(votes[k], a)
+		heard[k]++
+		ready := heard[k] == len(picked)
+		mu.Unlock()
+		if ready {
+			settleJob(k)
+		}
+	}
+	if len(picked) == 0 {
+		for k := range ins {
+			settleJob(k)
+		}
+	}
+	var runs sync.WaitGroup
+	for _, c := range picked {
+		runs.Go(func() {
 			// A worker that refuses the whole batch (busy) is replaced by another, so that
 			// the batch is not split into single jobs for want of one slot.
 			for tries := 0; ; tries++ {
-				votes[w] = s.runBatch(ctx, c, j, ins)
-				if !busyBatch(votes[w]) || tries >= batchRetries || ctx.Err() != nil {
+				var held []attempt // a busy refusal of the whole batch, kept back
+				s.runBatch(ctx, c, j, ins, func(k int, a attempt) {
+					if k == 0 && a.refused && errors.Is(a.Err, protocol.ErrBusy) && tries < batchRetries && ctx.Err() == nil {
+						held = append(held, a)
+						return
+					}
+					if held != nil {
+						held = append(held, a)
+						return
+					}
+					got(k, a)
+				})
+				if held == nil {
 					return
 				}
 				s.dropOffer(c.offer.Peer)
@@ -166,40 +258,20 @@ func (s *Submitter) runChunk(ctx context.Context, j *job, cands []*candidate, in
 				}
 				mu.Unlock()
 				if next == nil {
+					for k, a := range held {
+						got(k, a)
+					}
 					return
 				}
 			}
 		})
 	}
-	wg.Wait()
-	for k, i := range idx {
-		seeds := make([]attempt, 0, len(picked))
-		for w := range picked {
-			// A refused batch ran nothing there (busy, no batch protocol, a refused
-			// binary): the job's dispatch may send it to that worker alone.
-			if a := votes[w][k]; !a.refused {
-				seeds = append(seeds, a)
-			}
-		}
-		ji := j.with(ins[k])
-		settle <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-settle }()
-			rep := &Report{JobCID: ji.jobCID, InputCID: ji.inputCID}
-			rep, err := s.dispatch(ctx, ji, cs, rep, seeds...)
-			finish(i, rep, err)
-		})
-	}
+	runs.Wait()
 	wg.Wait()
 }
 
 // batchRetries is how many other workers a batch refused as busy is offered to.
 const batchRetries = 4
-
-// busyBatch reports whether the worker refused the whole batch as busy.
-func busyBatch(as []attempt) bool {
-	return len(as) > 0 && as[0].refused && errors.Is(as[0].Err, protocol.ErrBusy)
-}
 
 // with returns a copy of j for the input in: a job of a batch.
 func (j *job) with(in []byte) *job {
@@ -208,19 +280,18 @@ func (j *job) with(in []byte) *job {
 	return &ji
 }
 
-// runBatch sends the jobs of inputs to c as one batch and returns each job's attempt, in
-// order. A refused or failed batch is that refusal or failure for each of its jobs.
-func (s *Submitter) runBatch(ctx context.Context, c *candidate, j *job, inputs [][]byte) []attempt {
+// runBatch sends the jobs of inputs to c as one batch and tells got of each job's attempt,
+// in order, as it comes, once each. A refused or failed batch is that refusal or failure
+// for each of the jobs it did not answer for.
+func (s *Submitter) runBatch(ctx context.Context, c *candidate, j *job, inputs [][]byte, got func(k int, a attempt)) {
 	p := c.offer.Peer
-	out := make([]attempt, len(inputs))
-	for k := range out {
-		out[k].Worker, out[k].Anchor, out[k].Prefix = p, c.anchor, c.prefix
-	}
-	fail := func(from int, refused bool, err error) []attempt {
-		for k := from; k < len(out); k++ {
-			out[k].refused, out[k].Err = refused, err
+	base := attempt{Replica: Replica{Worker: p, Anchor: c.anchor, Prefix: c.prefix}}
+	fail := func(from int, refused bool, err error) {
+		for k := from; k < len(inputs); k++ {
+			a := base
+			a.refused, a.Err = refused, err
+			got(k, a)
 		}
-		return out
 	}
 	req := &protocol.BatchRequest{
 		JobCid:     j.jobCID.Bytes(),
@@ -238,7 +309,8 @@ func (s *Submitter) runBatch(ctx context.Context, c *candidate, j *job, inputs [
 			err = fmt.Errorf("%w: %w", protocol.ErrBusy, err)
 		}
 		// A worker that does not speak the batch protocol gets the jobs one by one.
-		return fail(0, true, fmt.Errorf("%w: open batch stream: %w", ErrRefused, err))
+		fail(0, true, fmt.Errorf("%w: open batch stream: %w", ErrRefused, err))
+		return
 	}
 	stop := context.AfterFunc(ctx, func() { st.Reset() })
 	defer stop()
@@ -254,12 +326,13 @@ func (s *Submitter) runBatch(ctx context.Context, c *candidate, j *job, inputs [
 	}
 	if err != nil {
 		st.Reset()
-		return fail(0, true, fmt.Errorf("%w: %w", ErrRefused, err))
+		fail(0, true, fmt.Errorf("%w: %w", ErrRefused, err))
+		return
 	}
 	defer s.live.watch(context.WithoutCancel(ctx), nil, s.cfg.Host, s.log, p, func() { st.Reset() })()
 	wall := stretched(cmp.Or(j.Limits.Wall, sandbox.DefaultLimits().Wall), c.offer.WallStretch)
-	prefix := netPrefix(st.Conn().RemoteMultiaddr(), p)
-	for k := range out {
+	base.Prefix = netPrefix(st.Conn().RemoteMultiaddr(), p)
+	for k := range inputs {
 		// The first result waits for the binary too.
 		d := wall + protocol.ReplyTimeout
 		if k == 0 {
@@ -278,29 +351,30 @@ func (s *Submitter) runBatch(ctx context.Context, c *candidate, j *job, inputs [
 			} else {
 				err = fmt.Errorf("failed: %w", err)
 			}
-			return fail(k, false, err)
+			fail(k, false, err)
+			return
 		}
-		a := &out[k]
-		a.Prefix = prefix
+		a := base
 		if err := res.Err(); err != nil {
 			if errors.Is(err, ErrRejected) {
 				a.Err = fmt.Errorf("%w: %w", ErrRefused, err)
 			} else {
 				a.Err = fmt.Errorf("failed: %w", err)
 			}
+			got(k, a)
 			continue
 		}
 		a.Receipt, a.Reason = res.Receipt, protocol.Clean(res.Reason, protocol.MaxReason)
 		r, err := checkReceipt(res.Receipt, p, req.Items[k].Nonce, j.with(inputs[k]), cids.Sum(res.Output), res.Stderr)
 		if err != nil {
 			a.Err = fmt.Errorf("%w: %w", ErrBadReceipt, err)
-			continue
+		} else {
+			a.Verdict, a.CPU, a.Wall, a.ReceiptValid = verdictOf(r), r.CPU, r.Wall, true
+			a.output, a.stderr = res.Output, res.Stderr
 		}
-		a.Verdict, a.CPU, a.Wall, a.ReceiptValid = verdictOf(r), r.CPU, r.Wall, true
-		a.output, a.stderr = res.Output, res.Stderr
+		got(k, a)
 	}
 	st.Close()
-	return out
 }
 
 // handleBatch runs the batch protocol: request, admission (once, for every job of the batch,

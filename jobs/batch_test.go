@@ -73,8 +73,9 @@ func TestSubmitBatch(t *testing.T) {
 	if n := g.opened(protocol.JobID); n != 0 {
 		t.Errorf("%d job streams, want none: every job rode a batch", n)
 	}
-	if n := g.opened(protocol.BatchID); n < 6 || n > 12 {
-		t.Errorf("%d batch streams, want 3 chunks × 2 replicas (and a few retries at most)", n)
+	// Chunks of 4, 8, 16, 32, 64 and the 26 left, on 2 workers each (and a few retries).
+	if n := g.opened(protocol.BatchID); n < 12 || n > 20 {
+		t.Errorf("%d batch streams, want 6 chunks × 2 replicas", n)
 	}
 }
 
@@ -278,4 +279,38 @@ func TestWorkerSlotQueue(t *testing.T) {
 		t.Fatalf("d: got %v after %v, want BUSY after %v", err, time.Since(start), slotQueueWait)
 	}
 	w.give(c)
+}
+
+func TestChunkSizer(t *testing.T) {
+	var c chunkSizer
+	steps := []struct {
+		n    int
+		took time.Duration
+		want int // the size after
+	}{
+		{4, 4 * time.Millisecond, 8},
+		{8, 8 * time.Millisecond, 16},
+		{16, 16 * time.Millisecond, 32},
+		{32, 32 * time.Millisecond, 64},
+		{64, 64 * time.Millisecond, 64}, // at most batchChunk
+		{64, 64 * 50 * time.Millisecond, 64},
+		{64, 64 * time.Second, 32}, // slow jobs: smaller chunks
+		{32, 32 * time.Second, 16},
+		{1, time.Hour, 8},
+	}
+	if got := c.size(); got != chunkFirst {
+		t.Fatalf("first: got %d, want %d", got, chunkFirst)
+	}
+	for i, s := range steps {
+		c.ran(s.n, s.took)
+		if got := c.size(); got != s.want {
+			t.Fatalf("step %d: got %d, want %d", i, got, s.want)
+		}
+	}
+	for range 10 {
+		c.ran(1, time.Hour)
+	}
+	if got := c.size(); got != 1 {
+		t.Fatalf("after slow jobs: got %d, want 1", got)
+	}
 }

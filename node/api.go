@@ -293,8 +293,9 @@ func (n *Node) APIHandler() http.Handler {
 		}
 		writeJSON(w, APIBinary{JobCID: c.String(), Size: int64(len(body.Binary))})
 	})
-	n.controlRoutes(mux) // control.go
-	n.creditRoutes(mux)  // credit.go
+	n.batchRoute(mux, &last) // api_batch.go
+	n.controlRoutes(mux)     // control.go
+	n.creditRoutes(mux)      // credit.go
 	return LocalOnly(mux)
 }
 

@@ -395,6 +395,21 @@ func (c *APIClient) Post(ctx context.Context, path string, body, out any) error 
 }
 
 func (c *APIClient) do(ctx context.Context, method, path string, body, out any) error {
+	return c.exchange(ctx, method, path, body, func(r io.Reader) error {
+		if raw, ok := out.(*[]byte); ok {
+			var err error
+			*raw, err = io.ReadAll(r)
+			return err
+		}
+		if err := json.NewDecoder(r).Decode(out); err != nil {
+			return fmt.Errorf("%s %s: decode: %w", method, path, err)
+		}
+		return nil
+	})
+}
+
+// exchange sends body (JSON, if not nil) to path and gives read the body of a 2xx answer.
+func (c *APIClient) exchange(ctx context.Context, method, path string, body any, read func(io.Reader) error) error {
 	client, base, tok, err := c.dial()
 	if err != nil {
 		return err
@@ -431,14 +446,7 @@ func (c *APIClient) do(ctx context.Context, method, path string, body, out any) 
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		return &APIError{Status: resp.StatusCode, Msg: strings.TrimSpace(string(msg))}
 	}
-	if raw, ok := out.(*[]byte); ok {
-		*raw, err = io.ReadAll(resp.Body)
-		return err
-	}
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-		return fmt.Errorf("%s %s: decode: %w", method, path, err)
-	}
-	return nil
+	return read(resp.Body)
 }
 
 // APIError is a non-2xx answer of the API.

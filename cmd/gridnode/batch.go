@@ -221,21 +221,138 @@ func (b *batch) run(ctx context.Context) error {
 			return err
 		}
 	}
-	var next atomic.Int64
+	// Inputs a batch can carry go to the grid in groups (jobs.Submitter.SubmitBatch: one
+	// stream per worker for many jobs, each still verified on its own); larger ones one
+	// by one, --parallel at once.
+	var small, large []int
+	for i, name := range b.names {
+		if fi, err := os.Stat(filepath.Join(b.inputs, name)); err == nil && fi.Size() <= batchGroupInput {
+			small = append(small, i)
+		} else {
+			large = append(large, i)
+		}
+	}
 	var wg sync.WaitGroup
-	for range min(b.parallel, len(b.names)) {
+	wg.Go(func() {
+		groups := make(chan struct{}, 2) // one sent while the next is read
+		for len(small) > 0 && ctx.Err() == nil {
+			n := min(len(small), batchGroup)
+			idx := small[:n]
+			small = small[n:]
+			groups <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-groups }()
+				b.group(ctx, idx)
+			})
+		}
+	})
+	var next atomic.Int64
+	for range min(b.parallel, len(large)) {
 		wg.Go(func() {
 			for ctx.Err() == nil {
-				i := int(next.Add(1)) - 1
-				if i >= len(b.names) {
+				k := int(next.Add(1)) - 1
+				if k >= len(large) {
 					return
 				}
-				b.one(ctx, i)
+				b.one(ctx, large[k])
 			}
 		})
 	}
 	wg.Wait()
 	return nil
+}
+
+// Groups: at most batchGroup inputs of at most batchGroupInput bytes each go to the grid as
+// one batch.
+const (
+	batchGroup      = 512
+	batchGroupInput = 64 << 10
+)
+
+// group runs the inputs idx, unless an earlier run did, as one batch, and records each
+// result as it comes.
+func (b *batch) group(ctx context.Context, idx []int) {
+	release := b.mem.take(int64(len(idx)) * batchGroupInput)
+	defer release()
+	var todo []int
+	var inputs [][]byte
+	for _, i := range idx {
+		b.phase.started()
+		in, err := readBounded(filepath.Join(b.inputs, b.names[i]), batchGroupInput)
+		var before *jobs.ReportJSON
+		if err == nil {
+			before = b.done(b.names[i], in)
+		}
+		switch {
+		case err != nil:
+			b.record(i, jobs.JSON(nil, err), false)
+		case before != nil:
+			b.record(i, before, true)
+		default:
+			todo, inputs = append(todo, i), append(inputs, in)
+		}
+	}
+	if len(todo) == 0 {
+		return
+	}
+	var mu sync.Mutex
+	told := make([]bool, len(todo))
+	tell := func(k int, rep *jobs.ReportJSON) {
+		mu.Lock()
+		if told[k] {
+			mu.Unlock()
+			return
+		}
+		told[k] = true
+		mu.Unlock()
+		i := todo[k]
+		if rep.Err() != nil && ctx.Err() != nil {
+			b.phase.ended(nil) // interrupted: nothing recorded, a re-run does it
+			return
+		}
+		if rep.Err() == nil {
+			if err := writeAtomic(b.outputs, b.names[i], rep.Output); err != nil {
+				rep = jobs.JSON(nil, fmt.Errorf("write output: %w", err))
+			}
+		}
+		b.record(i, rep, false)
+	}
+	var err error
+	if b.g.api == nil {
+		req := b.req
+		req.Binary = b.bin
+		err = b.g.n.SubmitBatch(ctx, req, inputs, func(k int, rep *jobs.Report, err error) { tell(k, jobs.JSON(rep, err)) })
+	} else {
+		err = b.submitBatchStored(ctx, inputs, tell)
+	}
+	if err != nil {
+		var be *node.BatchError
+		rep := jobs.JSON(nil, err)
+		if errors.As(err, &be) {
+			rep = be.Report
+		}
+		for k := range todo {
+			tell(k, rep) // the jobs not told of: the batch did not start, or the daemon went away
+		}
+	}
+}
+
+// submitBatchStored sends inputs through the daemon with the binary it holds, sending it
+// again once if the daemon lost it.
+func (b *batch) submitBatchStored(ctx context.Context, inputs [][]byte, tell func(int, *jobs.ReportJSON)) error {
+	for try := 0; ; try++ {
+		b.upload.Lock()
+		c := b.stored
+		b.upload.Unlock()
+		err := b.g.api.SubmitBatch(ctx, node.APIBatch{APISubmit: node.APISubmit{Request: b.req, JobCID: c}, Inputs: inputs}, tell)
+		var ae *node.APIError
+		if errors.As(err, &ae) && ae.Status == 404 && try == 0 {
+			if err = b.uploadBinary(ctx, c); err == nil {
+				continue
+			}
+		}
+		return err
+	}
 }
 
 // uploadBinary sends the binary to the daemon, unless another goroutine sent it again
