@@ -113,14 +113,11 @@ func ReadPayload(r io.Reader, n int64, h io.Writer) ([]byte, error) {
 // bytes are still in the CPU's cache when hashed.
 const payloadPiece = 256 << 10
 
-// readN reads exactly n bytes, growing the buffer only as data arrives.
-func readN(r io.Reader, n int) ([]byte, error) { return ReadGrowing(r, n, chunk) }
-
-// ReadGrowing reads exactly n bytes from r into a buffer that starts at first bytes and
-// grows only as data arrives (doubling), so a peer that announces n bytes and sends fewer
-// pins no more than about twice what it sent. A short read is io.ErrUnexpectedEOF.
-func ReadGrowing(r io.Reader, n, first int) ([]byte, error) {
-	buf := make([]byte, 0, min(n, first))
+// readN reads exactly n bytes from r into a buffer that starts at chunk bytes and grows
+// only as data arrives (doubling), so a peer that announces n bytes and sends fewer pins no
+// more than about twice what it sent. A short read is io.ErrUnexpectedEOF.
+func readN(r io.Reader, n int) ([]byte, error) {
+	buf := make([]byte, 0, min(n, chunk))
 	for len(buf) < n {
 		if len(buf) == cap(buf) {
 			buf = slices.Grow(buf, min(n-len(buf), cap(buf)))
