@@ -571,7 +571,7 @@ func (w *Worker) conclude(sp *spec, r sandbox.Result) (stderr, receipt []byte, e
 		return nil, nil, protocol.Errorf(protocol.Code_INTERNAL, "runner returned no status")
 	}
 	stderr = r.Stderr[:min(len(r.Stderr), protocol.MaxStderr)]
-	w.log.Debug("job done", "peer", sp.from, "job", sp.jobCID, "status", status, "exit_code", r.ExitCode, "signal", r.Signal)
+	w.log.Info("job done", "peer", sp.from, "job", sp.jobCID, "status", status, "exit_code", r.ExitCode, "signal", r.Signal)
 	// Each of output and stderr is hashed once: the verdict is what the receipt states.
 	v := Verdict{OutputCID: outputCID(r), StderrCID: cids.Sum(stderr), Status: status, ExitCode: r.ExitCode, Signal: protocol.Clean(r.Signal, protocol.MaxText)}
 	receipt, err = protocol.SealReceipt(&protocol.Receipt{

@@ -803,37 +803,11 @@ func (w *Worker) execute(ctx context.Context, sp *spec, in *streamInput) (*proto
 		}
 		return nil, nil, protocol.Errorf(protocol.Code_INTERNAL, "run: %v", err)
 	}
-	if r.Status == sandbox.StatusRejected { // refused by a check past Validate (the patched image's)
-		return nil, nil, rejected(r.Reason)
-	}
-	if int64(len(r.Output)) > sp.lim.MaxOutput {
-		return nil, nil, protocol.Errorf(protocol.Code_INTERNAL, "runner returned %d bytes of output, limit %d", len(r.Output), sp.lim.MaxOutput)
-	}
-	status := protocol.Clean(string(r.Status), protocol.MaxText)
-	if status == "" {
-		return nil, nil, protocol.Errorf(protocol.Code_INTERNAL, "runner returned no status")
-	}
-	stderr := r.Stderr[:min(len(r.Stderr), protocol.MaxStderr)]
-	w.log.Info("job done", "peer", sp.from, "job", sp.jobCID, "status", status, "exit_code", r.ExitCode, "signal", r.Signal)
-	// Each of output and stderr is hashed once: the verdict is what the receipt states.
-	v := Verdict{OutputCID: outputCID(r), StderrCID: cids.Sum(stderr), Status: status, ExitCode: r.ExitCode, Signal: protocol.Clean(r.Signal, protocol.MaxText)}
-	receipt, err := protocol.SealReceipt(&protocol.Receipt{
-		JobCID:    sp.jobCID,
-		InputCID:  sp.inputCID,
-		OutputCID: v.OutputCID,
-		StderrCID: v.StderrCID,
-		Status:    v.Status,
-		ExitCode:  v.ExitCode,
-		Signal:    v.Signal,
-		CPU:       r.CPUTime,
-		Wall:      r.WallTime,
-		Worker:    w.cfg.Host.ID(),
-		Nonce:     sp.nonce,
-	}, w.key)
+	stderr, receipt, err := w.conclude(sp, r)
 	if err != nil {
-		return nil, nil, protocol.Errorf(protocol.Code_INTERNAL, "%v", err)
+		return nil, nil, err
 	}
-	sp.verdict, sp.cpu, sp.wall, sp.output = v, r.CPUTime, r.WallTime, int64(len(r.Output))
+	sp.output = int64(len(r.Output))
 	return &protocol.JobResult{
 		Reason:     protocol.Clean(r.Reason, protocol.MaxReason),
 		OutputSize: uint64(len(r.Output)),
