@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/gridnode/gridnode/cids"
 	"github.com/gridnode/gridnode/protocol"
@@ -73,6 +75,14 @@ func (s *Submitter) SubmitBatch(ctx context.Context, req Request, inputs [][]byt
 			s.log.Warn("worker records not saved", "err", err)
 		}
 	}()
+	var held atomic.Int64 // the inputs and the outputs received, for the node's memory policy
+	held.Store(int64(len(req.Binary)))
+	for _, in := range inputs {
+		held.Add(int64(len(in)))
+	}
+	if s.cfg.Events.Released != nil {
+		defer func() { s.cfg.Events.Released(held.Load()) }()
+	}
 	var batched, single []int
 	for i, in := range inputs {
 		if len(in) <= batchMaxInput && j.Limits.MaxOutput <= protocol.MaxBatchOutput {
@@ -82,6 +92,9 @@ func (s *Submitter) SubmitBatch(ctx context.Context, req Request, inputs [][]byt
 		}
 	}
 	finish := func(i int, rep *Report, err error) {
+		if rep != nil {
+			held.Add(int64(len(rep.Output) * len(rep.Replicas)))
+		}
 		if s.cfg.Events.Submitted != nil {
 			s.cfg.Events.Submitted(rep, err)
 		}
@@ -190,12 +203,33 @@ func (s *Submitter) runChunk(ctx context.Context, j *job, cands []*candidate, in
 		ins[k] = inputs[i]
 	}
 	var (
-		mu    sync.Mutex // sent, prefixes, votes, heard
-		votes = make([][]attempt, len(ins))
-		heard = make([]int, len(ins)) // workers that answered for the job
-		wg    sync.WaitGroup
+		mu      sync.Mutex // sent, prefixes, votes, heard, settled, spares
+		votes   = make([][]attempt, len(ins))
+		heard   = make([]int, len(ins))  // workers that answered for the job
+		settled = make([]bool, len(ins)) // its dispatch started: later answers are not waited for
+		spares  []*time.Timer
+		wg      sync.WaitGroup
+		start   = time.Now()
+		left    = len(ins) // jobs not settled
 	)
+	// Once every job is settled, answers still out are not waited for: a worker sitting on
+	// its batch would hold the chunk (and the batch) for its deadlines.
+	bctx, stopBatches := context.WithCancel(ctx)
+	defer stopBatches()
+	defer func() {
+		mu.Lock()
+		for _, t := range spares {
+			t.Stop()
+		}
+		mu.Unlock()
+	}()
+	// settleJob starts job k's dispatch with the votes in. Preconditions: mu is held and k
+	// is not settled.
 	settleJob := func(k int) {
+		settled[k] = true
+		if left--; left == 0 {
+			stopBatches()
+		}
 		i, ji := idx[k], j.with(ins[k])
 		var seeds []attempt
 		for _, a := range votes[k] {
@@ -205,8 +239,8 @@ func (s *Submitter) runChunk(ctx context.Context, j *job, cands []*candidate, in
 				seeds = append(seeds, a)
 			}
 		}
-		settle <- struct{}{}
 		wg.Go(func() {
+			settle <- struct{}{}
 			defer func() { <-settle }()
 			rep := &Report{JobCID: ji.jobCID, InputCID: ji.inputCID}
 			rep, err := s.dispatch(ctx, ji, cs, rep, seeds...)
@@ -215,18 +249,35 @@ func (s *Submitter) runChunk(ctx context.Context, j *job, cands []*candidate, in
 	}
 	got := func(k int, a attempt) {
 		mu.Lock()
+		defer mu.Unlock()
+		if settled[k] {
+			return // settled without it (a spare): its dispatch does not wait for it
+		}
 		votes[k] = append(votes[k], a)
 		heard[k]++
-		ready := heard[k] == len(picked)
-		mu.Unlock()
-		if ready {
+		switch {
+		case heard[k] == len(picked):
 			settleJob(k)
+		case heard[k] == 1:
+			// As dispatch's spare replica: a worker that sits on its batch must not hold
+			// the job for its deadlines. Once the first answer is in, the others get twice
+			// as long again and the slack; then the job is settled with what is in, and its
+			// dispatch sends more replicas alone.
+			spares = append(spares, time.AfterFunc(2*time.Since(start)+spareSlack, func() {
+				mu.Lock()
+				defer mu.Unlock()
+				if !settled[k] {
+					settleJob(k)
+				}
+			}))
 		}
 	}
 	if len(picked) == 0 {
+		mu.Lock()
 		for k := range ins {
 			settleJob(k)
 		}
+		mu.Unlock()
 	}
 	var runs sync.WaitGroup
 	for _, c := range picked {
@@ -235,8 +286,8 @@ func (s *Submitter) runChunk(ctx context.Context, j *job, cands []*candidate, in
 			// the batch is not split into single jobs for want of one slot.
 			for tries := 0; ; tries++ {
 				var held []attempt // a busy refusal of the whole batch, kept back
-				s.runBatch(ctx, c, j, ins, func(k int, a attempt) {
-					if k == 0 && a.refused && errors.Is(a.Err, protocol.ErrBusy) && tries < batchRetries && ctx.Err() == nil {
+				s.runBatch(bctx, c, j, ins, func(k int, a attempt) {
+					if k == 0 && a.refused && errors.Is(a.Err, protocol.ErrBusy) && tries < batchRetries && bctx.Err() == nil {
 						held = append(held, a)
 						return
 					}
@@ -383,26 +434,19 @@ func (s *Submitter) runBatch(ctx context.Context, c *candidate, j *job, inputs [
 func (w *Worker) handleBatch(s network.Stream) {
 	from := s.Conn().RemotePeer()
 	log := w.log.With("peer", from)
-	select {
-	case w.batchHeaders <- struct{}{}:
-	default:
-		log.Debug("batch stream refused: too many unjudged batches")
-		s.Reset()
-		return
-	}
 	ps, ok := w.enter(from, s)
 	if !ok {
-		<-w.batchHeaders
 		log.Debug("batch stream refused: too many unjudged requests from the peer")
 		s.Reset()
 		return
 	}
+	w.batchHeaders.enter(s)
 	stop := context.AfterFunc(w.ctx, func() { s.Reset() })
 	protocol.SetDeadline(s, protocol.HeaderTimeout)
 	var req protocol.BatchRequest
 	err := protocol.ReadMsg(s, &req, protocol.MaxBatchRequest)
 	w.leave(ps)
-	<-w.batchHeaders
+	w.batchHeaders.leave(s)
 	if err == nil {
 		err = req.Check()
 	}
@@ -416,7 +460,15 @@ func (w *Worker) handleBatch(s network.Stream) {
 		stop()
 		return
 	}
-	sp, err := w.admit(&protocol.JobRequest{JobCid: req.JobCid, Limits: req.Limits, BinarySize: req.BinarySize, Arch: req.Arch, Nonce: req.Items[0].Nonce}, from)
+	lim := req.Limits
+	if lim.GetOutput() == 0 { // unset: a batch's most, not a job's default (16 MiB)
+		lim = proto.CloneOf(lim)
+		if lim == nil {
+			lim = &protocol.Limits{}
+		}
+		lim.Output = protocol.MaxBatchOutput
+	}
+	sp, err := w.admit(&protocol.JobRequest{JobCid: req.JobCid, Limits: lim, BinarySize: req.BinarySize, Arch: req.Arch, Nonce: req.Items[0].Nonce}, from)
 	if err == nil && sp.lim.MaxOutput > protocol.MaxBatchOutput {
 		err = protocol.Errorf(protocol.Code_LIMITS, "output limit %d above a batch's %d", sp.lim.MaxOutput, protocol.MaxBatchOutput)
 	}
@@ -471,6 +523,15 @@ func (w *Worker) handleBatch(s network.Stream) {
 	defer stopOnClose(w.ctx, s)()
 
 	log.Debug("batch admitted", "job", sp.jobCID, "jobs", len(req.Items))
+	held := sp.binSize // the binary, the request's inputs and the outputs made: the node's memory policy
+	for _, it := range req.Items {
+		held += int64(len(it.Input))
+	}
+	defer func() {
+		if w.cfg.Events.Released != nil {
+			w.cfg.Events.Released(held)
+		}
+	}()
 	defer w.cfg.Store.Pin(sp.jobCID)()
 	bin, err := w.binary(ctx, sp)
 	if err != nil {
@@ -505,6 +566,7 @@ func (w *Worker) handleBatch(s network.Stream) {
 			res = &protocol.BatchResult{Code: code, Message: msg}
 		}
 		res.Index = uint32(i)
+		held += int64(len(res.Output))
 		if i == len(req.Items)-1 {
 			release() // before the last result, as for a job
 		}
@@ -527,6 +589,49 @@ func (w *Worker) handleBatch(s network.Stream) {
 		return
 	}
 	s.Close()
+}
+
+// headerGate bounds the batch requests being read, at most batchPending: when it is full
+// the one read longest is reset to make room, as for job headers (enter), so that peers
+// that open batch streams and send nothing cannot keep an honest batch out.
+type headerGate struct {
+	mu      sync.Mutex
+	pending map[network.Stream]time.Time
+}
+
+func (g *headerGate) enter(s network.Stream) {
+	g.mu.Lock()
+	if g.pending == nil {
+		g.pending = make(map[network.Stream]time.Time)
+	}
+	var oldest network.Stream
+	if len(g.pending) >= batchPending {
+		var at time.Time
+		for o, t := range g.pending {
+			if oldest == nil || t.Before(at) {
+				oldest, at = o, t
+			}
+		}
+		delete(g.pending, oldest)
+	}
+	g.pending[s] = time.Now()
+	g.mu.Unlock()
+	if oldest != nil {
+		oldest.Reset() // its handler fails to read the request and returns
+	}
+}
+
+// size is how many batch requests are being read.
+func (g *headerGate) size() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.pending)
+}
+
+func (g *headerGate) leave(s network.Stream) {
+	g.mu.Lock()
+	delete(g.pending, s)
+	g.mu.Unlock()
 }
 
 // stopOnClose resets s if ctx ends first; the returned func stops that.

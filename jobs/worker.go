@@ -166,20 +166,19 @@ type Worker struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu        sync.Mutex
-	closed    bool
-	protected map[peer.ID]int
-	pending   map[*pendingStream]struct{} // job streams whose header is not yet judged
-	byPeer    map[peer.ID]int             // of those, per peer
-	running   map[peer.ID]int             // slots held
-	nrunning  int
-	queued    map[peer.ID]int // jobs waiting for a slot (take), per peer
-	nqueued   int
-	freed     chan struct{} // closed when a slot is given back, if anyone waits
-	// batchHeaders counts the batch requests being read (batch.go), at most batchPending.
-	batchHeaders chan struct{}
-	live         liveness  // pings the peers with jobs running (liveness.go)
-	pause        pauseGate // the donor's pause (pause.go)
+	mu           sync.Mutex
+	closed       bool
+	protected    map[peer.ID]int
+	pending      map[*pendingStream]struct{} // job streams whose header is not yet judged
+	byPeer       map[peer.ID]int             // of those, per peer
+	running      map[peer.ID]int             // slots held
+	nrunning     int
+	queued       map[peer.ID]int // jobs waiting for a slot (take), per peer
+	nqueued      int
+	freed        chan struct{} // closed when a slot is given back, if anyone waits
+	batchHeaders headerGate    // the batch requests being read (batch.go)
+	live         liveness      // pings the peers with jobs running (liveness.go)
+	pause        pauseGate     // the donor's pause (pause.go)
 }
 
 // NewWorker checks cfg and returns a Worker; Start makes it serve.
@@ -243,8 +242,6 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 		byPeer:    make(map[peer.ID]int),
 		running:   make(map[peer.ID]int),
 		queued:    make(map[peer.ID]int),
-
-		batchHeaders: make(chan struct{}, batchPending),
 	}, nil
 }
 
