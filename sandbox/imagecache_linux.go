@@ -49,13 +49,14 @@ type imageCache struct {
 
 // get returns the image of bin under lim, made by prepare if it is not held, and a
 // release to call once the run is over. An error of prepare (a refused binary among them)
-// is returned as it is and nothing is kept.
+// is returned as it is and nothing is kept. The hold is taken under the lock that eviction
+// takes, so an image handed out is never one being closed.
 func (c *imageCache) get(bin []byte, lim Limits, prepare func() (*os.File, error)) (*os.File, func(), error) {
 	k := keyOf(bin, lim)
 	c.mu.Lock()
 	if img := c.m[k]; img != nil {
-		c.mu.Unlock()
-		return c.use(img)
+		defer c.mu.Unlock()
+		return c.hold(img)
 	}
 	c.mu.Unlock()
 	f, err := prepare()
@@ -68,25 +69,23 @@ func (c *imageCache) get(bin []byte, lim Limits, prepare func() (*os.File, error
 		return nil, nil, err
 	}
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.m == nil {
 		c.m = make(map[imageKey]*image)
 	}
 	if old := c.m[k]; old != nil { // another run prepared it meanwhile: use that one
-		c.mu.Unlock()
 		f.Close()
-		return c.use(old)
+		return c.hold(old)
 	}
 	img := &image{f: f, size: fi.Size()}
 	c.m[k] = img
 	c.bytes += img.size
-	c.mu.Unlock()
-	return c.use(img)
+	return c.hold(img)
 }
 
-// use takes a hold on img, which is in the cache.
-func (c *imageCache) use(img *image) (*os.File, func(), error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+// hold takes a hold on img, which is in the cache, and evicts what is over the bounds.
+// Preconditions: c.mu is held.
+func (c *imageCache) hold(img *image) (*os.File, func(), error) {
 	img.refs++
 	c.clock++
 	img.used = c.clock
