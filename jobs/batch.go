@@ -112,13 +112,14 @@ func (s *Submitter) SubmitBatch(ctx context.Context, req Request, inputs [][]byt
 			done(i, rep, err) // Submit told the events
 		})
 	}
-	// As many chunks at once as the workers' offers have slots for this submitter, R each:
-	// more would only wait in their queues or be refused.
+	// Twice as many chunks at once as the workers' offers have slots for this submitter, R
+	// each: a worker queues one chunk per slot behind the running one (take), which starts
+	// the moment the first ends instead of a round trip later; more would be refused.
 	free := 0
 	for _, c := range cands {
 		free += c.offer.SlotsFree
 	}
-	chunks := make(chan struct{}, min(batchParallel, max(1, free/j.Replicas)))
+	chunks := make(chan struct{}, min(batchParallel, max(1, 2*free/j.Replicas)))
 	var sizer chunkSizer
 	for len(batched) > 0 && ctx.Err() == nil {
 		n, bytes, max := 0, 0, sizer.size()
