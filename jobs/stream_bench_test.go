@@ -12,6 +12,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-multiaddr"
 
 	"github.com/gridnode/gridnode/internal/testelf"
 	"github.com/gridnode/gridnode/jobs"
@@ -37,7 +38,9 @@ const (
 // in the same loop, moves those same bytes raw: 48 MiB on a plain libp2p stream to each of
 // the two workers that ran the job, at once, over the connections already open; raw-MB/s
 // is its rate and ratio the raw time over the submit's (1 would mean the grid costs
-// nothing beyond moving the bytes).
+// nothing beyond moving the bytes). quic-share is the share of the client's connections to
+// those workers that are QUIC, not TCP: on loopback the dial race picks either, and a QUIC
+// stream moves about a third of what a TCP one does (notes/libp2p.md).
 //
 //	go test -run '^$' -bench BenchmarkTransfer -benchtime 10x ./jobs/
 func BenchmarkTransfer(b *testing.B) {
@@ -45,6 +48,7 @@ func BenchmarkTransfer(b *testing.B) {
 	client, net := transferNet(b)
 	payload := transferBinary + transferInput
 	var e2e, raw []time.Duration
+	quic, conns := 0, 0
 	for b.Loop() {
 		b.StopTimer()
 		req := transferRequest(b)
@@ -65,6 +69,12 @@ func BenchmarkTransfer(b *testing.B) {
 					wg.Go(func() { rawCopy(b, client, nd, payload) })
 				}
 			}
+			for _, c := range client.Host().Network().ConnsToPeer(r.Worker) {
+				conns++
+				if _, err := c.RemoteMultiaddr().ValueForProtocol(multiaddr.P_QUIC_V1); err == nil {
+					quic++
+				}
+			}
 		}
 		wg.Wait()
 		e2e, raw = append(e2e, t1.Sub(t0)), append(raw, time.Since(t1))
@@ -74,6 +84,7 @@ func BenchmarkTransfer(b *testing.B) {
 	b.ReportMetric(2*float64(payload)/me.Seconds()/1e6, "moved-MB/s")
 	b.ReportMetric(2*float64(payload)/mr.Seconds()/1e6, "raw-MB/s")
 	b.ReportMetric(mr.Seconds()/me.Seconds(), "ratio")
+	b.ReportMetric(float64(quic)/float64(max(conns, 1)), "quic-share")
 }
 
 // TestTransferQuick is BenchmarkTransfer's quick version: two uncached 32 MiB binaries with
