@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/gridnode/gridnode/jobs"
@@ -24,16 +25,20 @@ const (
 )
 
 // memoryEvents returns the Events through which the node's finished jobs and submits reach
-// its memory policy; the goroutine that releases memory ends with the node.
+// its memory policy. The goroutine that releases memory starts with the first large
+// payload (a node whose Open fails never has one) and ends with the node.
 func (n *Node) memoryEvents() jobs.Events {
+	ctx := n.lifetime()
 	kick := make(chan struct{}, 1)
-	go releaseLoop(n.lifetime(), kick, releaseEvery, debug.FreeOSMemory)
+	var start sync.Once
 	return jobs.Events{Released: func(payload int64) {
-		if payload >= releaseMin {
-			select {
-			case kick <- struct{}{}:
-			default: // a release is already due
-			}
+		if payload < releaseMin {
+			return
+		}
+		start.Do(func() { go releaseLoop(ctx, kick, releaseEvery, debug.FreeOSMemory) })
+		select {
+		case kick <- struct{}{}:
+		default: // a release is already due
 		}
 	}}
 }
