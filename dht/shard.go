@@ -128,16 +128,32 @@ func (d *DHT) AnnounceWorker(ns string, ready chan<- struct{}) {
 // FindShard returns up to want providers of ns other than this node from a random shard
 // at the level above this node's (l-1, whose keys hold 2-4 × the target at an agreed l:
 // the workers that estimate the grid's size as this node does and those that estimate it
-// at half), moving to the shard's parent while it has fewer, up to level 0. Each lookup
+// at half), then its sibling and its parents while it has fewer, up to level 0. Each lookup
 // stops once it has want providers, so it asks a few peers near one key whatever the
 // grid's size. want ≤ 0 lists every provider at each level tried.
 func (d *DHT) FindShard(ctx context.Context, ns string, want int) ([]peer.AddrInfo, error) {
 	l := max(d.Level()-1, 0)
 	bits := rand.Uint64() >> (64 - l) // 0 at level 0: a shift by 64 is 0
+	// The shard, its sibling (on a grid whose nodes sit a level above this node's estimate
+	// the parent holds almost nobody), then the parents.
+	type shard struct {
+		lv int
+		sh uint64
+	}
+	tries := []shard{{l, bits}}
+	if l > 0 {
+		tries = append(tries, shard{l, bits ^ 1})
+	}
+	for lv := l - 1; lv >= 0; lv-- {
+		tries = append(tries, shard{lv, bits >> (l - lv)})
+	}
 	seen := map[peer.ID]bool{}
 	var out []peer.AddrInfo
-	for lv := l; lv >= 0 && (want <= 0 || len(out) < want); lv-- {
-		sh := bits >> (l - lv)
+	for _, t := range tries {
+		if want > 0 && len(out) >= want {
+			break
+		}
+		lv, sh := t.lv, t.sh
 		for _, ai := range d.findProviders(ctx, NamespaceCID(ShardNamespace(ns, lv, sh)), want) {
 			// A peer's shard is its ID's: one identity cannot stand in every shard.
 			if !seen[ai.ID] && ShardOf(ai.ID, lv) == sh && (want <= 0 || len(out) < want) {
