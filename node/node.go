@@ -19,6 +19,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
@@ -369,7 +370,7 @@ func (n *Node) newHost(key crypto.PrivKey) (host.Host, error) {
 	}
 	switch {
 	case cfg.Loopback:
-		opts = append(opts, libp2p.DisableRelay())
+		opts = append(opts, libp2p.DisableRelay(), libp2p.Muxer(yamux.ID, loopbackMuxer()))
 	case cfg.RelayService:
 		// A relay is a public node by the operator's word: AutoNAT would need another
 		// public node to confirm it, and the relay service starts only once it is public.
@@ -394,6 +395,17 @@ func (n *Node) newHost(key crypto.PrivKey) (host.Host, error) {
 		}
 	}
 	return n.buildHost(opts, rm, cm)
+}
+
+// loopbackMuxer is yamux without keep-alives and measuring round trips every 10 minutes,
+// not 30 s: on one machine the kernel resets a dead node's connections and no NAT needs
+// traffic to keep a mapping, while the two pings per connection end every 30 s were most
+// of an idle testnet's CPU (its connections open together, so they come in bursts).
+func loopbackMuxer() *yamux.Transport {
+	t := *yamux.DefaultTransport
+	t.EnableKeepAlive = false
+	t.MeasureRTTInterval = 10 * time.Minute
+	return &t
 }
 
 func (n *Node) buildHost(opts []libp2p.Option, rm network.ResourceManager, cm *connmgr.BasicConnMgr) (host.Host, error) {

@@ -32,8 +32,8 @@ import (
 // within seconds of ready, and a testnet node's connection manager trims connections
 // older than 10s every 10s (oneMachine).
 const (
-	scaleSettle = 20 * time.Second
-	scaleIdle   = 10 * time.Second
+	scaleSettle = 30 * time.Second
+	scaleIdle   = 20 * time.Second
 	scaleSubmit = 8 // submits of each kind
 )
 
