@@ -191,7 +191,7 @@ func (k *Keeper) Accept(from peer.ID, env []byte) (Record, error) {
 		return Record{}, fmt.Errorf("%w: %v", ErrForged, err)
 	}
 	k.mu.Lock()
-	err = k.check(from, c, false)
+	err = k.check(from, c, true) // a receipt already credited never is again: no signature check for it
 	k.mu.Unlock()
 	if err != nil {
 		return Record{}, err

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -121,6 +122,7 @@ func (s *Submitter) SubmitBatch(ctx context.Context, req Request, inputs [][]byt
 	}
 	chunks := make(chan struct{}, min(batchParallel, max(1, 2*free/j.Replicas)))
 	var sizer chunkSizer
+	var load batchLoad
 	for len(batched) > 0 && ctx.Err() == nil {
 		n, bytes, max := 0, 0, sizer.size()
 		for n < len(batched) && n < max && bytes+len(inputs[batched[n]])+128 <= protocol.MaxBatchRequest-4<<10 {
@@ -133,7 +135,7 @@ func (s *Submitter) SubmitBatch(ctx context.Context, req Request, inputs [][]byt
 		wg.Go(func() {
 			defer func() { <-chunks }()
 			start := time.Now()
-			s.runChunk(ctx, j, cands, inputs, idx, settle, finish)
+			s.runChunk(ctx, j, cands, inputs, idx, &load, settle, finish)
 			sizer.ran(len(idx), time.Since(start))
 		})
 	}
@@ -184,7 +186,7 @@ func (c *chunkSizer) ran(n int, d time.Duration) {
 // runChunk sends the jobs of inputs at idx as one batch to R workers drawn from cands, and
 // settles each job (dispatch, seeded with the votes they brought) as soon as every one of
 // them has answered for it.
-func (s *Submitter) runChunk(ctx context.Context, j *job, cands []*candidate, inputs [][]byte, idx []int, settle chan struct{}, finish BatchDone) {
+func (s *Submitter) runChunk(ctx context.Context, j *job, cands []*candidate, inputs [][]byte, idx []int, load *batchLoad, settle chan struct{}, finish BatchDone) {
 	// Each chunk draws its own workers, so that the chunks of a batch spread over the grid.
 	cs := slices.Clone(cands)
 	s.weigh(cs, j)
@@ -192,7 +194,7 @@ func (s *Submitter) runChunk(ctx context.Context, j *job, cands []*candidate, in
 	sent, prefixes := map[peer.ID]bool{}, map[string]bool{}
 	var picked []*candidate
 	for range j.Replicas {
-		c := pick(cs, sent, prefixes, true, distinct)
+		c := load.pick(cs, sent, prefixes, true, distinct)
 		if c == nil {
 			break
 		}
@@ -232,6 +234,15 @@ func (s *Submitter) runChunk(ctx context.Context, j *job, cands []*candidate, in
 			stopBatches()
 		}
 		i, ji := idx[k], j.with(ins[k])
+		// A worker still sitting on its batch (settled by the spare timer) is not asked
+		// for the job again, alone: it counts as a failure here.
+		for _, c := range picked {
+			if !slices.ContainsFunc(votes[k], func(a attempt) bool { return a.Worker == c.offer.Peer }) {
+				late := attempt{Replica: Replica{Worker: c.offer.Peer, Anchor: c.anchor, Prefix: c.prefix}}
+				late.Err = fmt.Errorf("failed: its batch gave no answer for the job in %v", time.Since(start).Round(time.Millisecond))
+				votes[k] = append(votes[k], late)
+			}
+		}
 		var seeds []attempt
 		for _, a := range votes[k] {
 			// A refused batch ran nothing there (busy, no batch protocol, a refused
@@ -240,6 +251,7 @@ func (s *Submitter) runChunk(ctx context.Context, j *job, cands []*candidate, in
 				seeds = append(seeds, a)
 			}
 		}
+		votes[k] = nil // the outputs go with the seeds, not held for the rest of the chunk
 		wg.Go(func() {
 			settle <- struct{}{}
 			defer func() { <-settle }()
@@ -281,10 +293,11 @@ func (s *Submitter) runChunk(ctx context.Context, j *job, cands []*candidate, in
 		mu.Unlock()
 	}
 	var runs sync.WaitGroup
-	for _, c := range picked {
+	for w, c := range picked {
 		runs.Go(func() {
 			// A worker that refuses the whole batch (busy) is replaced by another, so that
 			// the batch is not split into single jobs for want of one slot.
+			defer func() { load.done(c) }()
 			for tries := 0; ; tries++ {
 				var held []attempt // a busy refusal of the whole batch, kept back
 				s.runBatch(bctx, c, j, ins, func(k int, a attempt) {
@@ -303,10 +316,11 @@ func (s *Submitter) runChunk(ctx context.Context, j *job, cands []*candidate, in
 				}
 				s.dropOffer(c.offer.Peer)
 				mu.Lock()
-				next := pick(cs, sent, prefixes, c.anchor != "", distinct)
+				next := load.pick(cs, sent, prefixes, c.anchor != "", distinct)
 				if next != nil {
 					sent[next.offer.Peer], prefixes[next.prefix] = true, true
-					c = next
+					load.done(c)
+					c, picked[w] = next, next
 				}
 				mu.Unlock()
 				if next == nil {
@@ -320,6 +334,47 @@ func (s *Submitter) runChunk(ctx context.Context, j *job, cands []*candidate, in
 	}
 	runs.Wait()
 	wg.Wait()
+}
+
+// batchLoad counts one SubmitBatch's batch streams per worker, so that its chunks go where
+// the worker takes them: at most twice the slots its offer showed this submitter, one
+// running and one queued behind it each.
+type batchLoad struct {
+	mu sync.Mutex
+	n  map[peer.ID]int
+}
+
+// pick is pick among the candidates with room for one more batch stream, else among all,
+// and counts the stream.
+func (l *batchLoad) pick(cs []*candidate, sent map[peer.ID]bool, prefixes map[string]bool, wantAnchor, distinct bool) *candidate {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.n == nil {
+		l.n = make(map[peer.ID]int)
+	}
+	full := maps.Clone(sent)
+	for _, c := range cs {
+		if l.n[c.offer.Peer] >= 2*max(1, c.offer.SlotsFree) {
+			full[c.offer.Peer] = true
+		}
+	}
+	c := pick(cs, full, prefixes, wantAnchor, distinct)
+	if c == nil {
+		c = pick(cs, sent, prefixes, wantAnchor, distinct)
+	}
+	if c != nil {
+		l.n[c.offer.Peer]++
+	}
+	return c
+}
+
+// done ends a batch stream counted by pick.
+func (l *batchLoad) done(c *candidate) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.n[c.offer.Peer]--; l.n[c.offer.Peer] <= 0 {
+		delete(l.n, c.offer.Peer)
+	}
 }
 
 // batchRetries is how many other workers a batch refused as busy is offered to.

@@ -50,7 +50,7 @@ func inputsOf(n int) [][]byte {
 // TestSubmitBatch: every job of a batch is verified on its own, with its own output and
 // receipts from two workers, on batch streams only.
 func TestSubmitBatch(t *testing.T) {
-	g := newGrid(t, WorkerConfig{Runner: upper}, WorkerConfig{Runner: upper}, WorkerConfig{Runner: upper})
+	g := newGrid(t, WorkerConfig{Runner: upper, Slots: 2}, WorkerConfig{Runner: upper, Slots: 2}, WorkerConfig{Runner: upper, Slots: 2})
 	inputs := inputsOf(150) // three chunks
 	reps, errs := batchRun(t, g, Request{Binary: testBinary, Replicas: 2}, inputs)
 	for i, rep := range reps {
@@ -60,18 +60,26 @@ func TestSubmitBatch(t *testing.T) {
 		if want := bytes.ToUpper(inputs[i]); !bytes.Equal(rep.Output, want) || !rep.InputCID.Equals(cids.Sum(inputs[i])) {
 			t.Fatalf("job %d: got output %q input %s, want %q %s", i, rep.Output, rep.InputCID, want, cids.Sum(inputs[i]))
 		}
-		if len(rep.Replicas) != 2 || rep.Replicas[0].Worker == rep.Replicas[1].Worker {
+		// Two replicas of distinct workers counted; a worker whose queue a chunk found full
+		// may have refused it BUSY, and the job was then sent alone.
+		var counted []Replica
+		for _, r := range rep.Replicas {
+			if !errors.Is(r.Err, protocol.ErrBusy) {
+				counted = append(counted, r)
+			}
+		}
+		if len(counted) != 2 || counted[0].Worker == counted[1].Worker {
 			t.Fatalf("job %d: replicas %+v, want two of distinct workers", i, rep.Replicas)
 		}
-		for _, r := range rep.Replicas {
+		for _, r := range counted {
 			rc, signer, err := protocol.OpenReceipt(r.Receipt)
 			if err != nil || !r.ReceiptValid || signer != r.Worker || !rc.InputCID.Equals(rep.InputCID) || !rc.OutputCID.Equals(rep.OutputCID) {
 				t.Fatalf("job %d: receipt of %s: %+v, %v", i, r.Worker, rc, err)
 			}
 		}
 	}
-	if n := g.opened(protocol.JobID); n != 0 {
-		t.Errorf("%d job streams, want none: every job rode a batch", n)
+	if n := g.opened(protocol.JobID); n > len(inputs)/10 {
+		t.Errorf("%d job streams, want (nearly) none: the jobs ride batches", n)
 	}
 	// Chunks of 4, 8, 16, 32, 64 and the 26 left, on 2 workers each (and a few retries).
 	if n := g.opened(protocol.BatchID); n < 12 || n > 20 {
@@ -82,7 +90,8 @@ func TestSubmitBatch(t *testing.T) {
 // TestSubmitBatchLiar: a liar's batch votes disagree with each job's quorum; every job is
 // settled by a replica sent alone, and the liar is recorded once per job.
 func TestSubmitBatchLiar(t *testing.T) {
-	g := newGrid(t, WorkerConfig{Runner: liar}, WorkerConfig{Runner: upper}, WorkerConfig{Runner: upper})
+	// Slots enough for the batch's two chunks on the liar, so that it votes on every job.
+	g := newGrid(t, WorkerConfig{Runner: liar, Slots: 4}, WorkerConfig{Runner: upper, Slots: 4}, WorkerConfig{Runner: upper, Slots: 4})
 	liarID := g.hosts[0].ID()
 	g.placeFirst(liarID)
 	inputs := inputsOf(10)

@@ -256,8 +256,11 @@ func (cp *creditPart) handle(s network.Stream) {
 			s.Reset()
 			return
 		}
-		if ack.Code == protocol.Code_BAD_REQUEST && (errors.Is(err, protocol.ErrBadRequest) || errors.Is(err, protocol.ErrTooLarge)) {
-			return // a malformed message: the stream's framing cannot be trusted further
+		if err != nil {
+			// A malformed message leaves the framing untrustworthy, and a record refused
+			// after its signature was checked (a replay, a forgery) is one an honest
+			// submitter does not send: another costs the sender a new stream.
+			return
 		}
 	}
 }

@@ -11,11 +11,16 @@ import (
 // writing, sealing and reading back the image was about a third of a tiny job's cost in
 // the sandbox. A sealed memfd cannot change (F_SEAL_WRITE, _GROW, _SHRINK, _SEAL), so the
 // image the kernel execs the hundredth time is the one that was checked the first time.
-// The cache holds at most imageCacheMax images and imageCacheBytes of them; an image in
+// The cache holds at most imageCacheMax images and imageCacheBytes of them, none above
+// imageCacheLarge; an image in
 // use is never closed, and one that no run holds is evicted least recently used first.
 const (
 	imageCacheMax   = 8
-	imageCacheBytes = 128 << 20
+	imageCacheBytes = 32 << 20
+	// imageCacheLarge: a larger binary is not kept. Its image costs more memory than it
+	// saves time (hashing it for the key costs about as much as preparing it), and it
+	// would sit outside the slots' memory bound.
+	imageCacheLarge = 4 << 20
 )
 
 // imageKey names a prepared image: the binary's SHA-256 and the limits the stub and the
@@ -27,7 +32,9 @@ type imageKey struct {
 }
 
 func keyOf(bin []byte, lim Limits) imageKey {
-	lim.Wall, lim.MaxOutput = 0, 0
+	// The stub sets RLIMIT_CPU in whole seconds: limits a millisecond apart are one image,
+	// not one each for a peer that varies them to churn the cache.
+	lim.Wall, lim.MaxOutput, lim.CPU = 0, 0, cpuLimit(lim)
 	return imageKey{sum: sha256.Sum256(bin), lim: lim}
 }
 
@@ -52,6 +59,13 @@ type imageCache struct {
 // is returned as it is and nothing is kept. The hold is taken under the lock that eviction
 // takes, so an image handed out is never one being closed.
 func (c *imageCache) get(bin []byte, lim Limits, prepare func() (*os.File, error)) (*os.File, func(), error) {
+	if len(bin) > imageCacheLarge {
+		f, err := prepare()
+		if err != nil {
+			return nil, nil, err
+		}
+		return f, sync.OnceFunc(func() { f.Close() }), nil
+	}
 	k := keyOf(bin, lim)
 	c.mu.Lock()
 	if img := c.m[k]; img != nil {

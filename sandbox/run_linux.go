@@ -202,13 +202,25 @@ func (r *Runner) launch(ctx context.Context, img *os.File, stdin io.Reader, lim 
 		closeAll(inR, inW, outR, outW)
 		return Result{}, err
 	}
+	// Go's child moves its exec-status pipe to max(its files)+1 before it execs: an image
+	// whose descriptor has that number (a cached one may have any) would be the pipe by then.
+	exe := img
+	if int(img.Fd()) == max(int(inR.Fd()), int(outW.Fd()), int(errW.Fd()))+1 {
+		fd, err := unix.FcntlInt(img.Fd(), unix.F_DUPFD_CLOEXEC, int(img.Fd())+1)
+		if err != nil {
+			closeAll(inR, inW, outR, outW, errR, errW)
+			return Result{}, fmt.Errorf("dup image: %w", err)
+		}
+		exe = os.NewFile(uintptr(fd), "gridnode-job")
+		defer exe.Close()
+	}
 	attr := &syscall.SysProcAttr{
 		Pdeathsig: syscall.SIGKILL,
 		Setpgid:   true,
 	}
 	iso.attr(attr, uid)
 	cmd := &exec.Cmd{
-		Path:        fmt.Sprintf("/proc/self/fd/%d", img.Fd()),
+		Path:        fmt.Sprintf("/proc/self/fd/%d", exe.Fd()),
 		Args:        []string{"gridnode-job"},
 		Env:         []string{},
 		Dir:         "/",
