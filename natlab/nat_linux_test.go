@@ -224,7 +224,12 @@ func submit(ctx context.Context, t *testing.T, l *lab, args ...string) (*submitR
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()
+	t0 := time.Now()
 	out, errOut, err := l.run(ctx, "sub", nil, append([]string{"submit", "--json", "-v"}, args...)...)
+	if d := time.Since(t0); d > 15*time.Second {
+		// A submit of a second or so that took this long: say where the time went.
+		t.Logf("a slow submit (%v); the end of its log:\n%s", d.Round(time.Millisecond), tailBytes(errOut, 80))
+	}
 	var rep submitReport
 	if jerr := json.Unmarshal(out, &rep); jerr != nil || err != nil {
 		t.Fatalf("submit: %v (json: %v)\nstdout: %s\nstderr:\n%s", err, jerr, out, tailBytes(errOut, 40))

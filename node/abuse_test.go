@@ -522,6 +522,10 @@ func TestAbuse(t *testing.T) {
 		t.Fatal(err)
 	}
 	submit("after the abuse")
+	// kad-dht keeps a stream (and a goroutine) per peer it talks to: the lookup of the
+	// submit after the abuse may reach a peer the warm-up's did not (a slack of 4, against
+	// hundreds of streams flooded: a leak per stream is far above it).
+	baseline += 4
 	deadline := time.Now().Add(10 * time.Second)
 	for runtime.NumGoroutine() > baseline {
 		if time.Now().After(deadline) {
