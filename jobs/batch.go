@@ -410,32 +410,14 @@ func (s *Submitter) runBatch(ctx context.Context, c *candidate, j *job, inputs [
 	for k, in := range inputs {
 		req.Items[k] = &protocol.BatchItem{Input: in, Nonce: newNonce()}
 	}
-	st, err := s.cfg.Host.NewStream(ctx, p, protocol.BatchID)
+	// A worker that does not speak the batch protocol, or refuses the batch, gets the jobs
+	// one by one (or later, if busy).
+	st, err := s.request(ctx, p, protocol.BatchID, req)
 	if err != nil {
-		if errors.Is(err, network.ErrResourceLimitExceeded) {
-			err = fmt.Errorf("%w: %w", protocol.ErrBusy, err)
-		}
-		// A worker that does not speak the batch protocol gets the jobs one by one.
-		fail(0, true, fmt.Errorf("%w: open batch stream: %w", ErrRefused, err))
+		fail(0, true, err)
 		return
 	}
-	stop := context.AfterFunc(ctx, func() { st.Reset() })
-	defer stop()
-	// As on a job stream, the write side stays open until the last result is in.
-	protocol.SetDeadline(st, protocol.RequestTimeout)
-	var admit protocol.JobAdmit
-	err = protocol.WriteMsg(st, req)
-	if err == nil {
-		err = protocol.ReadMsg(st, &admit, protocol.MaxControlMsg)
-	}
-	if err == nil {
-		err = admit.Err()
-	}
-	if err != nil {
-		st.Reset()
-		fail(0, true, fmt.Errorf("%w: %w", ErrRefused, err))
-		return
-	}
+	defer context.AfterFunc(ctx, func() { st.Reset() })()
 	defer s.live.watch(context.WithoutCancel(ctx), nil, s.cfg.Host, s.log, p, func() { st.Reset() })()
 	wall := stretched(cmp.Or(j.Limits.Wall, sandbox.DefaultLimits().Wall), c.offer.WallStretch)
 	base.Prefix = netPrefix(st.Conn().RemoteMultiaddr(), p)
@@ -533,34 +515,12 @@ func (w *Worker) handleBatch(s network.Stream) {
 			err = protocol.Errorf(protocol.Code_TOO_LARGE, "input %d of %d bytes, limit %d", i, len(it.Input), w.cfg.MaxInput)
 		}
 	}
-	if err == nil && w.abandons.spent(from, time.Now()) {
-		err = protocol.Errorf(protocol.Code_BUSY, "you abandoned %d admitted jobs before they ran; try again in %v", abandonBurst, abandonPeriod)
-	}
-	release := func() {}
-	if err == nil {
-		if err = w.take(w.ctx, from); err == nil {
-			release = sync.OnceFunc(func() { w.give(from) })
-			defer release()
-		}
-	}
-	if err != nil {
-		log.Debug("batch refused", "err", err)
-		if w.cfg.Events.Refused != nil {
-			w.cfg.Events.Refused(from, protocol.CodeOf(err))
-		}
-		w.refuse(s, err)
-		stop()
+	release, unprotect, ok := w.seat(s, from, err, stop, log)
+	if !ok {
 		return
 	}
-	if !stop() {
-		return // Close already reset the stream
-	}
-	defer w.protect(from)()
-	protocol.SetDeadline(s, protocol.FetchTimeout+protocol.ReplyTimeout)
-	if err := protocol.WriteMsg(s, &protocol.JobAdmit{}); err != nil {
-		s.Reset()
-		return
-	}
+	defer release()
+	defer unprotect()
 	ctx, cancel := context.WithCancel(w.ctx)
 	defer cancel()
 	paused := w.pause.jobs()
@@ -576,7 +536,7 @@ func (w *Worker) handleBatch(s network.Stream) {
 		}
 	}()
 	defer func() { <-watched }()
-	defer stopOnClose(w.ctx, s)()
+	defer context.AfterFunc(w.ctx, func() { s.Reset() })()
 
 	log.Debug("batch admitted", "job", sp.jobCID, "jobs", len(req.Items))
 	held := sp.binSize // the binary, the request's inputs and the outputs made: the node's memory policy
@@ -688,12 +648,6 @@ func (g *headerGate) leave(s network.Stream) {
 	g.mu.Lock()
 	delete(g.pending, s)
 	g.mu.Unlock()
-}
-
-// stopOnClose resets s if ctx ends first; the returned func stops that.
-func stopOnClose(ctx context.Context, s network.Stream) func() {
-	stop := context.AfterFunc(ctx, func() { s.Reset() })
-	return func() { stop() }
 }
 
 // runItem runs one job of a batch with the batch's binary and seals its receipt.

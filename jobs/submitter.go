@@ -26,6 +26,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	p2pproto "github.com/libp2p/go-libp2p/core/protocol"
+	"google.golang.org/protobuf/proto"
 )
 
 // Request is one job to run on the grid.
@@ -982,32 +984,12 @@ func (s *Submitter) runOne(ctx context.Context, c *candidate, j *job) (a attempt
 		BinarySize:  uint64(len(j.Binary)),
 		Arch:        j.arch,
 	}
-	st, err := s.cfg.Host.NewStream(ctx, p, protocol.JobID)
+	st, err := s.request(ctx, p, protocol.JobID, req)
 	if err != nil {
-		if errors.Is(err, network.ErrResourceLimitExceeded) {
-			// This submitter's own stream limit, not the worker's refusal: as busy.
-			err = fmt.Errorf("%w: %w", protocol.ErrBusy, err)
-		}
-		a.refused, a.Err = true, fmt.Errorf("%w: open stream: %w", ErrRefused, err)
+		a.refused, a.Err = true, err
 		return a
 	}
-	stop := context.AfterFunc(ctx, func() { st.Reset() })
-	defer stop()
-	// The write side stays open until the result is in: closing it cancels the job.
-	protocol.SetDeadline(st, protocol.RequestTimeout)
-	var admit protocol.JobAdmit
-	err = protocol.WriteMsg(st, req)
-	if err == nil {
-		err = protocol.ReadMsg(st, &admit, protocol.MaxControlMsg)
-	}
-	if err == nil {
-		err = admit.Err()
-	}
-	if err != nil {
-		st.Reset()
-		a.refused, a.Err = true, fmt.Errorf("%w: %w", ErrRefused, err)
-		return a
-	}
+	defer context.AfterFunc(ctx, func() { st.Reset() })()
 	// A worker killed mid-job leaves a silent QUIC connection (liveness.go).
 	defer s.live.watch(context.WithoutCancel(ctx), nil, s.cfg.Host, s.log, p, func() { st.Reset() })()
 	// Unset, the wall limit is the worker's default, at most the stock one; never what the
@@ -1072,6 +1054,37 @@ func (s *Submitter) runOne(ctx context.Context, c *candidate, j *job) (a attempt
 	a.Verdict, a.CPU, a.Wall, a.ReceiptValid = verdictOf(r), r.CPU, r.Wall, true
 	a.output, a.stderr = output, res.Stderr
 	return a
+}
+
+// request opens a stream of protocol id to worker p, sends req and reads the worker's
+// admission. Its error is a refusal (ErrRefused): this submitter's own stream limit counts
+// as busy, as the worker's would; the stream is then reset. The write side stays open: on
+// the job and batch protocols closing it cancels the work. The caller resets the stream
+// when ctx ends.
+func (s *Submitter) request(ctx context.Context, p peer.ID, id p2pproto.ID, req proto.Message) (network.Stream, error) {
+	st, err := s.cfg.Host.NewStream(ctx, p, id)
+	if err != nil {
+		if errors.Is(err, network.ErrResourceLimitExceeded) {
+			err = fmt.Errorf("%w: %w", protocol.ErrBusy, err)
+		}
+		return nil, fmt.Errorf("%w: open stream: %w", ErrRefused, err)
+	}
+	stop := context.AfterFunc(ctx, func() { st.Reset() })
+	defer stop()
+	protocol.SetDeadline(st, protocol.RequestTimeout)
+	var admit protocol.JobAdmit
+	err = protocol.WriteMsg(st, req)
+	if err == nil {
+		err = protocol.ReadMsg(st, &admit, protocol.MaxControlMsg)
+	}
+	if err == nil {
+		err = admit.Err()
+	}
+	if err != nil {
+		st.Reset()
+		return nil, fmt.Errorf("%w: %w", ErrRefused, err)
+	}
+	return st, nil
 }
 
 // checkReceipt checks that sealed is p's receipt for this job and nonce, and for the

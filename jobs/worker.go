@@ -577,38 +577,14 @@ func (w *Worker) handleJob(s network.Stream) {
 		return
 	}
 	sp, err := w.admit(&req, from)
-	if err == nil && w.abandons.spent(from, time.Now()) {
-		err = protocol.Errorf(protocol.Code_BUSY, "you abandoned %d admitted jobs before they ran; try again in %v", abandonBurst, abandonPeriod)
-	}
 	// The slot is given back before the result is written, so that a submitter that sends
 	// its next job as soon as it reads this one's result finds the slot free.
-	release := func() {}
-	if err == nil {
-		if err = w.take(w.ctx, from); err == nil {
-			release = sync.OnceFunc(func() { w.give(from) })
-			defer release()
-		}
-	}
-	if err != nil {
-		log.Debug("job refused", "err", err)
-		if w.cfg.Events.Refused != nil {
-			w.cfg.Events.Refused(from, protocol.CodeOf(err))
-		}
-		w.refuse(s, err)
-		stop()
+	release, unprotect, ok := w.seat(s, from, err, stop, log)
+	if !ok {
 		return
 	}
-	if !stop() {
-		return // Close already reset the stream
-	}
-	defer w.protect(from)()
-
-	// Long enough to fetch the binary; the input and the run set their own deadlines.
-	protocol.SetDeadline(s, protocol.FetchTimeout+protocol.ReplyTimeout)
-	if err := protocol.WriteMsg(s, &protocol.JobAdmit{}); err != nil {
-		s.Reset()
-		return
-	}
+	defer release()
+	defer unprotect()
 	ctx, cancel := context.WithCancel(w.ctx)
 	defer cancel()
 	paused := w.pause.jobs() // ends when the donor pauses with --cancel
@@ -740,6 +716,43 @@ func (in *streamInput) input(ctx context.Context) ([]byte, error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// seat gives p's request, admitted (err nil) or not, a slot and answers it on s: a coded
+// refusal, or a JobAdmit with a deadline long enough to fetch the binary (the input and the
+// run set their own). It returns the slot's release (idempotent) and the connection's
+// unprotect, or ok false when s is done with. stop is the stream's reset on Close, which
+// seat ends.
+func (w *Worker) seat(s network.Stream, p peer.ID, err error, stop func() bool, log *slog.Logger) (release, unprotect func(), ok bool) {
+	if err == nil && w.abandons.spent(p, time.Now()) {
+		err = protocol.Errorf(protocol.Code_BUSY, "you abandoned %d admitted jobs before they ran; try again in %v", abandonBurst, abandonPeriod)
+	}
+	if err == nil {
+		err = w.take(w.ctx, p)
+	}
+	if err != nil {
+		log.Debug("refused", "err", err)
+		if w.cfg.Events.Refused != nil {
+			w.cfg.Events.Refused(p, protocol.CodeOf(err))
+		}
+		w.refuse(s, err)
+		stop()
+		return nil, nil, false
+	}
+	release = sync.OnceFunc(func() { w.give(p) })
+	if !stop() {
+		release()
+		return nil, nil, false // Close already reset the stream
+	}
+	unprotect = w.protect(p)
+	protocol.SetDeadline(s, protocol.FetchTimeout+protocol.ReplyTimeout)
+	if err := protocol.WriteMsg(s, &protocol.JobAdmit{}); err != nil {
+		s.Reset()
+		unprotect()
+		release()
+		return nil, nil, false
+	}
+	return release, unprotect, true
 }
 
 // refuse answers a request with a coded refusal.

@@ -23,31 +23,8 @@ import (
 func TestAttack10CreditReplayStream(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	var ws []*Node
-	var boot []string
-	for i := range 2 {
-		w, err := Open(ctx, Config{DataDir: t.TempDir(), Loopback: true, Worker: true, Runner: echoRunner, Slots: 1, Bootstrap: boot})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { w.Close() })
-		if i == 0 {
-			boot = w.AddrStrings()
-		}
-		ws = append(ws, w)
-	}
-	for _, w := range ws {
-		if err := w.WaitAnnounced(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	ws, client := creditGrid(t, ctx, 1)
 	w := ws[0]
-	client, err := Open(ctx, Config{Ephemeral: true, Loopback: true, Bootstrap: boot})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Close() })
-	client.Trust(ws[0].ID(), ws[1].ID())
 	rep, err := client.Submit(ctx, jobs.Request{Binary: fakeELF, Input: []byte("x"), Replicas: 2})
 	if err != nil {
 		t.Fatal(err)

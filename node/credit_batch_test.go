@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -15,10 +16,39 @@ import (
 func TestCreditBatch(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	var ws []*Node
+	ws, client := creditGrid(t, ctx, 2)
+	const n = 300 // more than one stream's worth of records per worker
+	inputs := make([][]byte, n)
+	for i := range inputs {
+		inputs[i] = fmt.Appendf(nil, "credit %d", i)
+	}
+	var mu sync.Mutex
+	var failed []error
+	err := client.SubmitBatch(ctx, jobs.Request{Binary: fakeELF, Replicas: 2}, inputs, func(i int, rep *jobs.Report, err error) {
+		if err != nil {
+			mu.Lock()
+			failed = append(failed, err)
+			mu.Unlock()
+		}
+	})
+	if err != nil || len(failed) > 0 {
+		t.Fatalf("batch: %v, %d jobs failed: %v", err, len(failed), errors.Join(failed[:min(len(failed), 3)]...))
+	}
+	for i, w := range ws {
+		waitUntil(t, 60*time.Second, fmt.Sprintf("worker %d's %d credit records", i, n), func() bool {
+			rs, err := w.Credit().Records()
+			return err == nil && len(rs) == n
+		})
+	}
+}
+
+// creditGrid starts two workers with a history (so they keep credit) that echo their
+// input, with slots each, and an ephemeral client trusting both.
+func creditGrid(t *testing.T, ctx context.Context, slots int) (ws []*Node, client *Node) {
+	t.Helper()
 	var boot []string
 	for i := range 2 {
-		w, err := Open(ctx, Config{DataDir: t.TempDir(), Loopback: true, Worker: true, Runner: echoRunner, Slots: 2, Bootstrap: boot})
+		w, err := Open(ctx, Config{DataDir: t.TempDir(), Loopback: true, Worker: true, Runner: echoRunner, Slots: slots, Bootstrap: boot})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -39,27 +69,5 @@ func TestCreditBatch(t *testing.T) {
 	}
 	t.Cleanup(func() { client.Close() })
 	client.Trust(ws[0].ID(), ws[1].ID())
-	const n = 300 // more than one stream's worth of records per worker
-	inputs := make([][]byte, n)
-	for i := range inputs {
-		inputs[i] = fmt.Appendf(nil, "credit %d", i)
-	}
-	var mu sync.Mutex
-	var failed []error
-	err = client.SubmitBatch(ctx, jobs.Request{Binary: fakeELF, Replicas: 2}, inputs, func(i int, rep *jobs.Report, err error) {
-		if err != nil {
-			mu.Lock()
-			failed = append(failed, err)
-			mu.Unlock()
-		}
-	})
-	if err != nil || len(failed) > 0 {
-		t.Fatalf("batch: %v, %d jobs failed, first: %v", err, len(failed), failed[0])
-	}
-	for i, w := range ws {
-		waitUntil(t, 60*time.Second, fmt.Sprintf("worker %d's %d credit records", i, n), func() bool {
-			rs, err := w.Credit().Records()
-			return err == nil && len(rs) == n
-		})
-	}
+	return ws, client
 }
