@@ -35,6 +35,19 @@ func FromDigest(digest []byte) cid.Cid {
 	return cid.NewCidV1(cid.Raw, m)
 }
 
+// Digest returns the sha2-256 digest c names, or false if c is not of the gridnode form
+// (Check).
+func Digest(c cid.Cid) (d [sha256.Size]byte, ok bool) {
+	if Check(c) != nil {
+		return d, false
+	}
+	m, err := mh.Decode(c.Hash())
+	if err != nil || len(m.Digest) != sha256.Size {
+		return d, false
+	}
+	return [sha256.Size]byte(m.Digest), true
+}
+
 // Parse decodes the text form of a CID and checks that it is of the gridnode form.
 func Parse(s string) (cid.Cid, error) {
 	c, err := cid.Decode(s)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 	kaddht "github.com/libp2p/go-libp2p-kad-dht"
+	pb "github.com/libp2p/go-libp2p-kad-dht/pb"
 	"github.com/libp2p/go-libp2p-kad-dht/records"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -72,6 +73,7 @@ type DHT struct {
 	bootstrap []peer.AddrInfo
 	validity  time.Duration
 	bucket    int // Kademlia's k: how many closest peers hold a record
+	client    bool
 	target    int // Config.ShardTarget
 	records   *providerStore
 	provide   chan cid.Cid // blobs to provide in the background (ProvideLater)
@@ -117,13 +119,30 @@ func New(ctx context.Context, h host.Host, cfg Config) (*DHT, error) {
 		kaddht.Mode(mode),
 		// Expired records are collected every sixth of the validity (the default is an
 		// hour), so they do not hold a peer's share of the bounded store for long.
-		kaddht.ProviderManagerOpts(records.ProvideValidity(cfg.ProvideValidity), records.CleanupInterval(cfg.ProvideValidity/6)),
+		// A provider's addresses live as long as its record, not amino's 24 h.
+		kaddht.ProviderManagerOpts(records.ProvideValidity(cfg.ProvideValidity), records.CleanupInterval(cfg.ProvideValidity/6),
+			records.Cache(noCache{}), records.ProviderAddrTTL(cfg.ProvideValidity)),
+		// An ADD_PROVIDER the store would drop is dropped before its handler puts the
+		// provider's addresses in the peerstore, and one it keeps brings at most
+		// maxProviderAddrs of them (provaddrs.go).
+		kaddht.OnRequestHook(func(_ context.Context, s network.Stream, req *pb.Message) {
+			store.screen(req, s.Conn().RemotePeer(), cfg.Dialable)
+		}),
 		kaddht.ProviderDatastore(store),
 		kaddht.DisableValues(),
 		kaddht.BootstrapPeers(cfg.Bootstrap...),
 	}
 	if cfg.BucketSize > 0 {
 		opts = append(opts, kaddht.BucketSize(cfg.BucketSize))
+	}
+	if mode == kaddht.ModeClient {
+		// A short-lived submitter does not refresh its routing table: a refresh dials every
+		// peer it is told of, some of them (NAT'd workers not yet known to be clients)
+		// through a relay before the submitter's hole punching runs, so those connections
+		// stay relayed; and each bucket query waits up to 10 s on peers that never answer
+		// (the NAT lab saw 43 s). It looks up its own ID once instead (Locate), when its
+		// node is ready to.
+		opts = append(opts, kaddht.DisableAutoRefresh())
 	}
 	if ok := cfg.Dialable; ok != nil {
 		opts = append(opts, kaddht.AddressFilter(func(as []ma.Multiaddr) []ma.Multiaddr {
@@ -147,6 +166,7 @@ func New(ctx context.Context, h host.Host, cfg Config) (*DHT, error) {
 		bootstrap: cfg.Bootstrap,
 		validity:  cfg.ProvideValidity,
 		bucket:    cmp.Or(cfg.BucketSize, 20),
+		client:    mode == kaddht.ModeClient,
 		target:    cfg.ShardTarget,
 		records:   store,
 		provide:   make(chan cid.Cid, provideQueue),
@@ -174,6 +194,36 @@ func (d *DHT) ProviderRecords() int {
 // Routes reports whether p is in the routing table.
 func (d *DHT) Routes(p peer.ID) bool { return d.kad.RoutingTable().Find(p) != "" }
 
+// locateWait bounds Locate: peers that never answer hold a lookup until their dials fail.
+const locateWait = 3 * time.Second
+
+// Locate looks up this node's own ID once, for at most locateWait. A client refreshes no
+// routing table (New), and a table that holds only its bootstrap peers and the peers near
+// the keys it looked up sizes the grid wrong (NetworkSize reads the spread of the peers
+// nearest this node), so its shard level, and with it the keys its lookups ask, would be
+// off: on a grid whose workers sit at level 2 or more, most clients stayed at level 1 and
+// found none. The lookup brings in the peers nearest this node and feeds kad-dht's own
+// estimator. A server's refresh (Join) starts with the same lookup.
+//
+// A peer enters the routing table only after it answers a check that follows the connection,
+// and a lookup from an empty table ends at once having asked no one: node.Open calls Locate
+// right after Bootstrap, and 4-5 of 5 clients did no lookup (helper-41). So Locate first
+// waits, within the same budget, for the table to hold a peer, while it is connected to any.
+func (d *DHT) Locate(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, locateWait)
+	defer cancel()
+	if len(d.h.Network().Peers()) == 0 {
+		return // no one to enter the table, or to ask
+	}
+	if err := d.waitTable(ctx, 1, false); err != nil {
+		d.log.Debug("lookup of this node's own ID", "err", err)
+		return
+	}
+	if _, err := d.kad.GetClosestPeers(ctx, string(d.h.ID())); err != nil {
+		d.log.Debug("lookup of this node's own ID", "err", err)
+	}
+}
+
 // Bootstrap connects to the bootstrap peers and refreshes the routing table. It fails only
 // when bootstrap peers were given and none could be reached.
 func (d *DHT) Bootstrap(ctx context.Context) error {
@@ -181,7 +231,8 @@ func (d *DHT) Bootstrap(ctx context.Context) error {
 	return err
 }
 
-// Join connects to peers, all at once, and refreshes the routing table when it reached any.
+// Join connects to peers, all at once, and (unless a client) refreshes the routing table when
+// it reached any.
 // It returns how many it reached, and fails only when peers were given and none could be
 // reached.
 func (d *DHT) Join(ctx context.Context, peers []peer.AddrInfo) (int, error) {
@@ -216,6 +267,9 @@ func (d *DHT) Join(ctx context.Context, peers []peer.AddrInfo) (int, error) {
 	if ok == 0 {
 		return 0, nil // the first node of a grid
 	}
+	if d.client {
+		return ok, nil // no refresh (New)
+	}
 	select {
 	case err := <-d.kad.RefreshRoutingTable():
 		if err != nil {
@@ -230,17 +284,21 @@ func (d *DHT) Join(ctx context.Context, peers []peer.AddrInfo) (int, error) {
 // WaitReady polls until the routing table holds at least min peers or ctx ends. While it
 // waits it asks for a routing table refresh now and then: peers that joined after this node's
 // last refresh are only found by another lookup.
-func (d *DHT) WaitReady(ctx context.Context, min int) error {
+func (d *DHT) WaitReady(ctx context.Context, min int) error { return d.waitTable(ctx, min, true) }
+
+// waitTable waits until the routing table holds min peers, nudging kad-dht's refresh every
+// half second after the first 200 ms if nudge is set.
+func (d *DHT) waitTable(ctx context.Context, min int, nudge bool) error {
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
-	nudge := time.Now().Add(200 * time.Millisecond)
+	next := time.Now().Add(200 * time.Millisecond)
 	for {
 		if d.Size() >= min {
 			return nil
 		}
-		if time.Now().After(nudge) {
+		if nudge && time.Now().After(next) {
 			d.kad.RefreshRoutingTable() // buffered; the result does not matter
-			nudge = time.Now().Add(500 * time.Millisecond)
+			next = time.Now().Add(500 * time.Millisecond)
 		}
 		select {
 		case <-ctx.Done():
@@ -281,6 +339,7 @@ func (d *DHT) announceLoop(keys func() []string, ready chan<- struct{}) {
 	d.wg.Go(func() {
 		s := announceSchedule{bucket: d.bucket, every: d.validity / 3}
 		s.reset()
+		began := time.Now()
 		var seen []string
 		for {
 			size, ns := d.Size(), keys()
@@ -307,7 +366,11 @@ func (d *DHT) announceLoop(keys func() []string, ready chan<- struct{}) {
 					ready = nil
 				}
 			}
-			t := time.NewTimer(min(s.wait(time.Now()), levelCheck))
+			check := levelCheck
+			if time.Since(began) < levelSettle {
+				check = levelCheckNew
+			}
+			t := time.NewTimer(min(s.wait(time.Now()), check))
 			select {
 			case <-d.ctx.Done():
 				t.Stop()
@@ -439,12 +502,21 @@ var providersQuiet = 300 * time.Millisecond
 // FindProviders lists the providers of c other than this node, resolving addresses of
 // providers the records did not carry any for.
 func (d *DHT) FindProviders(ctx context.Context, c cid.Cid) []peer.AddrInfo {
-	return d.findProviders(ctx, c, 0)
+	return d.findProviders(ctx, c, 0, nil)
 }
 
-// findProviders is FindProviders ending the lookup once it has count providers; 0 lists
-// them all.
-func (d *DHT) findProviders(ctx context.Context, c cid.Cid, count int) []peer.AddrInfo {
+// maxProvidersSeen bounds the providers one lookup takes, kept or not: an honest DHT node
+// serves at most maxProviderRecordsPerKey records of a key (and its unflushed writes), but
+// one hostile server's 4 MB GET_PROVIDERS answer gave a lookup 20,000 providers to dial and
+// put 320,000 addresses (~80 MiB) in the peerstore (helper-41). Cancelling the lookup stops
+// kad-dht reading the rest of an answer into the peerstore.
+const maxProvidersSeen = maxProviderRecordsPerKey + providerWriteBuffer
+
+// findProviders is FindProviders ending the lookup once it has count providers that keep
+// (nil: any) takes; 0 lists them all. Providers keep refuses do not count: a key's records
+// of peers that do not belong under it (Sybils of another shard) would otherwise end the
+// lookup before it met the ones that do.
+func (d *DHT) findProviders(ctx context.Context, c cid.Cid, count int, keep func(peer.ID) bool) []peer.AddrInfo {
 	var out []peer.AddrInfo
 	var unknown []peer.ID
 	lctx, cancel := context.WithCancel(ctx)
@@ -455,10 +527,22 @@ func (d *DHT) findProviders(ctx context.Context, c cid.Cid, count int) []peer.Ad
 	if n > 0 {
 		n++ // this node may be one of them
 	}
+	if keep != nil {
+		n = 0 // kad-dht would count the refused; this loop stops the lookup instead
+	}
+	seen := 0
 	for ai := range d.kad.FindProvidersAsync(lctx, c, n) {
 		quiet.Reset(providersQuiet)
-		if ai.ID == d.h.ID() {
+		if seen++; seen > maxProvidersSeen {
+			cancel() // see maxProvidersSeen
 			continue
+		}
+		if ai.ID == d.h.ID() || keep != nil && !keep(ai.ID) {
+			continue
+		}
+		if count > 0 && len(out)+len(unknown) >= count {
+			cancel()
+			continue // drain: kad-dht closes the channel once the lookup ends
 		}
 		if len(ai.Addrs) == 0 {
 			ai.Addrs = d.h.Peerstore().Addrs(ai.ID)

@@ -305,3 +305,72 @@ func randPeer(t *testing.T) peer.ID {
 	}
 	return id
 }
+
+// TestClientDialsOnlyBootstrap: a client (a short-lived submitter) connects to its bootstrap
+// peer and to no one else until it looks something up. A routing table refresh would dial
+// every peer it hears of, NAT'd workers through a relay before the submitter's hole punching
+// runs, so their job streams stayed relayed (the NAT lab, under load).
+func TestClientDialsOnlyBootstrap(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const servers = 6
+	mn, err := mocknet.FullMeshLinked(servers + 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mn.Close() })
+	hosts := mn.Hosts()
+	boot := peer.AddrInfo{ID: hosts[0].ID(), Addrs: hosts[0].Addrs()}
+	var ds []*DHT
+	for i, h := range hosts {
+		cfg := Config{Mode: ModeServer}
+		if i > 0 {
+			cfg.Bootstrap = []peer.AddrInfo{boot}
+		}
+		if i == servers {
+			cfg.Mode = ModeClient
+		}
+		d, err := New(ctx, h, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { d.Close() })
+		ds = append(ds, d)
+	}
+	for _, d := range ds[1:servers] {
+		if err := d.Bootstrap(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := ds[0].WaitReady(ctx, servers-1); err != nil {
+		t.Fatal(err)
+	}
+	ns := "gridnode/v1/workers/test/test"
+	worker := ds[servers-1]
+	ready := make(chan struct{})
+	worker.AnnounceWorker(ns, ready)
+	select {
+	case <-ready:
+	case <-ctx.Done():
+		t.Fatal("the worker never announced")
+	}
+	client := ds[servers]
+	if err := client.Bootstrap(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.WaitReady(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // a background refresh would have dialled by now
+	if peers := client.h.Network().Peers(); len(peers) != 1 || peers[0] != boot.ID {
+		t.Fatalf("the client is connected to %d peers %v after its bootstrap, want only the bootstrap peer %s", len(peers), peers, boot.ID)
+	}
+	// A lookup still walks the grid from the bootstrap peer.
+	got, err := client.FindShard(ctx, ns, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].ID != worker.h.ID() {
+		t.Fatalf("found %v, want the worker %s", got, worker.h.ID())
+	}
+}

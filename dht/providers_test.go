@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/host/peerstore/pstoremem"
+	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 	ma "github.com/multiformats/go-multiaddr"
 )
 
@@ -166,7 +168,7 @@ func TestProviderStoreKeyBound(t *testing.T) {
 	es, _ := res.Rest()
 	var flooded ds.Key
 	for _, e := range es {
-		if k := ds.NewKey(e.Key); st.byKey[k.Parent().String()] == 3 {
+		if k := ds.NewKey(e.Key); len(st.byKey[k.Parent().String()]) == 3 {
 			flooded = k.Parent()
 			if err := st.Delete(ctx, k); err != nil { // one of them expires
 				t.Fatal(err)
@@ -185,5 +187,98 @@ func TestProviderStoreKeyBound(t *testing.T) {
 	}
 	if ok, _ := st.Has(ctx, late[1]); ok {
 		t.Error("a key took a record past its bound")
+	}
+}
+
+// TestServedProvidersBounded: what a live node serves for a flooded key stays within its
+// bound (plus the manager's unflushed writes), also while the key is being looked up. The
+// manager's own cache took every ADD_PROVIDER for a key it had served into memory, past
+// the store: 1,303 records served where the bound was 3.
+func TestServedProvidersBounded(t *testing.T) {
+	ctx := context.Background()
+	mn := mocknet.New()
+	defer mn.Close()
+	h, err := mn.GenPeer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := New(ctx, h, Config{Mode: ModeServer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	d.records.mu.Lock()
+	d.records.perKey = 3
+	d.records.mu.Unlock()
+	pm := d.kad.ProviderStore()
+	addr := ma.StringCast("/ip4/127.0.0.1/tcp/1")
+	key := []byte("a busy shard")
+	served := func() int {
+		provs, err := pm.GetProviders(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(provs)
+	}
+	const bound = 3 + providerWriteBuffer
+	for round := range 6 {
+		for range 250 {
+			if err := pm.AddProvider(ctx, key, peer.AddrInfo{ID: randomPeer(t), Addrs: []ma.Multiaddr{addr}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := served(); got > bound {
+			t.Fatalf("after %d Sybil records: %d served, want at most %d (3 stored, %d unflushed)", 250*(round+1), got, bound, providerWriteBuffer)
+		}
+	}
+	if got := d.ProviderRecords(); got != 3 {
+		t.Errorf("the store holds %d records, want 3", got)
+	}
+}
+
+// TestProviderStoreQuery: a query for one key's prefix returns that key's records only; the
+// GC's query for every record returns them all; keys of another shape are not stored.
+func TestProviderStoreQuery(t *testing.T) {
+	ctx := context.Background()
+	st := newProviderStore(randomPeer(t), slog.New(slog.DiscardHandler))
+	peers := []string{keySegment(randomPeer(t)), keySegment(randomPeer(t))}
+	for _, k := range []string{"/providers/AAAA", "/providers/AAAAB", "/providers/BBBB"} {
+		for _, p := range peers {
+			if err := st.Put(ctx, ds.NewKey(k+"/"+p), []byte(k)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := st.Put(ctx, ds.NewKey("/other/AAAA"), []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	keys := func(prefix string) (got []string) {
+		res, err := st.Query(ctx, dsq.Query{Prefix: prefix})
+		if err != nil {
+			t.Fatal(err)
+		}
+		es, err := res.Rest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range es {
+			if !strings.HasPrefix(e.Key, prefix+"/") || string(e.Value) != ds.NewKey(e.Key).Parent().String() {
+				t.Errorf("query %q: got %s = %q", prefix, e.Key, e.Value)
+			}
+			got = append(got, e.Key)
+		}
+		return got
+	}
+	if got := keys("/providers/AAAA"); len(got) != 2 {
+		t.Errorf("one key: got %v, want its 2 records", got)
+	}
+	if got := keys("/providers"); len(got) != 6 {
+		t.Errorf("every record: got %v, want 6", got)
+	}
+	if got := keys("/providers/CCCC"); len(got) != 0 {
+		t.Errorf("a key with no records: got %v", got)
+	}
+	if ok, _ := st.Has(ctx, ds.NewKey("/other/AAAA")); ok || st.n != 6 {
+		t.Errorf("a key of another shape was stored (%d records)", st.n)
 	}
 }

@@ -115,9 +115,16 @@ func shardKeys(ns string, self peer.ID, l int) []string {
 	return keys
 }
 
-// levelCheck is how often a sharded announce loop whose routing table is full looks
-// whether its level changed (the grid grew or shrank past a power of two).
-const levelCheck = time.Minute
+// levelCheck is how often a sharded announce loop looks whether its level changed (the
+// grid grew or shrank past a power of two); in its first levelSettle, while a joining
+// node's routing table fills, every levelCheckNew: a worker that first announced at the
+// level of a half-empty table is otherwise looked for a level up, where it is not, for up
+// to levelCheck (CI once saw a new worker of a 200-node simulation unfound after 60 s).
+const (
+	levelCheck    = time.Minute
+	levelCheckNew = 2 * time.Second
+	levelSettle   = 2 * time.Minute
+)
 
 // AnnounceWorker is AnnounceLoop for a worker namespace: it announces this node's shards
 // of ns at its level and the one above, and again at once when its level changes.
@@ -154,9 +161,10 @@ func (d *DHT) FindShard(ctx context.Context, ns string, want int) ([]peer.AddrIn
 			break
 		}
 		lv, sh := t.lv, t.sh
-		for _, ai := range d.findProviders(ctx, NamespaceCID(ShardNamespace(ns, lv, sh)), want) {
-			// A peer's shard is its ID's: one identity cannot stand in every shard.
-			if !seen[ai.ID] && ShardOf(ai.ID, lv) == sh && (want <= 0 || len(out) < want) {
+		// A peer's shard is its ID's: one identity cannot stand in every shard.
+		ofShard := func(p peer.ID) bool { return ShardOf(p, lv) == sh }
+		for _, ai := range d.findProviders(ctx, NamespaceCID(ShardNamespace(ns, lv, sh)), want, ofShard) {
+			if !seen[ai.ID] && (want <= 0 || len(out) < want) {
 				seen[ai.ID] = true
 				out = append(out, ai)
 			}

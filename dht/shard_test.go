@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 )
 
 func TestShardNames(t *testing.T) {
@@ -120,5 +121,55 @@ func TestFindShardSybil(t *testing.T) {
 				t.Fatalf("the Sybil was returned (level %d)", sub.Level())
 			}
 		}
+	}
+}
+
+// TestFindShardCrowded: a shard key crowded with records of peers of another shard (Sybils
+// that did not grind IDs into it) still yields its own workers. The lookup stopped at want
+// providers and dropped the foreign ones only after, so it returned almost none.
+func TestFindShardCrowded(t *testing.T) {
+	ds := startNet(t, 6, 20)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const lv, sh, sybils, honest, want = 1, 0, 200, 4, 4
+	key := []byte(NamespaceCID(ShardNamespace("gridnode/v1/workers/test/test", lv, sh)).Hash())
+	of := func(in bool) peer.ID {
+		for {
+			if p := randPeer(t); (ShardOf(p, lv) == sh) == in {
+				return p
+			}
+		}
+	}
+	addr := []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/9")}
+	var ids []peer.ID
+	for range sybils {
+		ids = append(ids, of(false))
+	}
+	mine := map[peer.ID]bool{}
+	for range honest {
+		p := of(true)
+		mine[p] = true
+		ids = append(ids, p)
+	}
+	for _, d := range ds[:len(ds)-1] { // every holder: the grid is smaller than k
+		for _, p := range ids {
+			if err := d.kad.ProviderStore().AddProvider(ctx, key, peer.AddrInfo{ID: p, Addrs: addr}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	searcher := ds[len(ds)-1]
+	got := searcher.findProviders(ctx, NamespaceCID(ShardNamespace("gridnode/v1/workers/test/test", lv, sh)), want,
+		func(p peer.ID) bool { return ShardOf(p, lv) == sh })
+	found := 0
+	for _, ai := range got {
+		if !mine[ai.ID] {
+			t.Errorf("a provider of another shard came back: %s", ai.ID)
+			continue
+		}
+		found++
+	}
+	if found != want {
+		t.Fatalf("found %d of the shard's %d workers among %d foreign records, want %d", found, honest, sybils, want)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"sync"
@@ -37,8 +38,8 @@ const (
 	batchChunk    = 64
 	batchParallel = 16
 	batchSettle   = 32
-	// batchMaxInput is the largest input sent in a batch; a larger one is a job of its own.
-	batchMaxInput = 64 << 10
+	// BatchMaxInput is the largest input sent in a batch; a larger one is a job of its own.
+	BatchMaxInput = 64 << 10
 	// batchPending is how many batch requests, over all peers, a worker reads at once: each
 	// may be MaxBatchRequest bytes, against a job header's 4 KiB.
 	batchPending = 8
@@ -50,7 +51,7 @@ type BatchDone func(i int, rep *Report, err error)
 
 // SubmitBatch runs req's binary on every one of inputs (req.Input is ignored), each a job
 // with R replicas and its own quorum, and calls done for each. An unset output limit is
-// protocol.MaxBatchOutput; with a larger one, or for an input above batchMaxInput, jobs are
+// protocol.MaxBatchOutput; with a larger one, or for an input above BatchMaxInput, jobs are
 // submitted one by one as by Submit. The error is for what stops the whole batch before any
 // job is sent (a binary the sandbox refuses, no workers, no anchor); done is then not
 // called.
@@ -86,7 +87,7 @@ func (s *Submitter) SubmitBatch(ctx context.Context, req Request, inputs [][]byt
 	}
 	var batched, single []int
 	for i, in := range inputs {
-		if len(in) <= batchMaxInput && j.Limits.MaxOutput <= protocol.MaxBatchOutput {
+		if len(in) <= BatchMaxInput && j.Limits.MaxOutput <= protocol.MaxBatchOutput {
 			batched = append(batched, i)
 		} else {
 			single = append(single, i)
@@ -201,9 +202,10 @@ func (s *Submitter) runChunk(ctx context.Context, j *job, cands []*candidate, in
 		sent[c.offer.Peer], prefixes[c.prefix] = true, true
 		picked = append(picked, c)
 	}
-	ins := make([][]byte, len(idx))
+	// The chunk's jobs, each input hashed once for every replica's check and its dispatch.
+	ins := make([]*job, len(idx))
 	for k, i := range idx {
-		ins[k] = inputs[i]
+		ins[k] = j.with(inputs[i])
 	}
 	var (
 		mu      sync.Mutex // sent, prefixes, votes, heard, settled, spares
@@ -233,7 +235,7 @@ func (s *Submitter) runChunk(ctx context.Context, j *job, cands []*candidate, in
 		if left--; left == 0 {
 			stopBatches()
 		}
-		i, ji := idx[k], j.with(ins[k])
+		i, ji := idx[k], ins[k]
 		// A worker still sitting on its batch (settled by the spare timer) is not asked
 		// for the job again, alone: it counts as a failure here.
 		for _, c := range picked {
@@ -300,7 +302,7 @@ func (s *Submitter) runChunk(ctx context.Context, j *job, cands []*candidate, in
 			defer func() { load.done(c) }()
 			for tries := 0; ; tries++ {
 				var held []attempt // a busy refusal of the whole batch, kept back
-				s.runBatch(bctx, c, j, ins, func(k int, a attempt) {
+				s.runBatch(bctx, c, ins, func(k int, a attempt) {
 					if k == 0 && a.refused && errors.Is(a.Err, protocol.ErrBusy) && tries < batchRetries && bctx.Err() == nil {
 						held = append(held, a)
 						return
@@ -387,17 +389,21 @@ func (j *job) with(in []byte) *job {
 	return &ji
 }
 
-// runBatch sends the jobs of inputs to c as one batch and tells got of each job's attempt,
+// runBatch sends jobs (one binary's, j.with each input) to c as one batch and tells got of each job's attempt,
 // in order, as it comes, once each. A refused or failed batch is that refusal or failure
 // for each of the jobs it did not answer for.
-func (s *Submitter) runBatch(ctx context.Context, c *candidate, j *job, inputs [][]byte, got func(k int, a attempt)) {
+func (s *Submitter) runBatch(ctx context.Context, c *candidate, jobs []*job, got func(k int, a attempt)) {
+	j := jobs[0] // the binary and limits all share
 	p := c.offer.Peer
 	base := attempt{Replica: Replica{Worker: p, Anchor: c.anchor, Prefix: c.prefix}}
+	failed := func(k int, refused bool, err error) {
+		a := base
+		a.refused, a.Err = refused, err
+		got(k, a)
+	}
 	fail := func(from int, refused bool, err error) {
-		for k := from; k < len(inputs); k++ {
-			a := base
-			a.refused, a.Err = refused, err
-			got(k, a)
+		for k := from; k < len(jobs); k++ {
+			failed(k, refused, err)
 		}
 	}
 	req := &protocol.BatchRequest{
@@ -405,10 +411,10 @@ func (s *Submitter) runBatch(ctx context.Context, c *candidate, j *job, inputs [
 		BinarySize: uint64(len(j.Binary)),
 		Arch:       j.arch,
 		Limits:     protocol.WireLimits(j.Limits),
-		Items:      make([]*protocol.BatchItem, len(inputs)),
+		Items:      make([]*protocol.BatchItem, len(jobs)),
 	}
-	for k, in := range inputs {
-		req.Items[k] = &protocol.BatchItem{Input: in, Nonce: newNonce()}
+	for k, jk := range jobs {
+		req.Items[k] = &protocol.BatchItem{Input: jk.Input, Nonce: newNonce()}
 	}
 	// A worker that does not speak the batch protocol, or refuses the batch, gets the jobs
 	// one by one (or later, if busy).
@@ -421,7 +427,56 @@ func (s *Submitter) runBatch(ctx context.Context, c *candidate, j *job, inputs [
 	defer s.live.watch(context.WithoutCancel(ctx), nil, s.cfg.Host, s.log, p, func() { st.Reset() })()
 	wall := stretched(cmp.Or(j.Limits.Wall, sandbox.DefaultLimits().Wall), c.offer.WallStretch)
 	base.Prefix = netPrefix(st.Conn().RemoteMultiaddr(), p)
-	for k := range inputs {
+	// Results with a receipt wait here for their seal, which comes on a later result (a
+	// failure's too), or alone in a frame before the next result.
+	type unsealed struct {
+		k   int
+		res *protocol.BatchResult
+	}
+	var pending []unsealed
+	pendingOut := 0
+	failPending := func(err error) {
+		for _, u := range pending {
+			failed(u.k, false, err)
+		}
+		pending, pendingOut = nil, 0
+	}
+	// unseal judges the results pending under the seal env, which must be p's and name
+	// exactly their receipts, in order.
+	unseal := func(env []byte) {
+		seal, err := protocol.OpenSeal(env)
+		switch {
+		case err != nil:
+		case seal.Worker != p:
+			err = fmt.Errorf("sealed by %s", seal.Worker)
+		case len(seal.Leaves) != len(pending):
+			err = fmt.Errorf("a seal of %d receipts for %d results", len(seal.Leaves), len(pending))
+		}
+		for i, u := range pending {
+			a := base
+			a.Receipt, a.Reason = protocol.BatchReceipt(env, u.res.Receipt), protocol.Clean(u.res.Reason, protocol.MaxReason)
+			ierr := err
+			var r *protocol.Receipt
+			if ierr == nil && len(a.Receipt) > protocol.MaxEnvelope { // one OpenReceipt would refuse
+				ierr = fmt.Errorf("%w: batch receipt of %d bytes", protocol.ErrTooLarge, len(a.Receipt))
+			}
+			if ierr == nil {
+				r, ierr = seal.Open(i, u.res.Receipt)
+			}
+			if ierr == nil {
+				ierr = checkReceipted(r, req.Items[u.k].Nonce, jobs[u.k], cids.Sum(u.res.Output), u.res.Stderr)
+			}
+			if ierr != nil {
+				a.Err = fmt.Errorf("%w: %w", ErrBadReceipt, ierr)
+			} else {
+				a.Verdict, a.CPU, a.Wall, a.ReceiptValid = verdictOf(r), r.CPU, r.Wall, true
+				a.output, a.stderr = u.res.Output, u.res.Stderr
+			}
+			got(u.k, a)
+		}
+		pending, pendingOut = nil, 0
+	}
+	for k := range jobs {
 		// The first result waits for the binary too.
 		d := wall + protocol.ReplyTimeout
 		if k == 0 {
@@ -429,9 +484,29 @@ func (s *Submitter) runBatch(ctx context.Context, c *candidate, j *job, inputs [
 		}
 		protocol.SetDeadline(st, d)
 		var res protocol.BatchResult
-		err := protocol.ReadMsg(st, &res, protocol.MaxBatchResult)
-		if err == nil {
-			err = res.Check(k)
+		read := func() error {
+			res.Reset()
+			err := protocol.ReadMsg(st, &res, protocol.MaxBatchResult)
+			if err == nil {
+				err = res.Check(k)
+			}
+			return err
+		}
+		err := read()
+		// A seal alone, sent while job k runs, for the results held: once, then job k's
+		// result, within the one deadline.
+		if err == nil && res.SealOnly() {
+			if len(pending) == 0 {
+				err = fmt.Errorf("%w: a seal frame with no result awaiting a seal", protocol.ErrBadRequest)
+			} else {
+				unseal(res.Seal)
+				if err = read(); err == nil && res.SealOnly() {
+					err = fmt.Errorf("%w: two seal frames in a row", protocol.ErrBadRequest)
+				}
+			}
+		}
+		if err == nil && res.Code == protocol.Code_OK && (len(pending) == protocol.MaxUnsealed || pendingOut+len(res.Output) > protocol.MaxUnsealedOutput) {
+			err = fmt.Errorf("%w: more results awaiting a seal than the protocol allows", protocol.ErrBadRequest)
 		}
 		if err != nil {
 			st.Reset()
@@ -440,29 +515,27 @@ func (s *Submitter) runBatch(ctx context.Context, c *candidate, j *job, inputs [
 			} else {
 				err = fmt.Errorf("failed: %w", err)
 			}
+			failPending(err)
 			fail(k, false, err)
 			return
 		}
-		a := base
 		if err := res.Err(); err != nil {
+			a := base
 			if errors.Is(err, ErrRejected) {
 				a.Err = fmt.Errorf("%w: %w", ErrRefused, err)
 			} else {
 				a.Err = fmt.Errorf("failed: %w", err)
 			}
 			got(k, a)
-			continue
-		}
-		a.Receipt, a.Reason = res.Receipt, protocol.Clean(res.Reason, protocol.MaxReason)
-		r, err := checkReceipt(res.Receipt, p, req.Items[k].Nonce, j.with(inputs[k]), cids.Sum(res.Output), res.Stderr)
-		if err != nil {
-			a.Err = fmt.Errorf("%w: %w", ErrBadReceipt, err)
 		} else {
-			a.Verdict, a.CPU, a.Wall, a.ReceiptValid = verdictOf(r), r.CPU, r.Wall, true
-			a.output, a.stderr = res.Output, res.Stderr
+			pending = append(pending, unsealed{k, &res})
+			pendingOut += len(res.Output)
 		}
-		got(k, a)
+		if len(res.Seal) > 0 && len(pending) > 0 {
+			unseal(res.Seal)
+		}
 	}
+	failPending(fmt.Errorf("%w: the batch ended without sealing its receipt", ErrBadReceipt))
 	st.Close()
 }
 
@@ -489,13 +562,7 @@ func (w *Worker) handleBatch(s network.Stream) {
 		err = req.Check()
 	}
 	if err != nil {
-		log.Debug("batch request", "err", err)
-		if errors.Is(err, protocol.ErrTooLarge) || errors.Is(err, protocol.ErrBadRequest) {
-			w.refuse(s, err)
-		} else {
-			s.Reset()
-		}
-		stop()
+		w.unreadable(s, err, stop, log)
 		return
 	}
 	lim := req.Limits
@@ -556,6 +623,10 @@ func (w *Worker) handleBatch(s network.Stream) {
 		err = rejected(verr.Error())
 	}
 	ran := false
+	out := &batchOut{w: w, s: s, log: log}
+	// Results not sealed when the batch ends (the submitter gone, the stream lost) reached
+	// the submitter without a signature: their job events say so.
+	defer func() { out.close(cmp.Or(w.ctx.Err(), ctx.Err(), errUnsealed)) }()
 	for i, it := range req.Items {
 		isp := *sp
 		isp.nonce, isp.inputCID, isp.inputSize = it.Nonce, cids.Sum(it.Input), int64(len(it.Input))
@@ -567,12 +638,13 @@ func (w *Worker) handleBatch(s network.Stream) {
 			ran = true
 			res, ierr = w.runItem(ctx, &isp, bin, it.Input)
 		}
-		var ev *protocol.JobResult
-		if res != nil {
-			ev = &protocol.JobResult{Receipt: res.Receipt}
-		}
-		if ctx.Err() == nil || isp.ran {
-			w.jobEvent(&isp, started, ev, cmp.Or(w.ctx.Err(), ctx.Err(), ierr))
+		var item *sealItem // a job that ran: its event waits for its receipt's seal
+		if ierr = cmp.Or(w.ctx.Err(), ctx.Err(), ierr); ierr != nil {
+			if ctx.Err() == nil || isp.ran {
+				w.jobEvent(&isp, started, nil, ierr)
+			}
+		} else {
+			item = &sealItem{isp, started}
 		}
 		if ctx.Err() != nil {
 			break
@@ -581,14 +653,12 @@ func (w *Worker) handleBatch(s network.Stream) {
 			code, msg := protocol.Refusal(ierr)
 			res = &protocol.BatchResult{Code: code, Message: msg}
 		}
-		res.Index = uint32(i)
 		held += int64(len(res.Output))
-		if i == len(req.Items)-1 {
+		last := i == len(req.Items)-1
+		if last {
 			release() // before the last result, as for a job
 		}
-		protocol.SetDeadline(s, protocol.ReplyTimeout)
-		if err := protocol.WriteMsg(s, res); err != nil {
-			s.Reset()
+		if !out.send(res, item, last, time.Since(started)) {
 			return
 		}
 	}
@@ -605,6 +675,161 @@ func (w *Worker) handleBatch(s network.Stream) {
 		return
 	}
 	s.Close()
+}
+
+// batchOut writes a batch's results, in order, and seals the receipts of those written:
+// with the result that makes a seal due (send), or, once the first result written without
+// one has waited sealWait, from a timer, in a frame of the seal alone sent while the next
+// job runs, so that quick results are not held behind a slow job. A seal covers only
+// results already written, each job's result and its place among them being decided under
+// the lock that writes. A job's event is told once its seal is written: with its receipt,
+// or with an error if the seal never went out.
+type batchOut struct {
+	w   *Worker
+	s   network.Stream
+	log *slog.Logger
+
+	mu       sync.Mutex // all below, and writes to s
+	sent     int        // results written: the next one's index
+	closed   bool
+	timer    *time.Timer
+	held     []sealItem // jobs whose results were written without a seal
+	payloads [][]byte   // their receipts' payloads
+	output   int        // bytes of their outputs
+	first    time.Time  // when the first of them was written
+}
+
+type sealItem struct {
+	sp      spec
+	started time.Time
+}
+
+// sealWait is how long a written result waits for its seal at most: what a batch's quick
+// results lose against being signed one by one. A variable for tests.
+var sealWait = 20 * time.Millisecond
+
+var errUnsealed = errors.New("the batch ended before the result was sealed")
+
+// send writes res, the next result; item is its job if it ran (res carries its receipt's
+// payload). The results held and res are sealed with it when that is due: after the
+// batch's last job, every MaxUnsealed results, once their outputs reach MaxBatchOutput,
+// and once the first has waited sealWait or the job took that long. False means the
+// stream is gone (reset).
+func (o *batchOut) send(res *protocol.BatchResult, item *sealItem, last bool, took time.Duration) bool {
+	o.mu.Lock()
+	if item != nil {
+		o.held, o.payloads = append(o.held, *item), append(o.payloads, res.Receipt)
+		o.output += len(res.Output)
+		if len(o.held) == 1 {
+			o.first = time.Now()
+		}
+	}
+	var sealed sealed
+	if len(o.held) > 0 && (last || len(o.held) >= protocol.MaxUnsealed || o.output >= protocol.MaxBatchOutput ||
+		took >= sealWait || time.Since(o.first) >= sealWait) {
+		sealed = o.seal()
+		res.Seal = sealed.env
+	}
+	res.Index = uint32(o.sent)
+	err := sealed.err
+	if err == nil {
+		protocol.SetDeadline(o.s, protocol.ReplyTimeout)
+		err = o.write(res)
+	}
+	if err == nil && len(o.held) > 0 && o.timer == nil {
+		o.timer = time.AfterFunc(sealWait, o.flush)
+	}
+	o.mu.Unlock()
+	o.told(sealed, unsealedBy(err))
+	return err == nil
+}
+
+// flush seals the results held, if any, in a frame of the seal alone (its index the next
+// result's), while a job runs. It sets the write deadline only: the read side, watched for
+// the submitter leaving, keeps the run's.
+func (o *batchOut) flush() {
+	o.mu.Lock()
+	if o.closed || len(o.held) == 0 {
+		o.mu.Unlock()
+		return
+	}
+	sealed := o.seal()
+	err := sealed.err
+	if err == nil {
+		o.s.SetWriteDeadline(time.Now().Add(protocol.ReplyTimeout))
+		err = o.write(&protocol.BatchResult{Index: uint32(o.sent), Seal: sealed.env})
+	}
+	o.mu.Unlock()
+	o.told(sealed, unsealedBy(err))
+}
+
+// write writes m, or resets the stream. Preconditions: mu is held.
+func (o *batchOut) write(m *protocol.BatchResult) error {
+	err := protocol.WriteMsg(o.s, m)
+	if err != nil {
+		o.s.Reset()
+	} else if !m.SealOnly() {
+		o.sent++
+	}
+	return err
+}
+
+// sealed is a seal made of the results held, and the jobs it covers.
+type sealed struct {
+	items    []sealItem
+	env      []byte   // the seal
+	receipts [][]byte // each job's batch receipt
+	err      error
+}
+
+// seal seals the results held and hands them over: they are no longer held. Preconditions:
+// mu is held.
+func (o *batchOut) seal() sealed {
+	s := sealed{items: o.held}
+	s.env, s.receipts, s.err = protocol.SealReceipts(o.payloads, o.w.key)
+	if s.err != nil {
+		o.log.Warn("batch receipts not sealed", "err", s.err)
+		o.s.Reset()
+	}
+	o.forget()
+	return s
+}
+
+// told tells the job events of s: each with its receipt, or err if it was not sealed.
+func (o *batchOut) told(s sealed, err error) {
+	for k := range s.items {
+		if err != nil {
+			o.w.jobEvent(&s.items[k].sp, s.items[k].started, nil, err)
+		} else {
+			o.w.jobEvent(&s.items[k].sp, s.items[k].started, &protocol.JobResult{Receipt: s.receipts[k]}, nil)
+		}
+	}
+}
+
+// unsealedBy is the job events' error for results whose seal failed with err (nil: none).
+func unsealedBy(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%w: %v", errUnsealed, err)
+}
+
+func (o *batchOut) forget() {
+	if o.timer != nil {
+		o.timer.Stop()
+	}
+	o.timer, o.held, o.payloads, o.output = nil, nil, nil, 0
+}
+
+// close ends the batch's writes: the results still held will not be sealed, and their job
+// events tell err.
+func (o *batchOut) close(err error) {
+	o.mu.Lock()
+	o.closed = true
+	s := sealed{items: o.held}
+	o.forget()
+	o.mu.Unlock()
+	o.told(s, err)
 }
 
 // headerGate bounds the batch requests being read, at most batchPending: when it is full
@@ -650,19 +875,24 @@ func (g *headerGate) leave(s network.Stream) {
 	g.mu.Unlock()
 }
 
-// runItem runs one job of a batch with the batch's binary and seals its receipt.
+// runItem runs one job of a batch with the batch's binary; the result's receipt is the
+// receipt's payload, to be sealed with others (handleBatch).
 func (w *Worker) runItem(ctx context.Context, sp *spec, bin, input []byte) (*protocol.BatchResult, error) {
 	sp.ran = true
-	r, err := w.cfg.Runner.Run(ctx, sandbox.Job{Binary: bin, Stdin: bytes.NewReader(input)}, sp.lim)
+	r, err := w.cfg.Runner.Run(ctx, sandbox.Job{Binary: bin, Stdin: bytes.NewReader(input), CID: sp.jobCID}, sp.lim)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
 		return nil, protocol.Errorf(protocol.Code_INTERNAL, "run: %v", err)
 	}
-	stderr, receipt, err := w.conclude(sp, r)
+	stderr, rc, err := w.conclude(sp, r)
 	if err != nil {
 		return nil, err
+	}
+	receipt, err := rc.MarshalRecord()
+	if err != nil {
+		return nil, protocol.Errorf(protocol.Code_INTERNAL, "receipt: %v", err)
 	}
 	return &protocol.BatchResult{
 		Reason:  protocol.Clean(r.Reason, protocol.MaxReason),
@@ -672,9 +902,9 @@ func (w *Worker) runItem(ctx context.Context, sp *spec, bin, input []byte) (*pro
 	}, nil
 }
 
-// conclude checks what the runner returned for sp and seals its receipt; it returns the
-// stderr to send (at most MaxStderr) and the receipt, and records the verdict in sp.
-func (w *Worker) conclude(sp *spec, r sandbox.Result) (stderr, receipt []byte, err error) {
+// conclude checks what the runner returned for sp; it returns the stderr to send (at most
+// MaxStderr) and the receipt to sign, and records the verdict in sp.
+func (w *Worker) conclude(sp *spec, r sandbox.Result) (stderr []byte, receipt *protocol.Receipt, err error) {
 	if r.Status == sandbox.StatusRejected { // refused by a check past Validate (the patched image's)
 		return nil, nil, rejected(r.Reason)
 	}
@@ -689,7 +919,7 @@ func (w *Worker) conclude(sp *spec, r sandbox.Result) (stderr, receipt []byte, e
 	w.log.Info("job done", "peer", sp.from, "job", sp.jobCID, "status", status, "exit_code", r.ExitCode, "signal", r.Signal)
 	// Each of output and stderr is hashed once: the verdict is what the receipt states.
 	v := Verdict{OutputCID: outputCID(r), StderrCID: cids.Sum(stderr), Status: status, ExitCode: r.ExitCode, Signal: protocol.Clean(r.Signal, protocol.MaxText)}
-	receipt, err = protocol.SealReceipt(&protocol.Receipt{
+	receipt = &protocol.Receipt{
 		JobCID:    sp.jobCID,
 		InputCID:  sp.inputCID,
 		OutputCID: v.OutputCID,
@@ -701,9 +931,6 @@ func (w *Worker) conclude(sp *spec, r sandbox.Result) (stderr, receipt []byte, e
 		Wall:      r.WallTime,
 		Worker:    w.cfg.Host.ID(),
 		Nonce:     sp.nonce,
-	}, w.key)
-	if err != nil {
-		return nil, nil, protocol.Errorf(protocol.Code_INTERNAL, "%v", err)
 	}
 	sp.verdict, sp.cpu, sp.wall = v, r.CPUTime, r.WallTime
 	return stderr, receipt, nil

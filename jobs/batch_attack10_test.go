@@ -95,12 +95,10 @@ func TestAttack10BatchVanishAndRefuse(t *testing.T) {
 		jobCID, _ := cidsCast(req.JobCid)
 		in := req.Items[i].Input
 		out := bytes.ToUpper(in)
-		rc, err := gp.SealReceipt(&gp.Receipt{JobCID: jobCID, InputCID: cidsSum(in), OutputCID: cidsSum(out),
+		res := sealedResult(t, &gp.Receipt{JobCID: jobCID, InputCID: cidsSum(in), OutputCID: cidsSum(out),
 			StderrCID: cidsSum(nil), Status: "exited", Worker: h.ID(), Nonce: req.Items[i].Nonce}, h.Peerstore().PrivKey(h.ID()))
-		if err != nil {
-			t.Error(err)
-		}
-		return &gp.BatchResult{Index: uint32(i), Output: out, Receipt: rc}
+		res.Index, res.Output = uint32(i), out
+		return res
 	}
 	vanish, busy, twice := g.hosts[0], g.hosts[1], g.hosts[2]
 	vanish.SetStreamHandler(gp.BatchID, func(s network.Stream) {

@@ -9,8 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/gridnode/gridnode/cids"
 	"github.com/gridnode/gridnode/protocol"
@@ -53,6 +55,7 @@ func TestSubmitBatch(t *testing.T) {
 	g := newGrid(t, WorkerConfig{Runner: upper, Slots: 2}, WorkerConfig{Runner: upper, Slots: 2}, WorkerConfig{Runner: upper, Slots: 2})
 	inputs := inputsOf(150) // three chunks
 	reps, errs := batchRun(t, g, Request{Binary: testBinary, Replicas: 2}, inputs)
+	receipts, seals := 0, map[string]bool{}
 	for i, rep := range reps {
 		if errs[i] != nil {
 			t.Fatalf("job %d: %v", i, errs[i])
@@ -76,7 +79,16 @@ func TestSubmitBatch(t *testing.T) {
 			if err != nil || !r.ReceiptValid || signer != r.Worker || !rc.InputCID.Equals(rep.InputCID) || !rc.OutputCID.Equals(rep.OutputCID) {
 				t.Fatalf("job %d: receipt of %s: %+v, %v", i, r.Worker, rc, err)
 			}
+			receipts++
+			if seal, ok := sealOf(r.Receipt); ok {
+				seals[string(seal)] = true
+			}
 		}
+	}
+	// The batch's receipts are signed a seal at a time: a seal ends every chunk and every
+	// 16 results (or 20 ms), so well under one a receipt, whatever the machine's speed.
+	if len(seals) == 0 || len(seals) > receipts/2 {
+		t.Errorf("%d seals for %d receipts, want at least two receipts a seal", len(seals), receipts)
 	}
 	if n := g.opened(protocol.JobID); n > len(inputs)/10 {
 		t.Errorf("%d job streams, want (nearly) none: the jobs ride batches", n)
@@ -167,13 +179,10 @@ func TestSubmitBatchSwappedReceipts(t *testing.T) {
 		for i := range req.Items {
 			other := req.Items[(i+1)%len(req.Items)].Input // the next job's
 			out := bytes.ToUpper(other)
-			rc, err := protocol.SealReceipt(&protocol.Receipt{JobCID: jobCID, InputCID: cids.Sum(other), OutputCID: cids.Sum(out),
+			res := sealedResult(t, &protocol.Receipt{JobCID: jobCID, InputCID: cids.Sum(other), OutputCID: cids.Sum(out),
 				StderrCID: cids.Sum(nil), Status: "exited", Worker: cheat.ID(), Nonce: req.Items[i].Nonce}, key)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			protocol.WriteMsg(s, &protocol.BatchResult{Index: uint32(i), Output: out, Receipt: rc})
+			res.Index, res.Output = uint32(i), out
+			protocol.WriteMsg(s, res)
 		}
 	})
 	g.placeFirst(cheat.ID())
@@ -322,4 +331,29 @@ func TestChunkSizer(t *testing.T) {
 	if got := c.size(); got != 1 {
 		t.Fatalf("after slow jobs: got %d, want 1", got)
 	}
+}
+
+// sealedResult is a batch result whose receipt is r, sealed alone with key. It may be
+// called from a stream handler.
+func sealedResult(t testing.TB, r *protocol.Receipt, key crypto.PrivKey) *protocol.BatchResult {
+	payload, err := r.MarshalRecord()
+	if err != nil {
+		t.Error(err)
+	}
+	seal, _, err := protocol.SealReceipts([][]byte{payload}, key)
+	if err != nil {
+		t.Error(err)
+	}
+	return &protocol.BatchResult{Receipt: payload, Seal: seal}
+}
+
+// sealOf returns the seal of a batch receipt (protocol.BatchReceipt: field 15 the seal),
+// or false for a receipt signed alone.
+func sealOf(receipt []byte) ([]byte, bool) {
+	num, typ, n := protowire.ConsumeTag(receipt)
+	if n < 0 || num != 15 || typ != protowire.BytesType {
+		return nil, false
+	}
+	seal, m := protowire.ConsumeBytes(receipt[n:])
+	return seal, m > 0
 }

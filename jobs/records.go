@@ -15,6 +15,8 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"golang.org/x/sys/unix"
+
+	"github.com/gridnode/gridnode/internal/atomicfile"
 )
 
 // Record is what a submitter has seen of one worker in its own jobs. Only outcomes the
@@ -245,7 +247,10 @@ func (r *Records) merge(delta map[peer.ID]Record) (map[peer.ID]Record, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := writeAtomic(r.path, b); err != nil {
+	// A crash leaves the old file or the new one; temporary files one left behind go first
+	// (the caller holds the file's lock).
+	atomicfile.Leftovers(r.path)
+	if err := atomicfile.Write(r.path, b, 0o600, true); err != nil {
 		return nil, fmt.Errorf("worker records: %w", err)
 	}
 	return m, nil
@@ -294,43 +299,6 @@ func bound(m map[peer.ID]Record, n int) {
 	for _, p := range ids[:len(ids)-n] {
 		delete(m, p)
 	}
-}
-
-// writeAtomic writes b to path through a synced temporary file renamed over it, and
-// syncs the directory, so that a crash leaves the old file or the new one. Temporary files
-// a crash left behind are removed first (the caller holds the file's lock).
-func writeAtomic(path string, b []byte) error {
-	dir := filepath.Dir(path)
-	if old, _ := filepath.Glob(filepath.Join(dir, filepath.Base(path)+".tmp-*")); len(old) > 0 {
-		for _, f := range old {
-			os.Remove(f)
-		}
-	}
-	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // after a successful rename, there is nothing to remove
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 func maxTime(a, b time.Time) time.Time {

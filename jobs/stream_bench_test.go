@@ -39,8 +39,9 @@ const (
 // the two workers that ran the job, at once, over the connections already open; raw-MB/s
 // is its rate and ratio the raw time over the submit's (1 would mean the grid costs
 // nothing beyond moving the bytes). quic-share is the share of the client's connections to
-// those workers that are QUIC, not TCP: on loopback the dial race picks either, and a QUIC
-// stream moves about a third of what a TCP one does (notes/libp2p.md).
+// those workers that are QUIC, not TCP: nodes dial TCP first on loopback and LAN addresses
+// (node.dialRanker), since a QUIC stream moves about a third of what a TCP one does there;
+// a share above 0 means that stopped holding.
 //
 //	go test -run '^$' -bench BenchmarkTransfer -benchtime 10x ./jobs/
 func BenchmarkTransfer(b *testing.B) {

@@ -1094,22 +1094,29 @@ func checkReceipt(sealed []byte, p peer.ID, nonce []byte, j *job, outCID cid.Cid
 	if err != nil {
 		return nil, err
 	}
+	if signer != p {
+		return nil, fmt.Errorf("signed by %s", signer)
+	}
+	return r, checkReceipted(r, nonce, j, outCID, stderr)
+}
+
+// checkReceipted checks that r, a receipt whose signature checked out, is for this job and
+// nonce, and for the output (hashed as it arrived, to outCID) and stderr received.
+func checkReceipted(r *protocol.Receipt, nonce []byte, j *job, outCID cid.Cid, stderr []byte) error {
 	errCID := cids.Sum(stderr)
 	switch {
-	case signer != p:
-		return nil, fmt.Errorf("signed by %s", signer)
 	case !bytes.Equal(r.Nonce, nonce):
-		return nil, errors.New("nonce of another request")
+		return errors.New("nonce of another request")
 	case !r.JobCID.Equals(j.jobCID):
-		return nil, fmt.Errorf("job %s", r.JobCID)
+		return fmt.Errorf("job %s", r.JobCID)
 	case !r.InputCID.Equals(j.inputCID):
-		return nil, fmt.Errorf("input %s", r.InputCID)
+		return fmt.Errorf("input %s", r.InputCID)
 	case !r.OutputCID.Equals(outCID):
-		return nil, fmt.Errorf("output %s, received %s", r.OutputCID, outCID)
+		return fmt.Errorf("output %s, received %s", r.OutputCID, outCID)
 	case !r.StderrCID.Equals(errCID):
-		return nil, fmt.Errorf("stderr %s, received %s", r.StderrCID, errCID)
+		return fmt.Errorf("stderr %s, received %s", r.StderrCID, errCID)
 	}
-	return r, nil
+	return nil
 }
 
 func newNonce() []byte {

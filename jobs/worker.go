@@ -567,13 +567,7 @@ func (w *Worker) handleJob(s network.Stream) {
 	err := protocol.ReadMsg(s, &req, protocol.MaxJobRequest)
 	w.leave(ps)
 	if err != nil {
-		log.Debug("job request", "err", err)
-		if errors.Is(err, protocol.ErrTooLarge) || errors.Is(err, protocol.ErrBadRequest) {
-			w.refuse(s, err)
-		} else {
-			s.Reset()
-		}
-		stop()
+		w.unreadable(s, err, stop, log)
 		return
 	}
 	sp, err := w.admit(&req, from)
@@ -755,6 +749,19 @@ func (w *Worker) seat(s network.Stream, p peer.ID, err error, stop func() bool, 
 	return release, unprotect, true
 }
 
+// unreadable answers a request header that failed to read or check: a refusal if it was
+// too large or malformed, a reset if the stream failed. stop is the stream's reset on
+// Close, which it ends.
+func (w *Worker) unreadable(s network.Stream, err error, stop func() bool, log *slog.Logger) {
+	log.Debug("request", "err", err)
+	if errors.Is(err, protocol.ErrTooLarge) || errors.Is(err, protocol.ErrBadRequest) {
+		w.refuse(s, err)
+	} else {
+		s.Reset()
+	}
+	stop()
+}
+
 // refuse answers a request with a coded refusal.
 func (w *Worker) refuse(s network.Stream, err error) {
 	protocol.SetDeadline(s, 5*time.Second)
@@ -806,16 +813,20 @@ func (w *Worker) execute(ctx context.Context, sp *spec, in *streamInput) (*proto
 	// The wall budget starts with the run.
 	protocol.SetDeadline(in.s, w.stretchWall(sp.lim.Wall)+protocol.ReplyTimeout)
 	sp.ran = true
-	r, err := w.cfg.Runner.Run(ctx, sandbox.Job{Binary: bin, Stdin: bytes.NewReader(input)}, sp.lim)
+	r, err := w.cfg.Runner.Run(ctx, sandbox.Job{Binary: bin, Stdin: bytes.NewReader(input), CID: sp.jobCID}, sp.lim)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, nil, ctx.Err()
 		}
 		return nil, nil, protocol.Errorf(protocol.Code_INTERNAL, "run: %v", err)
 	}
-	stderr, receipt, err := w.conclude(sp, r)
+	stderr, rc, err := w.conclude(sp, r)
 	if err != nil {
 		return nil, nil, err
+	}
+	receipt, err := protocol.SealReceipt(rc, w.key)
+	if err != nil {
+		return nil, nil, protocol.Errorf(protocol.Code_INTERNAL, "%v", err)
 	}
 	sp.output = int64(len(r.Output))
 	return &protocol.JobResult{

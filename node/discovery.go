@@ -2,8 +2,6 @@ package node
 
 import (
 	"context"
-	"fmt"
-	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -20,17 +18,5 @@ const discoverWant = 3 * dht.ShardTarget / 4
 // (dht.FindShard) until it finds one or ctx ends: a grid that just started may still be
 // announcing.
 func (n *Node) discover(ctx context.Context, arch string) ([]peer.AddrInfo, error) {
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		ws, err := n.d.FindShard(ctx, dht.WorkerNamespace(arch), discoverWant)
-		if err == nil && len(ws) > 0 {
-			return ws, nil
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("wait for workers: %w", ctx.Err())
-		case <-tick.C:
-		}
-	}
+	return n.pollWorkers(ctx, arch, discoverWant, 1)
 }

@@ -18,6 +18,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/multiformats/go-multiaddr"
+
+	"github.com/gridnode/gridnode/internal/atomicfile"
 )
 
 // BootstrapFile, in the data dir, lists peers to join the grid through, one full
@@ -103,23 +105,7 @@ func writePeerFile(path string, peers []peer.AddrInfo) error {
 			b.WriteString(a.String() + "\n")
 		}
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // after a successful rename there is nothing to remove
-	if _, err := tmp.Write(b.Bytes()); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.Write(path, b.Bytes(), 0o600, true)
 }
 
 // joinSchedule decides when a node tries each known peer and when it says that it lost or

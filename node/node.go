@@ -21,6 +21,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
@@ -270,6 +271,8 @@ func Open(ctx context.Context, cfg Config) (_ *Node, err error) {
 		if !cfg.Loopback {
 			n.waitHolePunching(ctx)
 		}
+		// Only now: the lookup connects to DHT servers other than the bootstrap peers.
+		n.d.Locate(ctx)
 	} else {
 		// A daemon keeps trying (the join loop, started below); the first try is now, so
 		// that Open returns joined when the grid is there.
@@ -364,6 +367,7 @@ func (n *Node) newHost(key crypto.PrivKey) (host.Host, error) {
 		libp2p.ConnectionGater(dialGater{reach: cfg.Reach, lan: n.lan}),
 		libp2p.UserAgent(userAgent),
 		libp2p.DisableMetrics(),
+		libp2p.SwarmOpts(swarm.WithDialRanker(dialRanker)),
 	}
 	if n.metrics != nil {
 		opts = append(opts, libp2p.BandwidthReporter(n.metrics.blobReport))
@@ -409,8 +413,15 @@ func loopbackMuxer() *yamux.Transport {
 }
 
 func (n *Node) buildHost(opts []libp2p.Option, rm network.ResourceManager, cm *connmgr.BasicConnMgr) (host.Host, error) {
-	h, err := libp2p.New(opts...)
+	ps, err := dht.NewPeerstore() // its per-peer address cap bounds what DHT peers can pin
 	if err != nil {
+		rm.Close()
+		cm.Close()
+		return nil, fmt.Errorf("start host: %w", err)
+	}
+	h, err := libp2p.New(append(slices.Clip(opts), libp2p.Peerstore(ps))...)
+	if err != nil {
+		ps.Close()
 		rm.Close()
 		cm.Close()
 		return nil, fmt.Errorf("start host: %w", err)
@@ -602,18 +613,24 @@ func (n *Node) FindWorkers(ctx context.Context, arch string) ([]peer.AddrInfo, e
 // WaitWorkers polls FindWorkers until it lists at least min workers for arch, and returns
 // them; it fails when ctx ends first. A grid that just started may still be announcing.
 func (n *Node) WaitWorkers(ctx context.Context, arch string, min int) ([]peer.AddrInfo, error) {
+	return n.pollWorkers(ctx, arch, 0, min)
+}
+
+// pollWorkers polls dht.FindShard for want workers for arch (0: all it finds) until it
+// has at least min, every 50 ms, or ctx ends.
+func (n *Node) pollWorkers(ctx context.Context, arch string, want, min int) ([]peer.AddrInfo, error) {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	found := 0
 	for {
-		ws, err := n.FindWorkers(ctx, arch)
+		ws, err := n.d.FindShard(ctx, dht.WorkerNamespace(arch), want)
 		if err == nil && len(ws) >= min {
 			return ws, nil
 		}
 		found = max(found, len(ws))
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("wait for %d workers (found %d): %w", min, found, ctx.Err())
+			return nil, fmt.Errorf("wait for %d worker(s) (found %d): %w", min, found, ctx.Err())
 		case <-tick.C:
 		}
 	}

@@ -298,7 +298,9 @@ func short(err error) string {
 // MiB; expired records are collected every 5 min, not every hour): 1,000,000 ADD_PROVIDER
 // written in 4.2 s and processed within 6.2 s, heap +0 MiB; the first key is still listed
 // (among the first 1024 kept) and so is the last (still in the manager's 256-record write
-// buffer, which it drops at the next flush).
+// buffer, which it drops at the next flush). Since ADD_PROVIDERs the store would refuse are
+// dropped before their handler, the node resets the flooding stream once the identity's
+// bound is reached (a message that stores nothing fails).
 func TestReviewHeldProviderRecordFlood(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
@@ -324,7 +326,9 @@ func TestReviewHeldProviderRecordFlood(t *testing.T) {
 	bw := bufio.NewWriterSize(s, 1<<20)
 	t0 := time.Now()
 	var lenbuf [10]byte
-	for range n {
+	var werr error
+	written := 0
+	for ; written < n && werr == nil; written++ {
 		key := make([]byte, 34)
 		key[0], key[1] = 0x12, 0x20
 		rand.Read(key[2:])
@@ -337,10 +341,15 @@ func TestReviewHeldProviderRecordFlood(t *testing.T) {
 		b, _ := proto.Marshal(m)
 		k := binary.PutUvarint(lenbuf[:], uint64(len(b)))
 		bw.Write(lenbuf[:k])
-		bw.Write(b)
+		_, werr = bw.Write(b)
 	}
-	if err := bw.Flush(); err != nil {
-		t.Fatalf("flush: %v", err)
+	if werr == nil {
+		werr = bw.Flush()
+	}
+	if werr != nil {
+		// The node refuses an ADD_PROVIDER past the identity's bound before its handler
+		// (dht.providerStore.admits), and kad-dht resets a stream whose message failed.
+		t.Logf("the node reset the stream after %d of %d messages: %v", written, n, werr)
 	}
 	sent := time.Since(t0)
 	// Let the node process them: probe with GET_PROVIDERS on the last key would need a
@@ -385,7 +394,7 @@ func TestReviewHeldProviderRecordFlood(t *testing.T) {
 		t.Logf("GET_PROVIDERS for a flooded key: attacker listed: %v", found)
 	}
 	t.Logf("%d ADD_PROVIDER from one identity written in %v, processed within %v: heap +%d MiB (%.0f bytes/record); ~%.0f records/s -> in 30 min ~%.1f GiB",
-		n, sent, el, grow>>20, float64(grow)/n, n/el.Seconds(), n/el.Seconds()*1800*float64(grow)/n/(1<<30))
+		written, sent, el, grow>>20, float64(grow)/float64(written), float64(written)/el.Seconds(), float64(grow)/el.Seconds()*1800/(1<<30))
 	if grow > 32<<20 {
 		t.Errorf("one peer's provider records grew the node's heap by %d MiB", grow>>20)
 	}

@@ -9,8 +9,8 @@ import (
 )
 
 // BatchID is the batch protocol: many small jobs of one binary on one stream, each with its
-// own receipt (batch.proto).
-const BatchID p2pproto.ID = "/gridnode/batch/1.0.0"
+// own receipt, signed several at a time (batch.proto). 1.0.0 signed each receipt alone.
+const BatchID p2pproto.ID = "/gridnode/batch/2.0.0"
 
 // Caps of the batch protocol. A batch is for many small jobs: the inputs ride inside the
 // request and each output inside its result, so both are bounded well below the job
@@ -20,7 +20,13 @@ const (
 	MaxBatchItems   = 256
 	MaxBatchRequest = 1 << 20
 	MaxBatchOutput  = 1 << 20 // the output limit of a batch's jobs: a batch asking more is refused
-	MaxBatchResult  = MaxBatchOutput + MaxStderr + MaxEnvelope + MaxReason + 1<<10
+	MaxBatchResult  = MaxBatchOutput + MaxStderr + 2*MaxEnvelope + MaxReason + 1<<10
+	// A worker seals its receipts at least every MaxUnsealed items that have one, and as
+	// soon as the outputs of those awaiting a seal reach MaxBatchOutput; a submitter, which
+	// holds those results until their seal comes, takes no more than MaxUnsealed of them or
+	// MaxUnsealedOutput bytes of their outputs.
+	MaxUnsealed       = 16
+	MaxUnsealedOutput = 2 * MaxBatchOutput
 )
 
 // Check checks the form of a received batch request.
@@ -51,6 +57,15 @@ func (m *BatchResult) Check(want int) error {
 	if int(m.Index) != want {
 		return fmt.Errorf("%w: result for item %d, expected %d", ErrBadRequest, m.Index, want)
 	}
+	if len(m.Seal) > MaxEnvelope {
+		return fmt.Errorf("%w: seal of %d bytes", ErrTooLarge, len(m.Seal))
+	}
+	if m.SealOnly() {
+		if m.Message != "" || m.Reason != "" || len(m.Output) > 0 || len(m.Stderr) > 0 {
+			return fmt.Errorf("%w: a seal frame with a result", ErrBadRequest)
+		}
+		return nil
+	}
 	if m.Code != Code_OK {
 		if len(m.Output) > 0 || len(m.Receipt) > 0 {
 			return fmt.Errorf("%w: failure with a result", ErrBadRequest)
@@ -71,6 +86,12 @@ func (m *BatchResult) Check(want int) error {
 		return fmt.Errorf("%w: receipt of %d bytes", ErrBadRequest, len(m.Receipt))
 	}
 	return nil
+}
+
+// SealOnly reports whether m is a frame of a seal alone: no result, its index the next
+// result's (a worker sealing while a job runs).
+func (m *BatchResult) SealOnly() bool {
+	return m.Code == Code_OK && len(m.Receipt) == 0 && len(m.Seal) > 0
 }
 
 // Err returns the remote's coded error, or nil for OK.

@@ -114,9 +114,16 @@ func SealReceipt(r *Receipt, key crypto.PrivKey) ([]byte, error) {
 	return seal(r, key)
 }
 
-// OpenReceipt checks a receipt envelope's signature and that its signer is the receipt's
-// worker, and returns the receipt and the signer.
+// OpenReceipt checks a receipt's signature and that its signer is the receipt's worker,
+// and returns the receipt and the signer. A receipt is a signed envelope (SealReceipt) or a
+// batch receipt (SealReceipts).
 func OpenReceipt(b []byte) (*Receipt, peer.ID, error) {
+	if len(b) > MaxEnvelope {
+		return nil, "", fmt.Errorf("open receipt: %w: %d bytes", ErrTooLarge, len(b))
+	}
+	if seal, payload, ok := parseBatchReceipt(b); ok {
+		return openBatchReceipt(seal, payload)
+	}
 	r := new(Receipt)
 	signer, err := open(b, r)
 	if err != nil {
@@ -290,6 +297,11 @@ func open(b []byte, dest record.Record) (peer.ID, error) {
 	env, err := record.ConsumeTypedEnvelope(b, dest)
 	if err != nil {
 		return "", fmt.Errorf("%w: %v", ErrBadEnvelope, err)
+	}
+	// One byte string per envelope (receipts are named by their hash): no field the
+	// envelope does not have, no overlong length, as Marshal writes it.
+	if canon, err := env.Marshal(); err != nil || !bytes.Equal(canon, b) {
+		return "", fmt.Errorf("%w: not in its canonical form", ErrBadEnvelope)
 	}
 	if !bytes.Equal(env.PayloadType, dest.Codec()) {
 		return "", fmt.Errorf("%w: payload type %q", ErrBadEnvelope, env.PayloadType)

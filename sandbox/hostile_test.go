@@ -180,7 +180,7 @@ func TestHostileJobs(t *testing.T) {
 	}
 	glibcCase := tc{name: "violation/hello_glibc", job: "hello_glibc", status: sandbox.StatusViolation, signal: "SIGKILL"}
 	cpuidCase := tc{name: "exited/cpuid (no CPUID faulting on this CPU)", job: "cpuid", status: sandbox.StatusExited, started: true}
-	if cpuidFaulting() {
+	if sandbox.CPUIDFaulting(t) {
 		glibcCase = tc{name: "crashed/hello_glibc", job: "hello_glibc", status: sandbox.StatusCrashed, signal: "SIGSEGV"}
 		cpuidCase = crashed("cpuid", "SIGSEGV")
 	}
@@ -661,10 +661,4 @@ func TestHostileParentKilled(t *testing.T) {
 		}
 		break
 	}
-}
-
-// cpuidFaulting reports whether this CPU can make cpuid fault (the cpuid_fault flag).
-func cpuidFaulting() bool {
-	b, err := os.ReadFile("/proc/cpuinfo")
-	return err == nil && bytes.Contains(b, []byte(" cpuid_fault"))
 }

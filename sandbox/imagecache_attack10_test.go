@@ -35,7 +35,7 @@ func TestAttack10ImageCacheUseAfterClose(t *testing.T) {
 		wg.Go(func() {
 			for n := range 4000 {
 				i := (g*7 + n) % keys
-				f, release, err := c.get(bins[i], DefaultLimits(), prepare(i))
+				f, release, err := c.get(Job{Binary: bins[i]}, DefaultLimits(), prepare(i))
 				if err != nil {
 					t.Error(err)
 					return

@@ -4,6 +4,8 @@ import (
 	"crypto/sha256"
 	"os"
 	"sync"
+
+	"github.com/gridnode/gridnode/cids"
 )
 
 // Prepared images are kept for reuse: a worker runs the same binary under the same limits
@@ -31,11 +33,15 @@ type imageKey struct {
 	lim Limits
 }
 
-func keyOf(bin []byte, lim Limits) imageKey {
+func keyOf(job Job, lim Limits) imageKey {
 	// The stub sets RLIMIT_CPU in whole seconds: limits a millisecond apart are one image,
 	// not one each for a peer that varies them to churn the cache.
 	lim.Wall, lim.MaxOutput, lim.CPU = 0, 0, cpuLimit(lim)
-	return imageKey{sum: sha256.Sum256(bin), lim: lim}
+	sum, ok := cids.Digest(job.CID)
+	if !ok {
+		sum = sha256.Sum256(job.Binary)
+	}
+	return imageKey{sum: sum, lim: lim}
 }
 
 // image is a sealed, checked memfd and the runs holding it.
@@ -54,19 +60,19 @@ type imageCache struct {
 	bytes int64
 }
 
-// get returns the image of bin under lim, made by prepare if it is not held, and a
+// get returns the image of job's binary under lim, made by prepare if it is not held, and a
 // release to call once the run is over. An error of prepare (a refused binary among them)
 // is returned as it is and nothing is kept. The hold is taken under the lock that eviction
 // takes, so an image handed out is never one being closed.
-func (c *imageCache) get(bin []byte, lim Limits, prepare func() (*os.File, error)) (*os.File, func(), error) {
-	if len(bin) > imageCacheLarge {
+func (c *imageCache) get(job Job, lim Limits, prepare func() (*os.File, error)) (*os.File, func(), error) {
+	if len(job.Binary) > imageCacheLarge {
 		f, err := prepare()
 		if err != nil {
 			return nil, nil, err
 		}
 		return f, sync.OnceFunc(func() { f.Close() }), nil
 	}
-	k := keyOf(bin, lim)
+	k := keyOf(job, lim)
 	c.mu.Lock()
 	if img := c.m[k]; img != nil {
 		defer c.mu.Unlock()

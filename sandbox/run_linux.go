@@ -85,7 +85,7 @@ func (r *Runner) Run(ctx context.Context, job Job, lim Limits) (Result, error) {
 		return Result{}, err
 	}
 	lim = lim.withDefaults()
-	f, release, err := r.images.get(job.Binary, lim, func() (*os.File, error) {
+	f, release, err := r.images.get(job, lim, func() (*os.File, error) {
 		e, err := plan(job.Binary, lim)
 		if err != nil {
 			return nil, err
@@ -202,11 +202,13 @@ func (r *Runner) launch(ctx context.Context, img *os.File, stdin io.Reader, lim 
 		closeAll(inR, inW, outR, outW)
 		return Result{}, err
 	}
-	// Go's child moves its exec-status pipe to max(its files)+1 before it execs: an image
-	// whose descriptor has that number (a cached one may have any) would be the pipe by then.
+	// Go's child moves its exec-status pipe to max(3, its files)+1 before it execs, and in
+	// its first pass moves any file i whose descriptor is below i to the numbers after that
+	// (forkAndExecInChild): an image whose descriptor is among those numbers (a cached one
+	// may have any) would be another file by then. One above them all is none of them.
 	exe := img
-	if int(img.Fd()) == max(int(inR.Fd()), int(outW.Fd()), int(errW.Fd()))+1 {
-		fd, err := unix.FcntlInt(img.Fd(), unix.F_DUPFD_CLOEXEC, int(img.Fd())+1)
+	if free := max(3, int(inR.Fd()), int(outW.Fd()), int(errW.Fd())) + 4; int(img.Fd()) <= free {
+		fd, err := unix.FcntlInt(img.Fd(), unix.F_DUPFD_CLOEXEC, free+1)
 		if err != nil {
 			closeAll(inR, inW, outR, outW, errR, errW)
 			return Result{}, fmt.Errorf("dup image: %w", err)

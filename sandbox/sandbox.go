@@ -24,6 +24,10 @@ const (
 type Job struct {
 	Binary []byte    // the original, unpatched ELF file; its CID is the job's CID
 	Stdin  io.Reader // fed to the job's stdin; nil means empty
+	// CID is Binary's CID when the caller has checked that Binary hashes to it (a worker
+	// has: the store or the fetch checked it), so that the image cache names the binary by
+	// it instead of hashing it again on every run; unset, the cache hashes Binary.
+	CID cid.Cid
 }
 
 // Result is how a run ended.

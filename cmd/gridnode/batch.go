@@ -10,12 +10,15 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gridnode/gridnode/cids"
+	"github.com/gridnode/gridnode/internal/atomicfile"
 	"github.com/gridnode/gridnode/jobs"
 	"github.com/gridnode/gridnode/node"
 )
@@ -42,8 +45,10 @@ const maxOutcomeFile = 4 << 20
 // batchHelp is the batch paragraph of submit --help.
 const batchHelp = `Batch (--inputs DIR --outputs DIR): one job for each regular file in the inputs
 directory (not its subdirectories, not hidden .files), that file's bytes as its stdin,
-the same binary for all (checked here once, and sent to the daemon once), at most
---parallel at a time. For input NAME, an accepted result writes the output to
+the same binary for all (checked here once, and sent to the daemon once). Inputs of
+at most 64 KiB go to the grid in batches of up to 512 (one stream per worker for
+many jobs, each job still verified on its own), paced by the workers' free slots;
+larger inputs go one by one, --parallel at a time. For input NAME, an accepted result writes the output to
 OUTPUTS/NAME and then its outcome to OUTPUTS/NAME.outcome.json: the --json report of
 the job without the output (job_cid, input_cid, output_cid, status, exit_code,
 replicas and their receipts, ...), plus "input": NAME; a job that failed (no quorum,
@@ -170,14 +175,16 @@ func batchInputs(inputs, outputs string) ([]string, error) {
 		fi, err := os.Stat(filepath.Join(inputs, name)) // a symlink to a file is that file
 		switch {
 		case err != nil:
-			bad = append(bad, fmt.Sprintf("%s: %v", name, err))
+			bad = append(bad, fmt.Sprintf("%s: %v", shown(name), err))
 			continue
 		case !fi.Mode().IsRegular():
 			continue
 		case strings.HasSuffix(name, outcomeSuffix):
-			bad = append(bad, fmt.Sprintf("%s: named like an outcome file (*%s): rename it", name, outcomeSuffix))
+			bad = append(bad, fmt.Sprintf("%s: named like an outcome file (*%s): rename it", shown(name), outcomeSuffix))
+		case len(name)+len(outcomeSuffix) > maxNameLen:
+			bad = append(bad, fmt.Sprintf("%s: a name of %d bytes leaves no room for its outcome file's %q (at most %d): rename it", shown(name), len(name), outcomeSuffix, maxNameLen))
 		case fi.Size() > jobs.DefaultMaxInput:
-			bad = append(bad, fmt.Sprintf("%s: %s, over the grid's %s input limit: workers refuse it", name, formatSize(fi.Size()), formatSize(jobs.DefaultMaxInput)))
+			bad = append(bad, fmt.Sprintf("%s: %s, over the grid's %s input limit: workers refuse it", shown(name), formatSize(fi.Size()), formatSize(jobs.DefaultMaxInput)))
 		}
 		names = append(names, name)
 	}
@@ -199,9 +206,9 @@ type batch struct {
 	phase  *batchPhase
 	p      *submitProgress
 
-	g      *grid
-	upload sync.Mutex // held while the binary is (re)sent to the daemon
-	stored string     // the daemon's CID of it; "" before the upload
+	g         *grid
+	upload    sync.Mutex // held while the binary is (re)sent to the daemon
+	storedCID string     // the daemon's CID of it; "" before the upload
 
 	mem     inputBudget     // input bytes in memory
 	out     sync.Mutex      // --json lines on stdout
@@ -262,11 +269,11 @@ func (b *batch) run(ctx context.Context) error {
 	return nil
 }
 
-// Groups: at most batchGroup inputs of at most batchGroupInput bytes each go to the grid as
-// one batch.
+// Groups: at most batchGroup inputs of at most batchGroupInput bytes each (what a batch
+// carries; a larger input is a job of its own) go to the grid as one batch.
 const (
 	batchGroup      = 512
-	batchGroupInput = 64 << 10
+	batchGroupInput = jobs.BatchMaxInput
 )
 
 // group runs the inputs idx, unless an earlier run did, as one batch, and records each
@@ -278,17 +285,7 @@ func (b *batch) group(ctx context.Context, idx []int) {
 	var inputs [][]byte
 	for _, i := range idx {
 		b.phase.started()
-		in, err := readBounded(filepath.Join(b.inputs, b.names[i]), batchGroupInput)
-		var before *jobs.ReportJSON
-		if err == nil {
-			before = b.done(b.names[i], in)
-		}
-		switch {
-		case err != nil:
-			b.record(i, jobs.JSON(nil, err), false)
-		case before != nil:
-			b.record(i, before, true)
-		default:
+		if in, ok := b.read(i, batchGroupInput); ok {
 			todo, inputs = append(todo, i), append(inputs, in)
 		}
 	}
@@ -305,17 +302,7 @@ func (b *batch) group(ctx context.Context, idx []int) {
 		}
 		told[k] = true
 		mu.Unlock()
-		i := todo[k]
-		if rep.Err() != nil && ctx.Err() != nil {
-			b.phase.ended(nil) // interrupted: nothing recorded, a re-run does it
-			return
-		}
-		if rep.Err() == nil {
-			if err := writeAtomic(b.outputs, b.names[i], rep.Output); err != nil {
-				rep = jobs.JSON(nil, fmt.Errorf("write output: %w", err))
-			}
-		}
-		b.record(i, rep, false)
+		b.result(ctx, todo[k], rep)
 	}
 	var err error
 	if b.g.api == nil {
@@ -323,7 +310,9 @@ func (b *batch) group(ctx context.Context, idx []int) {
 		req.Binary = b.bin
 		err = b.g.n.SubmitBatch(ctx, req, inputs, func(k int, rep *jobs.Report, err error) { tell(k, jobs.JSON(rep, err)) })
 	} else {
-		err = b.submitBatchStored(ctx, inputs, tell)
+		err = b.stored(ctx, func(c string) error {
+			return b.g.api.SubmitBatch(ctx, node.APIBatch{APISubmit: node.APISubmit{Request: b.req, JobCID: c}, Inputs: inputs}, tell)
+		})
 	}
 	if err != nil {
 		var be *node.BatchError
@@ -337,14 +326,14 @@ func (b *batch) group(ctx context.Context, idx []int) {
 	}
 }
 
-// submitBatchStored sends inputs through the daemon with the binary it holds, sending it
-// again once if the daemon lost it.
-func (b *batch) submitBatchStored(ctx context.Context, inputs [][]byte, tell func(int, *jobs.ReportJSON)) error {
+// stored calls send with the daemon's CID of the binary, and again once with a new one
+// when the daemon lost it (its store evicted it: 404).
+func (b *batch) stored(ctx context.Context, send func(jobCID string) error) error {
 	for try := 0; ; try++ {
 		b.upload.Lock()
-		c := b.stored
+		c := b.storedCID
 		b.upload.Unlock()
-		err := b.g.api.SubmitBatch(ctx, node.APIBatch{APISubmit: node.APISubmit{Request: b.req, JobCID: c}, Inputs: inputs}, tell)
+		err := send(c)
 		var ae *node.APIError
 		if errors.As(err, &ae) && ae.Status == 404 && try == 0 {
 			if err = b.uploadBinary(ctx, c); err == nil {
@@ -360,35 +349,44 @@ func (b *batch) submitBatchStored(ctx context.Context, inputs [][]byte, tell fun
 func (b *batch) uploadBinary(ctx context.Context, stale string) error {
 	b.upload.Lock()
 	defer b.upload.Unlock()
-	if b.stored != stale {
+	if b.storedCID != stale {
 		return nil
 	}
 	c, err := b.g.api.Upload(ctx, b.bin)
 	if err != nil {
 		return fmt.Errorf("send the binary to the daemon: %w", err)
 	}
-	b.stored = c
+	b.storedCID = c
 	return nil
+}
+
+// read returns input i's bytes (at most max) when it is to run; else it records why not
+// (unreadable, or done by an earlier run) and returns false.
+func (b *batch) read(i int, max int64) ([]byte, bool) {
+	in, err := readBounded(filepath.Join(b.inputs, b.names[i]), max)
+	if err != nil {
+		b.record(i, jobs.JSON(nil, err), false)
+		return nil, false
+	}
+	if rep := b.done(b.names[i], in); rep != nil {
+		b.record(i, rep, true)
+		return nil, false
+	}
+	return in, true
 }
 
 // one runs input i, unless an earlier run did, and records its result.
 func (b *batch) one(ctx context.Context, i int) {
-	name := b.names[i]
 	b.phase.started()
-	path := filepath.Join(b.inputs, name)
+	path := filepath.Join(b.inputs, b.names[i])
 	size := int64(jobs.DefaultMaxInput) // a file that cannot be read is charged in full, briefly
 	if fi, err := os.Stat(path); err == nil {
 		size = min(fi.Size(), size)
 	}
 	release := b.mem.take(size)
 	defer release()
-	in, err := readBounded(path, jobs.DefaultMaxInput)
-	if err != nil {
-		b.record(i, jobs.JSON(nil, err), false)
-		return
-	}
-	if rep := b.done(name, in); rep != nil {
-		b.record(i, rep, true)
+	in, ok := b.read(i, jobs.DefaultMaxInput)
+	if !ok {
 		return
 	}
 	req := b.req
@@ -397,40 +395,28 @@ func (b *batch) one(ctx context.Context, i int) {
 	if b.g.api == nil {
 		req.Binary = b.bin
 		rep = b.g.submit(ctx, req)
-	} else {
-		rep = b.submitStored(ctx, req)
+	} else if err := b.stored(ctx, func(c string) (err error) {
+		rep, err = b.g.api.SubmitStored(ctx, node.APISubmit{Request: req, JobCID: c})
+		return err
+	}); err != nil {
+		rep = jobs.JSON(nil, err)
 	}
+	b.result(ctx, i, rep)
+}
+
+// result writes input i's output, if rep has one, then records its outcome; a job cut off
+// by the batch's end (Ctrl-C, --timeout) is not recorded, so a re-run does it.
+func (b *batch) result(ctx context.Context, i int, rep *jobs.ReportJSON) {
 	if rep.Err() != nil && ctx.Err() != nil {
-		b.phase.ended(nil) // interrupted: nothing recorded, a re-run does it
+		b.phase.ended(nil)
 		return
 	}
 	if rep.Err() == nil {
-		if err := writeAtomic(b.outputs, name, rep.Output); err != nil {
+		if err := writeOutput(b.outputs, b.names[i], rep.Output); err != nil {
 			rep = jobs.JSON(nil, fmt.Errorf("write output: %w", err))
 		}
 	}
 	b.record(i, rep, false)
-}
-
-// submitStored submits req through the daemon with the binary it holds, sending it again
-// once if the daemon lost it (its store evicted it).
-func (b *batch) submitStored(ctx context.Context, req jobs.Request) *jobs.ReportJSON {
-	for try := 0; ; try++ {
-		b.upload.Lock()
-		c := b.stored
-		b.upload.Unlock()
-		rep, err := b.g.api.SubmitStored(ctx, node.APISubmit{Request: req, JobCID: c})
-		var ae *node.APIError
-		if errors.As(err, &ae) && ae.Status == 404 && try == 0 {
-			if err = b.uploadBinary(ctx, c); err == nil {
-				continue
-			}
-		}
-		if err != nil {
-			return jobs.JSON(nil, err)
-		}
-		return rep
-	}
 }
 
 // done returns the outcome an earlier run recorded for input name, whose bytes are now in,
@@ -460,7 +446,7 @@ func (b *batch) record(i int, rep *jobs.ReportJSON, skipped bool) {
 	if !skipped {
 		raw, err := json.MarshalIndent(o, "", "  ")
 		if err == nil {
-			err = writeAtomic(b.outputs, name+outcomeSuffix, append(raw, '\n'))
+			err = writeOutput(b.outputs, name+outcomeSuffix, append(raw, '\n'))
 		}
 		if err != nil {
 			o = &batchOutcome{Input: name, ReportJSON: jobs.JSON(nil, fmt.Errorf("write outcome: %w", err))}
@@ -468,7 +454,7 @@ func (b *batch) record(i int, rep *jobs.ReportJSON, skipped bool) {
 	}
 	o.Skipped = skipped
 	b.results[i] = o
-	line := name + ": " + outcomeText(o.ReportJSON)
+	line := shown(name) + ": " + outcomeText(o.ReportJSON)
 	if skipped {
 		line += " (done before)"
 	}
@@ -588,39 +574,23 @@ func countsText(m map[string]int) string {
 
 // readBounded reads the file at path, refusing one over max bytes.
 func readBounded(path string, max int64) ([]byte, error) {
-	f, err := os.Open(path)
+	// Non-blocking, so that a FIFO put where a file was listed (or named like an outcome)
+	// is refused instead of waiting for a writer; a regular file reads as ever.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
+	if fi, err := f.Stat(); err != nil {
+		return nil, err
+	} else if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file (%s)", path, fi.Mode().Type())
+	}
 	b, err := io.ReadAll(io.LimitReader(f, max+1))
 	if err == nil && int64(len(b)) > max {
 		err = fmt.Errorf("%s: over %s", path, formatSize(max))
 	}
 	return b, err
-}
-
-// writeAtomic writes dir/name whole or not at all: a temporary file in dir, renamed over
-// it. It is not synced: a file a system crash tore fails the re-run's CID check and its
-// job runs again.
-func writeAtomic(dir, name string, b []byte) error {
-	f, err := os.CreateTemp(dir, ".gridnode-tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())              // after the rename there is nothing to remove
-	if err := f.Chmod(0o644); err != nil { // CreateTemp's 0600 is for the temporary file
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), filepath.Join(dir, name))
 }
 
 // maxBatchInput bounds the bytes of input a batch holds at once (each job's until it
@@ -692,4 +662,24 @@ func (s *batchPhase) status(_ time.Time, elapsed time.Duration) string {
 	}
 	return fmt.Sprintf("[%s] [%s] %d/%d: %d ok, %d failed, %d done before, %d running%s",
 		elapsed.Truncate(time.Second), bar, done, s.total, s.ok, s.failed, s.skip, s.running, rate)
+}
+
+// maxNameLen is the longest file name Linux file systems take (NAME_MAX).
+const maxNameLen = 255
+
+// shown is a file name as printed: quoted, escapes and all, if it holds anything a terminal
+// would not show as it is (a data set's names must not move the cursor or retitle it).
+func shown(name string) string {
+	for _, r := range name {
+		if !strconv.IsPrint(r) {
+			return strconv.Quote(name)
+		}
+	}
+	return name
+}
+
+// writeOutput writes dir/name whole or not at all. It is not synced: a file a system crash
+// tore fails the re-run's CID check and its job runs again.
+func writeOutput(dir, name string, b []byte) error {
+	return atomicfile.Write(filepath.Join(dir, name), b, 0o644, false)
 }

@@ -6,13 +6,18 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -20,6 +25,7 @@ import (
 	"github.com/gridnode/gridnode/cids"
 	"github.com/gridnode/gridnode/internal/proctest"
 	"github.com/gridnode/gridnode/jobs"
+	"github.com/gridnode/gridnode/node"
 )
 
 // batchLines parses a batch's --json stdout: a line per job, then the summary.
@@ -397,5 +403,106 @@ func TestInputBudget(t *testing.T) {
 	m.take(2 * maxBatchInput)() // alone, over the budget
 	if m.used != 0 {
 		t.Errorf("got %d bytes taken after every release, want 0", m.used)
+	}
+}
+
+// TestBatchInputNames: an input whose name holds terminal escapes is printed quoted, and
+// one too long to have an outcome file beside its output is refused before anything runs.
+func TestBatchInputNames(t *testing.T) {
+	if got, want := shown("in\x1b]0;owned\a"), `"in\x1b]0;owned\a"`; got != want {
+		t.Errorf("shown: got %s, want %s", got, want)
+	}
+	if got := shown("plain name-1.txt"); got != "plain name-1.txt" {
+		t.Errorf("shown: got %s for a plain name", got)
+	}
+	long := strings.Repeat("x", maxNameLen-len(outcomeSuffix)+1)
+	in, out := writeInputs(t, map[string]string{long: "a\n", "ok": "b\n"}), t.TempDir()
+	_, err := batchInputs(in, out)
+	if err == nil || !strings.Contains(err.Error(), "leaves no room for its outcome file") {
+		t.Fatalf("got %v, want the long name refused", err)
+	}
+	fit := writeInputs(t, map[string]string{long[1:]: "a\n"})
+	if names, err := batchInputs(fit, out); err != nil || len(names) != 1 {
+		t.Fatalf("a name that leaves room: %v, %v", names, err)
+	}
+}
+
+// TestReadBoundedFIFO: a FIFO where an input or an outcome file was listed is refused at
+// once, not waited on for a writer that never comes.
+func TestReadBoundedFIFO(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "in")
+	if err := syscall.Mkfifo(p, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := readBounded(p, 1<<10); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Fatalf("got %v, want a FIFO refused", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("readBounded waits on a FIFO")
+	}
+}
+
+// TestBatchHelpSizes: submit --help names the group sizes the batch uses.
+func TestBatchHelpSizes(t *testing.T) {
+	for _, want := range []string{
+		fmt.Sprintf("Inputs of\nat most %d KiB go to the grid in batches of up to %d", batchGroupInput>>10, batchGroup),
+		"larger inputs go one by one, --parallel at a time",
+	} {
+		if !strings.Contains(batchHelp, want) {
+			t.Errorf("submit --help's batch paragraph lacks %q", want)
+		}
+	}
+}
+
+// TestBatchStoredResend: a daemon that lost the batch's binary (404) gets it again once,
+// however many submits heard the 404 at once, and the submits go on with the new CID; one
+// that keeps answering 404 ends the submit with that error instead of a loop.
+func TestBatchStoredResend(t *testing.T) {
+	var uploads atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != "POST" || r.URL.Path != "/v1/binaries" {
+			http.Error(w, "not found", http.StatusNotFound)
+			return
+		}
+		n := uploads.Add(1)
+		fmt.Fprintf(w, `{"job_cid": "c%d", "size": 1}`, n+1)
+	}))
+	defer srv.Close()
+	b := &batch{g: &grid{api: &node.APIClient{Addr: srv.Listener.Addr().String(), Token: "t"}}, bin: []byte{1}, storedCID: "c1"}
+	lost := func(c string) error {
+		if c == "c1" {
+			return &node.APIError{Status: 404, Msg: "unknown job_cid"}
+		}
+		return nil
+	}
+	var wg sync.WaitGroup
+	var sent sync.Map
+	for k := range 8 {
+		wg.Go(func() {
+			if err := b.stored(t.Context(), func(c string) error { sent.Store(fmt.Sprint(k, c), true); return lost(c) }); err != nil {
+				t.Errorf("submit %d: %v", k, err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := uploads.Load(); n != 1 || b.storedCID != "c2" {
+		t.Fatalf("%d uploads, the daemon's CID now %q; want 1 and c2", n, b.storedCID)
+	}
+	for k := range 8 {
+		if _, ok := sent.Load(fmt.Sprint(k, "c2")); !ok {
+			if _, first := sent.Load(fmt.Sprint(k, "c1")); first {
+				t.Errorf("submit %d heard the 404 and was not sent again with c2", k)
+			}
+		}
+	}
+	calls := 0
+	err := b.stored(t.Context(), func(string) error { calls++; return &node.APIError{Status: 404, Msg: "unknown job_cid"} })
+	var ae *node.APIError
+	if !errors.As(err, &ae) || ae.Status != 404 || calls != 2 || uploads.Load() != 2 {
+		t.Fatalf("a daemon that always answers 404: err %v after %d sends and %d uploads, want the 404 after 2 and 2", err, calls, uploads.Load())
 	}
 }

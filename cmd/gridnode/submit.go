@@ -53,7 +53,7 @@ func (c *SubmitCommand) Run(ctx context.Context, args []string) error {
 	input := fs.String("input", "", "the job's stdin from `FILE` (default standard input, unless it is a terminal)")
 	inputs := fs.String("inputs", "", "batch: one job for each regular file in `DIR`, its bytes as stdin (with --outputs)")
 	outputs := fs.String("outputs", "", "batch: write each job's output and outcome to `DIR`, a directory other than --inputs")
-	parallel := fs.Int("parallel", defaultParallel, "batch: jobs in flight at once, at most `N`")
+	parallel := fs.Int("parallel", defaultParallel, "batch: jobs of inputs over 64 KiB in flight at once, at most `N` (smaller ones go in batches the workers' free slots pace)")
 	replicas := fs.Int("replicas", 2, "independent workers to run the job on (R)")
 	quorum := fs.Int("quorum", 0, "identical results needed to accept one (Q, at most R; default R)")
 	maxReplicas := fs.Int("max-replicas", 0, "most workers to try when results fail or disagree (M, at least R; default 2R+1)")
