@@ -54,6 +54,14 @@ type attacker struct {
 	host.Host
 	node    *Node
 	fetched chan struct{} // one value each time the node asks for tarpitBlob
+	quit    chan struct{} // closed by Close: the tarpit's handlers end
+	once    sync.Once
+}
+
+// Close ends the tarpit's handlers and closes the host.
+func (a *attacker) Close() error {
+	a.once.Do(func() { close(a.quit) })
+	return a.Host.Close()
 }
 
 func newAttacker(t *testing.T, ctx context.Context, n *Node) *attacker {
@@ -62,7 +70,7 @@ func newAttacker(t *testing.T, ctx context.Context, n *Node) *attacker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &attacker{Host: h, node: n, fetched: make(chan struct{}, 16)}
+	a := &attacker{Host: h, node: n, fetched: make(chan struct{}, 16), quit: make(chan struct{})}
 	h.SetStreamHandler(protocol.BlobID, a.serveBlob)
 	// TCP only: yamux opens streams at once and leaves refusing them to the resource
 	// manager, where QUIC would make the 500-stream flood wait for stream credit.
@@ -94,7 +102,10 @@ func (a *attacker) serveBlob(s network.Stream) {
 	switch {
 	case c.Equals(tarpitBlob):
 		a.fetched <- struct{}{}
-		io.Copy(io.Discard, s) // until the worker gives up and resets
+		// Never answer: the worker's fetch must end by its own deadline or cancel. (Reading
+		// until EOF was no tarpit: the worker closes its write side after the request, so
+		// the reset that followed failed its fetch at once, before any Close.)
+		<-a.quit
 		s.Reset()
 		return
 	case c.Equals(liarBlob):
