@@ -65,6 +65,7 @@ func (s *Submitter) SubmitBatch(ctx context.Context, req Request, inputs [][]byt
 	if err != nil {
 		return err
 	}
+	defer j.release()
 	cands, err := s.workers(ctx, j, nil)
 	if err != nil {
 		return err

@@ -165,6 +165,7 @@ func addrInfo(h host.Host) peer.AddrInfo { return peer.AddrInfo{ID: h.ID(), Addr
 type grid struct {
 	sub      *Submitter
 	subHost  host.Host
+	subDir   string // of the submitter's store's blob files
 	workers  []*Worker
 	hosts    []host.Host
 	stores   []*store.Store
@@ -197,7 +198,8 @@ func newGrid(t testing.TB, cfgs ...WorkerConfig) *grid {
 		g.workers, g.hosts, g.stores, g.dirs = append(g.workers, w), append(g.hosts, cfg.Host), append(g.stores, cfg.Store), append(g.dirs, dir)
 		infos = append(infos, addrInfo(cfg.Host))
 	}
-	subStore := newStore(t)
+	subStore, subDir := newStoreDir(t)
+	g.subDir = subDir
 	serveStore(t, g.subHost, subStore)
 	sub, err := NewSubmitter(SubmitterConfig{
 		Host:  g.subHost,

@@ -154,6 +154,13 @@ func TestWorkerInputByCID(t *testing.T) {
 	if g.stores[0].Has(cids.Sum(in)) {
 		t.Fatal("the worker kept the input")
 	}
+	// The submitter served both from memory (store.Hold), and holds neither once done.
+	if names := dirNames(t, g.subDir); len(names) != 0 {
+		t.Fatalf("the submitter wrote %q to its store", names)
+	}
+	if g.sub.cfg.Store.Has(rep.JobCID) || g.sub.cfg.Store.Has(rep.InputCID) {
+		t.Fatal("the submitter still holds the binary or the input after the submit")
+	}
 }
 
 // TestWorkerClose checks that closing a worker cancels its running job, tells the

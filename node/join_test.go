@@ -345,6 +345,9 @@ func TestRejoin(t *testing.T) {
 	if err := n.Host().Connect(ctx, peer.AddrInfo{ID: other.ID(), Addrs: other.Host().Addrs()}); err != nil {
 		t.Fatal(err)
 	}
+	// Connect returns before identify has told n that other is a grid peer, and only grid
+	// peers are remembered (CI once closed n first and found no peers file).
+	waitUntil(t, 5*time.Second, "identify of the second daemon", func() bool { return isGridPeer(n.Host(), other.ID()) })
 	n.Close()
 	boot.Close()
 	remembered, _, err := readPeerFile(filepath.Join(dir, PeersFile), 100)
