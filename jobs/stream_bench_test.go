@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -41,7 +42,9 @@ const (
 // nothing beyond moving the bytes). quic-share is the share of the client's connections to
 // those workers that are QUIC, not TCP: nodes dial TCP first on loopback and LAN addresses
 // (node.dialRanker), since a QUIC stream moves about a third of what a TCP one does there;
-// a share above 0 means that stopped holding.
+// a share above 0 means that stopped holding. busy-cores is the process's CPU time (every
+// node is in it, and the job processes are its children) over the submit's wall time, a
+// median: near the machine's core count, the submit is bound by CPU, not by waiting.
 //
 //	go test -run '^$' -bench BenchmarkTransfer -benchtime 10x ./jobs/
 func BenchmarkTransfer(b *testing.B) {
@@ -49,17 +52,19 @@ func BenchmarkTransfer(b *testing.B) {
 	client, net := transferNet(b)
 	payload := transferBinary + transferInput
 	var e2e, raw []time.Duration
+	var busy []float64
 	quic, conns := 0, 0
 	for b.Loop() {
 		b.StopTimer()
 		req := transferRequest(b)
 		b.StartTimer()
-		t0 := time.Now()
+		t0, c0 := time.Now(), cpuTime(b)
 		rep, err := client.Submit(ctx, req)
 		if err != nil {
 			b.Fatal(err)
 		}
 		t1 := time.Now()
+		busy = append(busy, float64(cpuTime(b)-c0)/float64(t1.Sub(t0)))
 		if rep.Status != string(sandbox.StatusExited) {
 			b.Fatalf("got %s, want exited", rep.Outcome())
 		}
@@ -86,6 +91,19 @@ func BenchmarkTransfer(b *testing.B) {
 	b.ReportMetric(2*float64(payload)/mr.Seconds()/1e6, "raw-MB/s")
 	b.ReportMetric(mr.Seconds()/me.Seconds(), "ratio")
 	b.ReportMetric(float64(quic)/float64(max(conns, 1)), "quic-share")
+	slices.Sort(busy)
+	b.ReportMetric(busy[len(busy)/2], "busy-cores")
+}
+
+// cpuTime is the CPU time, user and system, of this process and of its children that have
+// been waited for.
+func cpuTime(t testing.TB) time.Duration {
+	var self, kids syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &self) != nil || syscall.Getrusage(syscall.RUSAGE_CHILDREN, &kids) != nil {
+		t.Fatal("getrusage failed")
+	}
+	tv := func(v syscall.Timeval) time.Duration { return time.Duration(v.Nano()) }
+	return tv(self.Utime) + tv(self.Stime) + tv(kids.Utime) + tv(kids.Stime)
 }
 
 // TestTransferQuick is BenchmarkTransfer's quick version: two uncached 32 MiB binaries with
