@@ -31,42 +31,10 @@ import (
 // worker of ns at its level. It returns the mocknet (for joining searchers) and the nodes.
 func atkGrid(t *testing.T, n, bucket, target int, ns string) (mocknet.Mocknet, []*DHT) {
 	t.Helper()
+	mn, nodes := startMesh(t, n, Config{BucketSize: bucket, ShardTarget: target})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	mn, err := mocknet.FullMeshLinked(n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { mn.Close() })
-	hosts := mn.Hosts()
-	boot := peer.AddrInfo{ID: hosts[0].ID(), Addrs: hosts[0].Addrs()}
-	nodes := make([]*DHT, n)
-	for i, h := range hosts {
-		var bs []peer.AddrInfo
-		if i > 0 {
-			bs = []peer.AddrInfo{boot}
-		}
-		d, err := New(ctx, h, Config{Bootstrap: bs, Mode: ModeServer, BucketSize: bucket, ShardTarget: target})
-		if err != nil {
-			t.Fatal(err)
-		}
-		nodes[i] = d
-	}
-	t.Cleanup(func() {
-		for _, d := range nodes {
-			d.Close()
-		}
-	})
 	var wg sync.WaitGroup
-	for _, d := range nodes {
-		wg.Go(func() { d.Bootstrap(ctx) })
-	}
-	wg.Wait()
-	for i, d := range nodes {
-		if err := d.WaitReady(ctx, min(n-1, bucket)); err != nil {
-			t.Fatalf("node %d: %v", i, err)
-		}
-	}
 	// A second refresh, once every node has joined, fills every table (sim.New does the
 	// same); then every worker announces once, at the level its full table gives, so that
 	// no record of a half-filled table's lower level lingers.

@@ -20,6 +20,14 @@ import (
 // startNet starts n DHT nodes on a mocknet, all bootstrapped to the first, with a small bucket
 // size so that lookups really route instead of every node holding every record.
 func startNet(t *testing.T, n, bucket int) []*DHT {
+	_, ds := startMesh(t, n, Config{BucketSize: bucket})
+	return ds
+}
+
+// startMesh starts n DHT servers configured as cfg on a fully linked mocknet, every one
+// bootstrapped to the first, and waits until each table holds min(n-1, cfg.BucketSize)
+// peers. It returns the mocknet (for joining more peers) and the nodes.
+func startMesh(t *testing.T, n int, cfg Config) (mocknet.Mocknet, []*DHT) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -32,11 +40,12 @@ func startNet(t *testing.T, n, bucket int) []*DHT {
 	boot := peer.AddrInfo{ID: hosts[0].ID(), Addrs: hosts[0].Addrs()}
 	ds := make([]*DHT, n)
 	for i, h := range hosts {
-		var bs []peer.AddrInfo
+		c := cfg
+		c.Mode, c.Bootstrap = ModeServer, nil
 		if i > 0 {
-			bs = []peer.AddrInfo{boot}
+			c.Bootstrap = []peer.AddrInfo{boot}
 		}
-		d, err := New(ctx, h, Config{Bootstrap: bs, Mode: ModeServer, BucketSize: bucket})
+		d, err := New(ctx, h, c)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -59,11 +68,11 @@ func startNet(t *testing.T, n, bucket int) []*DHT {
 		}
 	}
 	for i, d := range ds {
-		if err := d.WaitReady(ctx, min(n-1, bucket)); err != nil {
+		if err := d.WaitReady(ctx, min(n-1, cfg.BucketSize)); err != nil {
 			t.Fatalf("node %d: %v", i, err)
 		}
 	}
-	return ds
+	return mn, ds
 }
 
 func TestNamespaceCIDMatchesRoutingDiscovery(t *testing.T) {

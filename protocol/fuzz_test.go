@@ -101,10 +101,15 @@ func FuzzJobResult(f *testing.F) {
 	})
 }
 
+// FuzzOpenReceipt: hostile bytes, seeded with a receipt, an offer and batch receipts and
+// seals, never panic OpenReceipt, and what it opens names its signer and round-trips.
 func FuzzOpenReceipt(f *testing.F) {
 	receipt, offer := sealedSeeds(f)
 	f.Add(receipt)
 	f.Add(offer)
+	for _, b := range batchReceiptSeeds(f) {
+		f.Add(b)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r, signer, err := OpenReceipt(data)
 		if err != nil {
