@@ -189,8 +189,13 @@ func (c *chunkSizer) ran(n int, d time.Duration) {
 // settles each job (dispatch, seeded with the votes they brought) as soon as every one of
 // them has answered for it.
 func (s *Submitter) runChunk(ctx context.Context, j *job, cands []*candidate, inputs [][]byte, idx []int, load *batchLoad, settle chan struct{}, finish BatchDone) {
-	// Each chunk draws its own workers, so that the chunks of a batch spread over the grid.
-	cs := slices.Clone(cands)
+	// Each chunk draws its own workers, so that the chunks of a batch spread over the grid,
+	// from its own copies of the candidates: weigh writes them while other chunks pick.
+	cs := make([]*candidate, len(cands))
+	for k, c := range cands {
+		cc := *c
+		cs[k] = &cc
+	}
 	s.weigh(cs, j)
 	distinct := !j.SamePrefix
 	sent, prefixes := map[peer.ID]bool{}, map[string]bool{}

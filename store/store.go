@@ -79,13 +79,14 @@ type Store struct {
 	reserved      int64      // charge of writes in progress
 	reservedFiles int        // writes in progress
 	pins          map[cid.Cid]int
-	held          map[cid.Cid]*heldBlob // see Hold
+	held          map[cid.Cid][]*hold // the live holds of each held blob (Hold)
 }
 
-// heldBlob is a blob served from a caller's memory while it holds it (Hold).
-type heldBlob struct {
-	b    []byte
-	refs int
+// hold is one caller's hold of a blob (Hold): its bytes, read only under mu, so that
+// release can wait out a copy under way and no read touches b once release returns.
+type hold struct {
+	mu sync.RWMutex
+	b  []byte // nil once released
 }
 
 // entry is what the store knows of one blob.
@@ -114,7 +115,7 @@ func Open(dir string) (*Store, error) {
 	if err := os.MkdirAll(d, 0o700); err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	s := &Store{dir: d, blobs: make(map[cid.Cid]*entry), lru: list.New(), pins: make(map[cid.Cid]int), held: make(map[cid.Cid]*heldBlob)}
+	s := &Store{dir: d, blobs: make(map[cid.Cid]*entry), lru: list.New(), pins: make(map[cid.Cid]int), held: make(map[cid.Cid][]*hold)}
 	ents, err := os.ReadDir(d)
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
@@ -295,38 +296,79 @@ func (s *Store) reserve(c cid.Cid, n int64) (release func(), err error) {
 // release is called, without writing it: a submit's binary and input are in the
 // submitter's memory already, and writing a 32 MiB binary first took about a third of a
 // 48 MiB submit's wall time. A held blob is not charged to the quota and is not kept
-// once released; holds of one CID nest. Preconditions: c is cids.Sum(b), and b is not
-// changed until release (readers share it). release may be called more than once.
+// once released. Holds of one CID nest, each with its own bytes: reads go to a live one,
+// so a caller may change b as soon as release returns, whoever else still holds c or is
+// still reading it (a straggling worker's fetch then fails, it does not get changed
+// bytes). Preconditions: c is cids.Sum(b), and b is not changed until release returns.
+// release may be called more than once.
 func (s *Store) Hold(c cid.Cid, b []byte) (release func()) {
+	h := &hold{b: b}
 	s.mu.Lock()
-	h := s.held[c]
-	if h == nil {
-		h = &heldBlob{b: b}
-		s.held[c] = h
-	}
-	h.refs++
+	s.held[c] = append(s.held[c], h)
 	s.mu.Unlock()
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			s.mu.Lock()
-			defer s.mu.Unlock()
-			if h.refs--; h.refs == 0 {
+			hs := slices.DeleteFunc(s.held[c], func(x *hold) bool { return x == h })
+			if len(hs) == 0 {
 				delete(s.held, c)
+			} else {
+				s.held[c] = hs
 			}
+			s.mu.Unlock()
+			// No new read can find h now; wait for the copies under way.
+			h.mu.Lock()
+			h.b = nil
+			h.mu.Unlock()
 		})
 	}
 }
 
-// heldBytes returns blob c's bytes if it is held.
-func (s *Store) heldBytes(c cid.Cid) ([]byte, bool) {
+// readHeld calls f with the bytes of a live hold of c, under that hold's read lock (f
+// must copy what it keeps), and reports whether c is held.
+func (s *Store) readHeld(c cid.Cid, f func(b []byte)) bool {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if h := s.held[c]; h != nil && !s.closed {
-		return h.b, true
+	hs := s.held[c]
+	if len(hs) == 0 || s.closed {
+		s.mu.Unlock()
+		return false
 	}
-	return nil, false
+	h := hs[0]
+	// h cannot be released between here and RLock: its release removes it from s.held
+	// (under s.mu) before it takes h.mu.
+	h.mu.RLock()
+	s.mu.Unlock()
+	defer h.mu.RUnlock()
+	f(h.b)
+	return true
 }
+
+// heldReader reads a held blob, one copy at a time from whichever hold is live.
+type heldReader struct {
+	st   *Store
+	c    cid.Cid
+	off  int64
+	size int64
+}
+
+// maxHeldCopy bounds one read of a held blob: how long a release may wait for it.
+const maxHeldCopy = 1 << 20
+
+func (r *heldReader) Read(p []byte) (int, error) {
+	if r.off >= r.size {
+		return 0, io.EOF
+	}
+	p = p[:min(len(p), maxHeldCopy)]
+	n := 0
+	if !r.st.readHeld(r.c, func(b []byte) { n = copy(p, b[r.off:]) }) {
+		return 0, fmt.Errorf("read %s: %w: released while it was read", r.c, ErrNotFound)
+	}
+	r.off += int64(n)
+	return n, nil
+}
+
+func (r *heldReader) Close() error { return nil }
 
 // Put stores b and returns its CID.
 func (s *Store) Put(ctx context.Context, b []byte) (cid.Cid, error) {
@@ -462,24 +504,30 @@ func (s *Store) write(ctx context.Context, c cid.Cid, r io.Reader, maxSize int64
 // larger than maxSize (0 means MaxBlobSize) is ErrTooLarge, unread. A file this Store
 // already checked, unchanged since, is read without hashing it again: a stranger naming a
 // stored 64 MiB binary in job after job made the worker read and hash it each time
-// (1.2-1.8 GB/s of work for 99-byte requests). A held blob (Hold) is returned as it is,
-// shared: the caller only reads it.
+// (1.2-1.8 GB/s of work for 99-byte requests). A held blob (Hold) is returned as a copy:
+// a job of this node's own worker may outlive the submit that holds it.
 func (s *Store) Get(ctx context.Context, c cid.Cid, maxSize int64) ([]byte, error) {
 	if maxSize <= 0 || maxSize > MaxBlobSize {
 		maxSize = MaxBlobSize
 	}
-	if b, ok := s.heldBytes(c); ok {
-		if int64(len(b)) > maxSize {
-			return nil, fmt.Errorf("get %s: %w: %d bytes, limit %d", c, ErrTooLarge, len(b), maxSize)
+	var held []byte
+	size := int64(-1)
+	if s.readHeld(c, func(b []byte) {
+		if size = int64(len(b)); size <= maxSize {
+			held = bytes.Clone(b)
 		}
-		return b, nil
+	}) {
+		if size > maxSize {
+			return nil, fmt.Errorf("get %s: %w: %d bytes, limit %d", c, ErrTooLarge, size, maxSize)
+		}
+		return held, nil
 	}
 	f, fi, err := s.open(ctx, c)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	size := fi.Size()
+	size = fi.Size()
 	if size > maxSize {
 		return nil, fmt.Errorf("get %s: %w: %d bytes, limit %d", c, ErrTooLarge, size, maxSize)
 	}
@@ -544,7 +592,7 @@ func (s *Store) Has(c cid.Cid) bool {
 	if cids.Check(c) != nil {
 		return false
 	}
-	if _, ok := s.heldBytes(c); ok {
+	if s.readHeld(c, func([]byte) {}) {
 		return true
 	}
 	_, err := os.Stat(s.path(c))
@@ -558,13 +606,14 @@ func (s *Store) Has(c cid.Cid) bool {
 // a corrupted blob yields an error wrapping cids.ErrMismatch, and its file is deleted.
 // (Hashing a binary just stored, once per worker fetching it, took a third of the
 // submitter's CPU while it sent a 32 MiB job to two workers.) A held blob is read from
-// memory.
+// memory, copied out of a live hold as it goes (see Hold).
 func (s *Store) Open(ctx context.Context, c cid.Cid) (io.ReadCloser, int64, error) {
-	if b, ok := s.heldBytes(c); ok {
+	size := int64(-1)
+	if s.readHeld(c, func(b []byte) { size = int64(len(b)) }) {
 		if err := ctx.Err(); err != nil {
 			return nil, 0, err
 		}
-		return io.NopCloser(bytes.NewReader(b)), int64(len(b)), nil
+		return &heldReader{st: s, c: c, size: size}, size, nil
 	}
 	f, fi, err := s.open(ctx, c)
 	if err != nil {
