@@ -135,46 +135,71 @@ func (d *DHT) AnnounceWorker(ns string, ready chan<- struct{}) {
 // FindShard returns up to want providers of ns other than this node from a random shard
 // at the level above this node's (l-1, whose keys hold 2-4 × the target at an agreed l:
 // the workers that estimate the grid's size as this node does and those that estimate it
-// at half), then its sibling and its parents while it has fewer, up to level 0. Each lookup
-// stops once it has want providers, so it asks a few peers near one key whatever the
-// grid's size. want ≤ 0 lists every provider at each level tried.
+// at half), then its sibling and its parents while it has fewer, up to level 0; and then,
+// while it still has fewer, the shards below the first one (widen). Each lookup stops once
+// it has want providers, so it asks a few peers near one key whatever the grid's size.
+// want ≤ 0 lists every provider at each level from the first shard's up to level 0.
+//
+// The parents hold the workers whose estimate of the grid's size is at most this node's;
+// the shards below, those whose estimate is higher. A worker at level m announces at m and
+// m-1 only, so a submitter that underestimates the grid finds nobody above it: on a
+// 200-node grid whose workers nearly all sat at level 2 (keys at levels 2 and 1), a
+// submitter whose estimate was under 128 (level 1) asked only the level-0 key, which held
+// the few workers that had estimated under 128 when they announced: 5-31 of the 24 wanted
+// on this VM's grids (5 < the 7 a submit asks; CI once found 6).
 func (d *DHT) FindShard(ctx context.Context, ns string, want int) ([]peer.AddrInfo, error) {
 	l := max(d.Level()-1, 0)
 	bits := rand.Uint64() >> (64 - l) // 0 at level 0: a shift by 64 is 0
-	// The shard, its sibling (on a grid whose nodes sit a level above this node's estimate
-	// the parent holds almost nobody), then the parents.
-	type shard struct {
-		lv int
-		sh uint64
-	}
-	tries := []shard{{l, bits}}
-	if l > 0 {
-		tries = append(tries, shard{l, bits ^ 1})
-	}
-	for lv := l - 1; lv >= 0; lv-- {
-		tries = append(tries, shard{lv, bits >> (l - lv)})
-	}
 	seen := map[peer.ID]bool{}
 	var out []peer.AddrInfo
-	for _, t := range tries {
-		if want > 0 && len(out) >= want {
-			break
-		}
-		lv, sh := t.lv, t.sh
+	short := func() bool { return want <= 0 || len(out) < want }
+	// ask looks up the shard sh at level lv and returns how many providers of that shard
+	// it met, new or already seen.
+	ask := func(lv int, sh uint64) int {
 		// A peer's shard is its ID's: one identity cannot stand in every shard.
 		ofShard := func(p peer.ID) bool { return ShardOf(p, lv) == sh }
-		for _, ai := range d.findProviders(ctx, NamespaceCID(ShardNamespace(ns, lv, sh)), want, ofShard) {
-			if !seen[ai.ID] && (want <= 0 || len(out) < want) {
+		ais := d.findProviders(ctx, NamespaceCID(ShardNamespace(ns, lv, sh)), want, ofShard)
+		for _, ai := range ais {
+			if !seen[ai.ID] && short() {
 				seen[ai.ID] = true
 				out = append(out, ai)
 			}
 		}
-		if ctx.Err() != nil {
-			break
-		}
+		return len(ais)
+	}
+	// The shard, its sibling (a shard may hold fewer than want: keys spread around their
+	// mean), then the parents.
+	ask(l, bits)
+	if l > 0 && short() && ctx.Err() == nil {
+		ask(l, bits^1)
+	}
+	for lv := l - 1; lv >= 0 && short() && ctx.Err() == nil; lv-- {
+		ask(lv, bits>>(l-lv))
+	}
+	if want > 0 {
+		d.widen(ctx, l, bits, short, ask)
 	}
 	if len(out) == 0 && ctx.Err() != nil {
 		return nil, fmt.Errorf("find workers: %w", ctx.Err())
 	}
 	return out, nil
+}
+
+// widen is FindShard's way down from the shard sh at level l while short: at each level
+// below, a random child of the shard last asked and, while still short, that child's
+// sibling (the two together hold the workers of their parent's that estimate the grid's
+// size higher), until a level whose two shards hold no provider at all (no worker sits
+// there or a level below it: the grid is exhausted) or maxLevel. A lookup that meets no
+// provider runs to its end, so an exhausted grid costs two lookups more than one that is not.
+func (d *DHT) widen(ctx context.Context, l int, sh uint64, short func() bool, ask func(int, uint64) int) {
+	for lv := l + 1; lv <= maxLevel && short() && ctx.Err() == nil; lv++ {
+		sh = sh<<1 | rand.Uint64N(2)
+		met := ask(lv, sh)
+		if short() && ctx.Err() == nil {
+			met += ask(lv, sh^1)
+		}
+		if met == 0 {
+			return
+		}
+	}
 }

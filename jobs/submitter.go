@@ -34,7 +34,8 @@ import (
 type Request struct {
 	// Binary is the job's ELF file and Input its stdin. The submitter serves both from
 	// these very bytes while the submit lasts (they are not copied or stored): do not
-	// change them until Submit returns.
+	// change them until Submit returns. Once it has returned, nothing reads them: a worker
+	// still fetching then gets NOT_FOUND (Store.Hold).
 	Binary []byte
 	Input  []byte
 	// Limits bound each run; unset fields take each worker's defaults (a worker fills
