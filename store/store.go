@@ -359,10 +359,20 @@ func (r *heldReader) Read(p []byte) (int, error) {
 	if r.off >= r.size {
 		return 0, io.EOF
 	}
-	p = p[:min(len(p), maxHeldCopy)]
-	n := 0
-	if !r.st.readHeld(r.c, func(b []byte) { n = copy(p, b[r.off:]) }) {
+	p = p[:min(int64(len(p)), maxHeldCopy, r.size-r.off)]
+	n, sized := 0, false
+	held := r.st.readHeld(r.c, func(b []byte) {
+		// Holds of c have its bytes (Hold's precondition); one that does not must not
+		// panic or stall the server.
+		if sized = int64(len(b)) == r.size; sized {
+			n = copy(p, b[r.off:])
+		}
+	})
+	switch {
+	case !held:
 		return 0, fmt.Errorf("read %s: %w: released while it was read", r.c, ErrNotFound)
+	case !sized:
+		return 0, fmt.Errorf("read %s: %w: a hold of it has another size", r.c, cids.ErrMismatch)
 	}
 	r.off += int64(n)
 	return n, nil
