@@ -148,7 +148,8 @@ func (d *DHT) AnnounceWorker(ns string, ready chan<- struct{}) {
 // the few workers that had estimated under 128 when they announced: 5-31 of the 24 wanted
 // on this VM's grids (5 < the 7 a submit asks; CI once found 6).
 func (d *DHT) FindShard(ctx context.Context, ns string, want int) ([]peer.AddrInfo, error) {
-	l := max(d.Level()-1, 0)
+	level := d.Level()
+	l := max(level-1, 0)
 	bits := rand.Uint64() >> (64 - l) // 0 at level 0: a shift by 64 is 0
 	seen := map[peer.ID]bool{}
 	var out []peer.AddrInfo
@@ -177,7 +178,7 @@ func (d *DHT) FindShard(ctx context.Context, ns string, want int) ([]peer.AddrIn
 		ask(lv, bits>>(l-lv))
 	}
 	if want > 0 {
-		d.widen(ctx, l, bits, short, ask)
+		d.widen(ctx, l, level, bits, short, ask)
 	}
 	if len(out) == 0 && ctx.Err() != nil {
 		return nil, fmt.Errorf("find workers: %w", ctx.Err())
@@ -186,13 +187,16 @@ func (d *DHT) FindShard(ctx context.Context, ns string, want int) ([]peer.AddrIn
 }
 
 // widen is FindShard's way down from the shard sh at level l while short: at each level
-// below, a random child of the shard last asked and, while still short, that child's
-// sibling (the two together hold the workers of their parent's that estimate the grid's
-// size higher), until a level whose two shards hold no provider at all (no worker sits
-// there or a level below it: the grid is exhausted) or maxLevel. A lookup that meets no
-// provider runs to its end, so an exhausted grid costs two lookups more than one that is not.
-func (d *DHT) widen(ctx context.Context, l int, sh uint64, short func() bool, ask func(int, uint64) int) {
-	for lv := l + 1; lv <= maxLevel && short() && ctx.Err() == nil; lv++ {
+// below, down to this node's own level, a random child of the shard last asked and, while
+// still short, that child's sibling (the two together hold the workers of their parent's
+// that estimate the grid's size higher). The keys at this node's level hold the workers
+// that estimate the grid's size as this node does or at twice: with the parents, that
+// covers a factor of 2 either way. It goes no further: a lookup that meets no provider runs
+// to its end, dialling any departed peer on its way (5 s on a 5-node testnet whose level-1
+// keys are empty, every submit), so a level-0 node, which thinks the grid small, does not
+// widen at all.
+func (d *DHT) widen(ctx context.Context, l, level int, sh uint64, short func() bool, ask func(int, uint64) int) {
+	for lv := l + 1; lv <= min(level, maxLevel) && short() && ctx.Err() == nil; lv++ {
 		sh = sh<<1 | rand.Uint64N(2)
 		met := ask(lv, sh)
 		if short() && ctx.Err() == nil {

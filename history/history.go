@@ -314,7 +314,7 @@ func (h *DB) writer() {
 		h.queue, h.qbytes, h.busy = nil, 0, len(batch) > 0
 		h.mu.Unlock()
 		if len(batch) > 0 {
-			err := h.db.Update(func(tx *bolt.Tx) error { return h.write(tx, batch) })
+			err := h.update(batch)
 			if err != nil {
 				h.opts.Logger.Error("history: write failed", "jobs", len(batch), "err", err)
 			}
@@ -332,6 +332,18 @@ func (h *DB) writer() {
 			}
 		}
 	}
+}
+
+// update writes batch in one transaction. A panic in bbolt (a damaged page Open did not
+// see) is an error: Update's deferred rollback has released the database, and the daemon
+// keeps running without that write.
+func (h *DB) update(batch []item) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %v", errDamaged, r)
+		}
+	}()
+	return h.db.Update(func(tx *bolt.Tx) error { return h.write(tx, batch) })
 }
 
 // write adds a batch in one transaction, updates the totals, and applies retention.
@@ -649,9 +661,43 @@ func openChecked(path string, opts Options) (db *bolt.DB, err error) {
 	err = db.View(func(tx *bolt.Tx) error {
 		return tx.ForEach(func(_ []byte, b *bolt.Bucket) error { return walk(b) })
 	})
+	if err == nil {
+		err = db.View(func(tx *bolt.Tx) error { return checkPageIDs(path, tx, db.Info().PageSize) })
+	}
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("%w: %w", errDamaged, err)
 	}
 	return db, nil
+}
+
+// checkPageIDs checks that every page in use names itself in its header. bbolt takes a
+// node's page ID from the header it read, not from where it read it: a damaged ID passed
+// the walk (reads never use it) and panicked the first write that changed that page
+// ("pgid above high water mark" in Commit, in the writer goroutine: the daemon died).
+func checkPageIDs(path string, tx *bolt.Tx, pageSize int) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	hdr := make([]byte, 8)
+	for id, n := 2, int(tx.Size()/int64(pageSize)); id < n; {
+		info, err := tx.Page(id)
+		if err != nil {
+			return err
+		}
+		if info == nil || info.Type == "free" {
+			id++
+			continue
+		}
+		if _, err := f.ReadAt(hdr, int64(id)*int64(pageSize)); err != nil {
+			return fmt.Errorf("page %d: %w", id, err)
+		}
+		if got := binary.LittleEndian.Uint64(hdr); got != uint64(id) {
+			return fmt.Errorf("page %d: its header says page %d", id, got)
+		}
+		id += 1 + info.OverflowCount
+	}
+	return nil
 }
