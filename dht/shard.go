@@ -148,7 +148,8 @@ func (d *DHT) AnnounceWorker(ns string, ready chan<- struct{}) {
 // the few workers that had estimated under 128 when they announced: 5-31 of the 24 wanted
 // on this VM's grids (5 < the 7 a submit asks; CI once found 6).
 func (d *DHT) FindShard(ctx context.Context, ns string, want int) ([]peer.AddrInfo, error) {
-	level := d.Level()
+	size := d.NetworkSize()
+	level := LevelFor(size, d.target)
 	l := max(level-1, 0)
 	bits := rand.Uint64() >> (64 - l) // 0 at level 0: a shift by 64 is 0
 	seen := map[peer.ID]bool{}
@@ -182,7 +183,7 @@ func (d *DHT) FindShard(ctx context.Context, ns string, want int) ([]peer.AddrIn
 		// (a level-0 node of a 200-node grid found 17 of the 24 it wants; a 5-node
 		// testnet's finds all 4 others and does not look below).
 		low := level
-		if len(out) < d.NetworkSize()/2 {
+		if len(out) < size/2 {
 			low++
 		}
 		d.widen(ctx, l, low, bits, short, ask)

@@ -659,11 +659,11 @@ func openChecked(path string, opts Options) (db *bolt.DB, err error) {
 	// Read every bucket and key here, in this goroutine, so that a page bbolt cannot read
 	// panics where it is recovered (tx.Check runs in a goroutine of its own).
 	err = db.View(func(tx *bolt.Tx) error {
-		return tx.ForEach(func(_ []byte, b *bolt.Bucket) error { return walk(b) })
+		if err := tx.ForEach(func(_ []byte, b *bolt.Bucket) error { return walk(b) }); err != nil {
+			return err
+		}
+		return checkPageIDs(path, tx, db.Info().PageSize)
 	})
-	if err == nil {
-		err = db.View(func(tx *bolt.Tx) error { return checkPageIDs(path, tx, db.Info().PageSize) })
-	}
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("%w: %w", errDamaged, err)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gridnode/gridnode/cids"
 	"github.com/gridnode/gridnode/protocol"
+	"github.com/ipfs/go-cid"
 )
 
 // Probes of Store.Hold (a submit's binary and input served from the caller's memory).
@@ -28,6 +29,16 @@ func scribble(b []byte) {
 	for i := range b {
 		b[i] ^= 0xff
 	}
+}
+
+// holdCopy holds a copy of an n-byte pattern in a new store: the pattern, the CID and
+// the caller's buffer (the copy) it holds.
+func holdCopy(t *testing.T, n int, seed byte) (st *Store, orig []byte, c cid.Cid, b []byte, release func()) {
+	st = newStore(t)
+	orig = heldPattern(n, seed)
+	c = cids.Sum(orig)
+	b = bytes.Clone(orig)
+	return st, orig, c, b, st.Hold(c, b)
 }
 
 // TestHoldAttackSecondHolderBytes: two holders of one CID with their own copies of the
@@ -70,11 +81,7 @@ func TestHoldAttackSecondHolderBytes(t *testing.T) {
 // after release: the caller is then free to change it.
 func TestHoldAttackOpenOutlivesRelease(t *testing.T) {
 	ctx := context.Background()
-	st := newStore(t)
-	orig := heldPattern(1<<20, 2)
-	c := cids.Sum(orig)
-	b := bytes.Clone(orig)
-	release := st.Hold(c, b)
+	st, orig, c, b, release := holdCopy(t, 1<<20, 2)
 	rc, _, err := st.Open(ctx, c)
 	if err != nil {
 		t.Fatal(err)
@@ -98,11 +105,7 @@ func TestHoldAttackOpenOutlivesRelease(t *testing.T) {
 // it after the submit returned and its caller changed it.
 func TestHoldAttackGetOutlivesRelease(t *testing.T) {
 	ctx := context.Background()
-	st := newStore(t)
-	orig := heldPattern(64<<10, 3)
-	c := cids.Sum(orig)
-	b := bytes.Clone(orig)
-	release := st.Hold(c, b)
+	st, orig, c, b, release := holdCopy(t, 64<<10, 3)
 	got, err := st.Get(ctx, c, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -125,11 +128,7 @@ func TestHoldAttackServedAfterRelease(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	st := newStore(t)
-	orig := heldPattern(64<<20, 4)
-	c := cids.Sum(orig)
-	b := bytes.Clone(orig)
-	release := st.Hold(c, b)
+	st, orig, c, b, release := holdCopy(t, 64<<20, 4)
 
 	a, p := newHost(t), newHost(t)
 	serve(t, p, st)
