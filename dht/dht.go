@@ -499,6 +499,22 @@ const (
 // timeout.
 var providersQuiet = 300 * time.Millisecond
 
+// FindPeer looks p's addresses up: from a connection to it if there is one, else a lookup
+// of the peers closest to p's ID, which ends once p is dialled. kad-dht reports a peer it
+// heard of but did not dial during its lookup as not found, although the answers put its
+// addresses in the peerstore: a peer still in the routing table whose addresses had
+// expired is such a one (its neighbours' answers list them). Those are returned; dialling
+// them checks that they are p's.
+func (d *DHT) FindPeer(ctx context.Context, p peer.ID) (peer.AddrInfo, error) {
+	ai, err := d.kad.FindPeer(ctx, p)
+	if len(ai.Addrs) == 0 {
+		if pi := d.h.Peerstore().PeerInfo(p); len(pi.Addrs) > 0 {
+			return pi, nil
+		}
+	}
+	return ai, err
+}
+
 // FindProviders lists the providers of c other than this node, resolving addresses of
 // providers the records did not carry any for.
 func (d *DHT) FindProviders(ctx context.Context, c cid.Cid) []peer.AddrInfo {

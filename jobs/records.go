@@ -140,6 +140,19 @@ func (r *Records) Get(p peer.ID) Record {
 	return r.m[p]
 }
 
+// establishedPeers returns the workers with an established record.
+func (r *Records) establishedPeers() []peer.ID {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var ps []peer.ID
+	for p, rec := range r.m {
+		if rec.established() {
+			ps = append(ps, p)
+		}
+	}
+	return ps
+}
+
 // outcome is what one replica adds to its worker's record.
 type outcome int
 

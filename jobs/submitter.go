@@ -166,7 +166,12 @@ type SubmitterConfig struct {
 	// FindWorkers returns candidate workers for jobs of an architecture ("linux/amd64");
 	// the submitter skips itself.
 	FindWorkers func(ctx context.Context, arch string) ([]peer.AddrInfo, error)
-	Logger      *slog.Logger
+	// Locate returns the addresses of those of ps it can find (a DHT lookup for a peer
+	// whose addresses the node does not know), leaving out the rest: the submitter asks its
+	// anchors whether FindWorkers found them or not (maxAnchorsAsked). Nil: the
+	// peerstore's addresses only.
+	Locate func(ctx context.Context, ps []peer.ID) []peer.AddrInfo
+	Logger *slog.Logger
 	// Progress, if set, receives human progress lines.
 	Progress func(msg string)
 }
@@ -412,14 +417,29 @@ func (s *Submitter) workers(ctx context.Context, j *job, exclude map[peer.ID]boo
 // findFit finds candidates for j on the DHT and asks them for offers; busy is how many
 // fit but had no free slot.
 func (s *Submitter) findFit(ctx context.Context, j *job, exclude map[peer.ID]bool, talk bool) (fit, busy []*candidate, err error) {
+	// The anchors are located while the DHT is asked (a lookup each only for those whose
+	// addresses the node does not know).
+	anchors := s.anchorsFor(j, exclude)
+	var located chan []peer.AddrInfo
+	if len(anchors) > 0 {
+		located = make(chan []peer.AddrInfo, 1)
+		go func() { located <- s.locate(ctx, anchors) }()
+	}
 	found, err := s.cfg.FindWorkers(ctx, j.arch)
-	if err != nil {
+	var first []peer.AddrInfo // the anchors, asked first
+	if located != nil {
+		first = orderAnchors(anchors, found, <-located)
+	}
+	if err != nil && len(first) == 0 {
 		if ctx.Err() != nil {
 			return nil, nil, fmt.Errorf("submit: %w", ctx.Err())
 		}
 		return nil, nil, fmt.Errorf("submit: %w: find %s workers: %v", ErrNoWorkers, j.arch, err)
 	}
 	seen := map[peer.ID]bool{s.cfg.Host.ID(): true}
+	for _, ai := range first {
+		seen[ai.ID] = true
+	}
 	var cands []peer.AddrInfo
 	for _, ai := range found {
 		if !seen[ai.ID] && !exclude[ai.ID] && ai.ID != "" {
@@ -427,14 +447,16 @@ func (s *Submitter) findFit(ctx context.Context, j *job, exclude map[peer.ID]boo
 			cands = append(cands, ai)
 		}
 	}
+	// A random order, so that where a candidate sits in the DHT's answer buys it nothing;
+	// the anchors go first (they were drawn at random among themselves).
+	mrand.Shuffle(len(cands), func(a, b int) { cands[a], cands[b] = cands[b], cands[a] })
+	cands = append(first, cands...)
 	if len(cands) == 0 {
 		if len(exclude) > 0 {
 			return nil, nil, fmt.Errorf("submit: %w: no %s worker found that has not had the job", ErrNoWorkers, j.arch)
 		}
 		return nil, nil, fmt.Errorf("submit: %w: no %s workers found", ErrNoWorkers, j.arch)
 	}
-	// A random order, so that where a candidate sits in the DHT's answer buys it nothing.
-	mrand.Shuffle(len(cands), func(a, b int) { cands[a], cands[b] = cands[b], cands[a] })
 	if talk {
 		s.progress("asking %s for offers", plural(len(cands), "candidate"))
 	}

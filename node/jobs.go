@@ -36,6 +36,7 @@ type jobsPart struct {
 	sub    *jobs.Submitter
 	// workers caches the DHT's answers for the submitter (workercache.go).
 	workers workerCache
+	missed  missedPeers // anchors the DHT did not find (discovery.go)
 	credit  *creditPart // credit.go
 }
 
@@ -106,6 +107,7 @@ func openJobs(n *Node) (_ *jobsPart, err error) {
 		Local:       runner, // for --verify-local; nil where this machine cannot run jobs
 		Events:      jobs.JoinEvents(n.events...),
 		FindWorkers: n.findWorkers,
+		Locate:      n.locate,
 		Logger:      log,
 		Progress:    cfg.Progress,
 	})
