@@ -3,7 +3,9 @@ package jobs
 import (
 	"context"
 	mrand "math/rand/v2"
+	"slices"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -11,12 +13,18 @@ import (
 // lookup draws one shard of many (docs/SCALE.md), so the workers that can anchor its quorum
 // (the ones it trusts and the ones with an established record) were found about once in
 // N/24 submits: on a grid of thousands nearly every submit failed with ErrNoTrust unless
-// it also ran the job locally. A submit now also asks up to maxAnchorsAsked of them,
-// first: trusted ones before established ones, each group in random order.
-const maxAnchorsAsked = 4
+// it also ran the job locally. A submit now also asks up to maxAnchorsAsked of them that
+// can be reached, first, and waits for their offers (offers). Locate picks them from up
+// to maxAnchorCandidates, trusted ones before established ones, each group in random
+// order: switched-off machines and departed workers must not hold the places of
+// reachable ones (four of them once failed every submit).
+const (
+	maxAnchorsAsked     = 4
+	maxAnchorCandidates = 32
+)
 
-// anchorsFor returns up to maxAnchorsAsked workers that could anchor j's quorum, none of
-// them in exclude or this submitter itself.
+// anchorsFor returns up to maxAnchorCandidates workers that could anchor j's quorum, in the
+// order they are to be tried, none of them in exclude or this submitter itself.
 func (s *Submitter) anchorsFor(j *job, exclude map[peer.ID]bool) []peer.ID {
 	self := s.cfg.Host.ID()
 	ok := func(p peer.ID) bool { return p != self && p != "" && !exclude[p] }
@@ -26,8 +34,8 @@ func (s *Submitter) anchorsFor(j *job, exclude map[peer.ID]bool) []peer.ID {
 			trusted = append(trusted, p)
 		}
 	}
-	out := pickRandom(trusted, maxAnchorsAsked)
-	if left := maxAnchorsAsked - len(out); left > 0 {
+	out := pickRandom(trusted, maxAnchorCandidates)
+	if left := maxAnchorCandidates - len(out); left > 0 {
 		var est []peer.ID
 		for _, p := range s.records.establishedPeers() {
 			if ok(p) && !j.trusted[p] {
@@ -45,26 +53,50 @@ func pickRandom(ps []peer.ID, n int) []peer.ID {
 	return ps[:min(n, len(ps))]
 }
 
-// locate returns the addresses of those of ps the node can find: through
-// SubmitterConfig.Locate, or else what the peerstore holds. A peer it cannot find is left
-// out; a peer already connected needs no address.
-func (s *Submitter) locate(ctx context.Context, ps []peer.ID) []peer.AddrInfo {
+// locate returns up to n of ps that can be reached, in ps's order: through
+// SubmitterConfig.Locate, or else those connected or with addresses in the peerstore.
+func (s *Submitter) locate(ctx context.Context, ps []peer.ID, n int) []peer.AddrInfo {
 	if s.cfg.Locate != nil {
-		return s.cfg.Locate(ctx, ps)
+		return s.cfg.Locate(ctx, ps, n)
 	}
 	var out []peer.AddrInfo
 	for _, p := range ps {
 		ai := s.cfg.Host.Peerstore().PeerInfo(p)
-		if len(ai.Addrs) > 0 || len(s.cfg.Host.Network().ConnsToPeer(p)) > 0 {
+		if len(out) < n && (len(ai.Addrs) > 0 || s.cfg.Host.Network().Connectedness(p) == network.Connected) {
 			out = append(out, ai)
 		}
 	}
 	return out
 }
 
-// orderAnchors returns the anchors (in their order) that discovery found, with the
-// addresses it found them at, or that locate found: an anchor found by neither is left
-// out, since it could not be reached.
+// locateAnchors runs locate for anchors while discovery runs (find), and returns what
+// discovery found and the anchors to ask first (orderAnchors). When discovery found an
+// anchor, it takes what locate has by then without waiting for its lookups.
+func (s *Submitter) locateAnchors(ctx context.Context, anchors []peer.ID, find func() ([]peer.AddrInfo, error)) (found, first []peer.AddrInfo, err error) {
+	if len(anchors) == 0 {
+		found, err = find()
+		return found, nil, err
+	}
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	located := make(chan []peer.AddrInfo, 1)
+	go func() { located <- s.locate(lctx, anchors, maxAnchorsAsked) }()
+	found, err = find()
+	var loc []peer.AddrInfo
+	if slices.ContainsFunc(found, func(ai peer.AddrInfo) bool { return slices.Contains(anchors, ai.ID) }) {
+		select {
+		case loc = <-located:
+		default:
+		}
+	} else {
+		loc = <-located
+	}
+	return found, orderAnchors(anchors, found, loc), err
+}
+
+// orderAnchors returns, in the anchors' order and at most maxAnchorsAsked, the anchors that
+// locate found (it reached them) or discovery found (with the addresses it found them at,
+// when it has some): an anchor found by neither could not be reached.
 func orderAnchors(anchors []peer.ID, found, located []peer.AddrInfo) []peer.AddrInfo {
 	at := make(map[peer.ID]peer.AddrInfo, len(found)+len(located))
 	for _, ai := range located {
@@ -77,7 +109,7 @@ func orderAnchors(anchors []peer.ID, found, located []peer.AddrInfo) []peer.Addr
 	}
 	var out []peer.AddrInfo
 	for _, p := range anchors {
-		if ai, ok := at[p]; ok {
+		if ai, ok := at[p]; ok && len(out) < maxAnchorsAsked {
 			out = append(out, ai)
 		}
 	}

@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -50,7 +51,7 @@ func TestAnchorsAskedWhenNotFound(t *testing.T) {
 			var asked [][]peer.ID
 			switch how {
 			case "locate":
-				g.sub.cfg.Locate = func(ctx context.Context, ps []peer.ID) []peer.AddrInfo {
+				g.sub.cfg.Locate = func(ctx context.Context, ps []peer.ID, n int) []peer.AddrInfo {
 					mu.Lock()
 					asked = append(asked, slices.Clone(ps))
 					mu.Unlock()
@@ -122,6 +123,8 @@ func TestAnchorsAskedFirst(t *testing.T) {
 	g.trustOnly(11)
 	g.findExcept() // all of them, the trusted one last
 	for i := range 8 {
+		// Strangers that agreed with 3 anchored quorums would anchor too: none may.
+		g.sub.records, _ = OpenRecords("")
 		rep, err := g.sub.Submit(context.Background(), Request{Binary: testBinary, Input: []byte("hi"), SamePrefix: true})
 		if err != nil {
 			t.Fatalf("submit %d: %v", i, err)
@@ -132,8 +135,8 @@ func TestAnchorsAskedFirst(t *testing.T) {
 	}
 }
 
-// TestAnchorsFor: trusted workers come before established ones, at most maxAnchorsAsked,
-// never the submitter itself or a worker excluded (one that had the job).
+// TestAnchorsFor: trusted workers come before established ones, never the submitter
+// itself or a worker excluded (one that had the job); at most maxAnchorCandidates.
 func TestAnchorsFor(t *testing.T) {
 	g := newGrid(t)
 	ids := make([]peer.ID, 8)
@@ -148,10 +151,17 @@ func TestAnchorsFor(t *testing.T) {
 	}
 	g.sub.Records().note(ids[7], disagreed, now) // no longer established
 	j := &job{trusted: map[peer.ID]bool{ids[0]: true, ids[1]: true, g.subHost.ID(): true}}
+	many := &job{trusted: map[peer.ID]bool{}}
+	for i := range 2 * maxAnchorCandidates {
+		many.trusted[peer.ID(fmt.Sprint(i))] = true
+	}
+	if got := g.sub.anchorsFor(many, nil); len(got) != maxAnchorCandidates {
+		t.Errorf("%d trusted: got %d candidates, want %d", len(many.trusted), len(got), maxAnchorCandidates)
+	}
 	for range 20 {
 		got := g.sub.anchorsFor(j, map[peer.ID]bool{ids[3]: true})
-		if len(got) != maxAnchorsAsked {
-			t.Fatalf("got %v, want %d anchors", got, maxAnchorsAsked)
+		if len(got) != 6 { // 2 trusted, ids 2, 4, 5 and 6 established
+			t.Fatalf("got %v, want 6 anchors", got)
 		}
 		if !slices.Contains(got[:2], ids[0]) || !slices.Contains(got[:2], ids[1]) {
 			t.Fatalf("got %v, want the two trusted ones first", got)

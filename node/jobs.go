@@ -36,7 +36,7 @@ type jobsPart struct {
 	sub    *jobs.Submitter
 	// workers caches the DHT's answers for the submitter (workercache.go).
 	workers workerCache
-	missed  missedPeers // anchors the DHT did not find (discovery.go)
+	locator locator     // the submitter's anchors (discovery.go)
 	credit  *creditPart // credit.go
 }
 
@@ -213,6 +213,7 @@ func (n *Node) findWorkers(ctx context.Context, arch string) ([]peer.AddrInfo, e
 // the "cancelled" replies), then the blob handler, then the store.
 func (j *jobsPart) close() error {
 	var errs []error
+	j.locator.close()
 	if j.credit != nil {
 		j.credit.close()
 	}

@@ -36,38 +36,43 @@ func TestLocateAnchor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := c.locate(ctx, []peer.ID{nobody, w})
+	got := c.locate(ctx, []peer.ID{nobody, w}, 2)
 	if len(got) != 1 || got[0].ID != w || len(got[0].Addrs) == 0 {
 		t.Fatalf("located %v, want only %s with addresses", got, w)
 	}
-	if now := time.Now(); !c.jobs.missed.recent(nobody, now) || c.jobs.missed.recent(w, now) {
-		t.Errorf("missed: nobody %v, the worker %v; want only nobody", c.jobs.missed.recent(nobody, now), c.jobs.missed.recent(w, now))
+	if now := time.Now(); !c.jobs.locator.recent(nobody, now) || c.jobs.locator.recent(w, now) {
+		t.Errorf("missed: nobody %v, the worker %v; want only nobody", c.jobs.locator.recent(nobody, now), c.jobs.locator.recent(w, now))
 	}
-	if got := c.locate(ctx, []peer.ID{nobody}); len(got) != 0 {
+	if got := c.locate(ctx, []peer.ID{nobody}, 1); len(got) != 0 {
 		t.Errorf("located %v for a missed peer, want nothing", got)
 	}
 }
 
-// TestMissedPeersBounded: misses expire after locateRetry and at most missedPeersMax are
-// kept, the oldest going first.
-func TestMissedPeersBounded(t *testing.T) {
-	var m missedPeers
+// TestLocatorMisses: misses expire after locateRetry; past missedPeersMax the expired ones
+// go first; a peer reached is forgotten as a miss.
+func TestLocatorMisses(t *testing.T) {
+	var l locator
 	t0 := time.Now()
-	for i := range missedPeersMax + 10 {
-		m.add(peer.ID(rune(i+1)), t0.Add(time.Duration(i)*time.Millisecond))
+	old := peer.ID("old")
+	l.mu.Lock()
+	l.miss(old, t0.Add(-2*locateRetry))
+	for i := range missedPeersMax {
+		l.miss(peer.ID(rune(i+1)), t0)
 	}
-	if len(m.at) != missedPeersMax {
-		t.Fatalf("%d misses kept, want %d", len(m.at), missedPeersMax)
+	l.mu.Unlock()
+	if len(l.missed) > missedPeersMax || l.recent(old, t0) {
+		t.Fatalf("%d misses kept (want at most %d), the expired one recent: %v", len(l.missed), missedPeersMax, l.recent(old, t0))
 	}
-	if m.recent(peer.ID(rune(1)), t0) {
-		t.Error("the oldest miss was kept")
+	p := peer.ID(rune(1))
+	if _, kept := l.missed[p]; kept && (!l.recent(p, t0) || l.recent(p, t0.Add(locateRetry+time.Second))) {
+		t.Error("a miss is not recent now, or still recent after locateRetry")
 	}
-	last := peer.ID(rune(missedPeersMax + 10))
-	if !m.recent(last, t0) || m.recent(last, t0.Add(locateRetry+time.Second)) {
-		t.Error("the newest miss is not recent now, or still recent after locateRetry")
+	ok := func(q peer.ID) peer.AddrInfo { return peer.AddrInfo{ID: q} }
+	l.missed[p] = t0.Add(-2 * locateRetry)
+	for _, r := range l.start([]peer.ID{p}, 1, t0, ok) {
+		<-r.done
 	}
-	m.forget(last)
-	if m.recent(last, t0) {
-		t.Error("a forgotten miss is still recent")
+	if _, kept := l.missed[p]; kept {
+		t.Error("a peer reached is still noted as missed")
 	}
 }

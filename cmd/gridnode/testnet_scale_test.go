@@ -85,10 +85,19 @@ func BenchmarkTestnetScale(b *testing.B) {
 	b.ReportMetric(float64(big.apiCPU.Milliseconds()), "api-node-cpu-ms")
 }
 
+// Per-node resource targets of a process testnet at any size (docs/SCALE.md): a node's
+// connections are bounded by its connection manager (trimmed past 24), so its fds and
+// memory must not grow with N. Measured at 20-50 nodes: 36-42 fds and 32-36 MiB.
+const (
+	maxFDsPerNode    = 64
+	maxRSSMiBPerNode = 64
+)
+
 // TestTestnetScale starts a 30-node process testnet (GRIDNODE_SCALE_N) and holds it to the
 // scale targets that do not depend on the machine's speed: no full mesh once idle (past
-// oneMachine's 24 connections a node trims), and a ready time far from the 60s the
-// testnet allows. The ratios and timings are BenchmarkTestnetScale's.
+// oneMachine's 24 connections a node trims), fds and RSS per node within their bounds, and
+// a ready time far from the 60s the testnet allows. The ratios and timings are
+// BenchmarkTestnetScale's.
 func TestTestnetScale(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a 30-node process testnet")
@@ -106,6 +115,12 @@ func TestTestnetScale(t *testing.T) {
 	}
 	if f.ready > 30*time.Second {
 		t.Errorf("ready after %v, want well under 30s", f.ready)
+	}
+	if m := median(f.fds); m > maxFDsPerNode {
+		t.Errorf("median node has %v open fds, want at most %d", m, maxFDsPerNode)
+	}
+	if m := median(f.rss); m > maxRSSMiBPerNode {
+		t.Errorf("median node's RSS is %.0f MiB, want at most %d", m, maxRSSMiBPerNode)
 	}
 }
 
