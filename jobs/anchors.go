@@ -53,63 +53,38 @@ func pickRandom(ps []peer.ID, n int) []peer.ID {
 	return ps[:min(n, len(ps))]
 }
 
-// locate returns up to n of ps that can be reached, in ps's order: through
-// SubmitterConfig.Locate, or else those connected or with addresses in the peerstore.
-func (s *Submitter) locate(ctx context.Context, ps []peer.ID, n int) []peer.AddrInfo {
-	if s.cfg.Locate != nil {
-		return s.cfg.Locate(ctx, ps, n)
-	}
-	var out []peer.AddrInfo
-	for _, p := range ps {
-		ai := s.cfg.Host.Peerstore().PeerInfo(p)
-		if len(out) < n && (len(ai.Addrs) > 0 || s.cfg.Host.Network().Connectedness(p) == network.Connected) {
-			out = append(out, ai)
-		}
-	}
-	return out
-}
-
-// locateAnchors runs locate for anchors while discovery runs (find), and returns what
-// discovery found and the anchors to ask first (orderAnchors). When discovery found an
-// anchor, it takes what locate has by then without waiting for its lookups.
+// locateAnchors runs SubmitterConfig.Locate for anchors while discovery runs (find), and
+// returns what discovery found and the anchors to ask first: only those Locate reached.
+// Discovery's entry for an anchor proves nothing: it may be a switched-off machine's record
+// (kept 30 min) or carry addresses that do not reach it, and taking it as found once
+// skipped the wait for Locate and failed every submit (helper-47); Locate dials the
+// addresses discovery put in the peerstore too. Without a Locate, the anchors discovery
+// found and those connected or with addresses in the peerstore.
 func (s *Submitter) locateAnchors(ctx context.Context, anchors []peer.ID, find func() ([]peer.AddrInfo, error)) (found, first []peer.AddrInfo, err error) {
 	if len(anchors) == 0 {
 		found, err = find()
 		return found, nil, err
 	}
-	lctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	located := make(chan []peer.AddrInfo, 1)
-	go func() { located <- s.locate(lctx, anchors, maxAnchorsAsked) }()
-	found, err = find()
-	var loc []peer.AddrInfo
-	if slices.ContainsFunc(found, func(ai peer.AddrInfo) bool { return slices.Contains(anchors, ai.ID) }) {
-		select {
-		case loc = <-located:
-		default:
-		}
-	} else {
-		loc = <-located
+	if s.cfg.Locate == nil {
+		found, err = find()
+		return found, s.knownAnchors(anchors, found), err
 	}
-	return found, orderAnchors(anchors, found, loc), err
+	located := make(chan []peer.AddrInfo, 1)
+	go func() { located <- s.cfg.Locate(ctx, anchors, maxAnchorsAsked) }()
+	found, err = find()
+	return found, <-located, err
 }
 
-// orderAnchors returns, in the anchors' order and at most maxAnchorsAsked, the anchors that
-// locate found (it reached them) or discovery found (with the addresses it found them at,
-// when it has some): an anchor found by neither could not be reached.
-func orderAnchors(anchors []peer.ID, found, located []peer.AddrInfo) []peer.AddrInfo {
-	at := make(map[peer.ID]peer.AddrInfo, len(found)+len(located))
-	for _, ai := range located {
-		at[ai.ID] = ai
-	}
-	for _, ai := range found {
-		if _, ok := at[ai.ID]; !ok || len(ai.Addrs) > 0 {
-			at[ai.ID] = ai
-		}
-	}
+// knownAnchors returns, in order and at most maxAnchorsAsked, the anchors in found or
+// connected or with addresses in the peerstore.
+func (s *Submitter) knownAnchors(anchors []peer.ID, found []peer.AddrInfo) []peer.AddrInfo {
 	var out []peer.AddrInfo
 	for _, p := range anchors {
-		if ai, ok := at[p]; ok && len(out) < maxAnchorsAsked {
+		ai := s.cfg.Host.Peerstore().PeerInfo(p)
+		if i := slices.IndexFunc(found, func(f peer.AddrInfo) bool { return f.ID == p }); i >= 0 && len(found[i].Addrs) > 0 {
+			ai = found[i]
+		}
+		if len(out) < maxAnchorsAsked && (len(ai.Addrs) > 0 || s.cfg.Host.Network().Connectedness(p) == network.Connected) {
 			out = append(out, ai)
 		}
 	}

@@ -166,10 +166,11 @@ type SubmitterConfig struct {
 	// FindWorkers returns candidate workers for jobs of an architecture ("linux/amd64");
 	// the submitter skips itself.
 	FindWorkers func(ctx context.Context, arch string) ([]peer.AddrInfo, error)
-	// Locate returns up to n of ps that it can reach, in ps's order (a DHT lookup for a
-	// peer whose addresses the node does not know or that do not reach it), leaving out the
-	// rest: the submitter asks its anchors whether FindWorkers found them or not
-	// (anchors.go). Nil: the peers connected or with addresses in the peerstore.
+	// Locate returns up to n of ps that it reached (connected), in ps's order (a DHT
+	// lookup for a peer whose addresses the node does not know or that do not reach it),
+	// leaving out the rest: the submitter asks its anchors whether FindWorkers found them
+	// or not (anchors.go). Nil: the anchors FindWorkers found and those connected or with
+	// addresses in the peerstore.
 	Locate func(ctx context.Context, ps []peer.ID, n int) []peer.AddrInfo
 	Logger *slog.Logger
 	// Progress, if set, receives human progress lines.

@@ -2,12 +2,13 @@ package node
 
 import (
 	"context"
-	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-multiaddr"
 
 	"github.com/gridnode/gridnode/dht"
 )
@@ -134,8 +135,11 @@ func (l *locator) start(ps []peer.ID, max int, now time.Time, try func(peer.ID) 
 			out = append(out, r)
 			continue
 		}
-		if l.closed || !l.take(now) {
+		if l.closed {
 			break
+		}
+		if !l.take(now) {
+			continue // past the budget: only attempts in flight are joined
 		}
 		r := &reach{done: make(chan struct{})}
 		if l.inflight == nil {
@@ -179,43 +183,109 @@ func (n *Node) locate(ctx context.Context, ps []peer.ID, want int) []peer.AddrIn
 		return out
 	}
 	reaches := n.jobs.locator.start(rest, locateLookups*(want-len(out)), time.Now(), n.reachPeer)
-	if len(out) > 0 {
+	if len(out) > 0 || len(reaches) == 0 {
 		return out // the rest connect meanwhile, for later submits
 	}
-	for _, r := range reaches {
+	// The first want reached, in ps's order among those done: a stranger holding one
+	// attempt to its end must not hold the others' answer (it held 4 reached anchors 2 s).
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ended := make(chan int, len(reaches))
+	for i, r := range reaches {
+		go func() {
+			select {
+			case <-r.done:
+				ended <- i
+			case <-wctx.Done():
+			}
+		}()
+	}
+	// One anchor reached is enough to anchor a quorum; the others get reachGrace more.
+	reached := make([]bool, len(reaches))
+	var grace <-chan time.Time
+wait:
+	for left, got := len(reaches), 0; left > 0 && got < want; left-- {
 		select {
-		case <-r.done:
+		case i := <-ended:
+			if reaches[i].ai.ID != "" {
+				reached[i] = true
+				if got++; grace == nil {
+					grace = time.After(reachGrace)
+				}
+			}
+		case <-grace:
+			break wait
 		case <-ctx.Done():
-			return out
+			break wait
 		}
-		if r.ai.ID != "" && len(out) < want {
+	}
+	for i, r := range reaches {
+		if reached[i] && len(out) < want {
 			out = append(out, r.ai)
 		}
 	}
 	return out
 }
 
-// reachPeer connects to p within locateTimeout: at its peerstore addresses, else (none, or
-// none that reach it) at those a DHT lookup of its ID finds. It returns p's addresses, or
-// an empty AddrInfo if p could not be reached. The node's closing ends it.
+// reachPeer connects to p within locateTimeout, or fails: it returns p's addresses, or an
+// empty AddrInfo. A DHT lookup of p's ID runs from the start, beside the dial of the
+// addresses the peerstore has: those may be stale, or a stranger's (any DHT server can put
+// addresses for any ID in the peerstore through a closer-peers answer), and a tarpit among
+// them (it accepts and never answers) held the first version's dial to the end of its time,
+// leaving none for the lookup. kad-dht's lookup can itself be held by peers that never
+// answer (a made-up ID near the key, at a tarpit: it waits for the nearest three), while
+// the honest answers have already put p's addresses in the peerstore. So every address of
+// p that appears there is dialled as it appears (the swarm adds it to its dial of p),
+// until p is connected. The node's closing ends it.
 func (n *Node) reachPeer(p peer.ID) peer.AddrInfo {
 	ctx, cancel := context.WithTimeout(n.lifetime(), locateTimeout)
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	defer cancel()
-	ai := n.h.Peerstore().PeerInfo(p)
-	err := errNoAddrs
-	if len(ai.Addrs) > 0 {
-		err = n.h.Connect(ctx, ai)
-	}
-	if err != nil && ctx.Err() == nil {
-		if ai, err = n.d.FindPeer(ctx, p); err == nil {
-			err = n.h.Connect(ctx, ai)
+	var working atomic.Int32 // the lookup and the dials under way
+	working.Add(1)
+	wg.Go(func() {
+		defer working.Add(-1)
+		n.d.FindPeer(ctx, p)
+	})
+	tried := map[string]bool{}
+	tick := time.NewTicker(reachPoll)
+	defer tick.Stop()
+	for {
+		if n.h.Network().Connectedness(p) == network.Connected {
+			return n.h.Peerstore().PeerInfo(p)
+		}
+		var fresh []multiaddr.Multiaddr
+		for _, a := range n.h.Peerstore().Addrs(p) {
+			if k := string(a.Bytes()); !tried[k] && len(tried) < maxReachAddrs {
+				tried[k] = true
+				fresh = append(fresh, a)
+			}
+		}
+		if len(fresh) > 0 {
+			working.Add(1)
+			wg.Go(func() {
+				defer working.Add(-1)
+				if err := n.h.Connect(ctx, peer.AddrInfo{ID: p, Addrs: fresh}); err != nil {
+					n.log.Debug("anchor not reached", "peer", p, "err", err)
+				}
+			})
+		} else if working.Load() == 0 {
+			return peer.AddrInfo{} // looked up and dialled everything it heard of
+		}
+		select {
+		case <-ctx.Done():
+			return peer.AddrInfo{}
+		case <-tick.C:
 		}
 	}
-	if err != nil {
-		n.log.Debug("anchor not reached", "peer", p, "err", err)
-		return peer.AddrInfo{}
-	}
-	return n.h.Peerstore().PeerInfo(p)
 }
 
-var errNoAddrs = errors.New("no addresses")
+// reachPoll is how often reachPeer looks for new addresses of the peer it is reaching, and
+// whether it is connected; maxReachAddrs bounds the addresses it dials. reachGrace is how
+// long locate still waits for other anchors once it reached one.
+const (
+	reachPoll     = 20 * time.Millisecond
+	maxReachAddrs = 64
+	reachGrace    = 150 * time.Millisecond
+)

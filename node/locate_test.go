@@ -40,6 +40,8 @@ func TestLocateAnchor(t *testing.T) {
 	if len(got) != 1 || got[0].ID != w || len(got[0].Addrs) == 0 {
 		t.Fatalf("located %v, want only %s with addresses", got, w)
 	}
+	// The attempt for nobody ends on its own (locate returned once it had the worker).
+	waitUntil(t, 2*locateTimeout, "nobody's miss noted", func() bool { return c.jobs.locator.recent(nobody, time.Now()) })
 	if now := time.Now(); !c.jobs.locator.recent(nobody, now) || c.jobs.locator.recent(w, now) {
 		t.Errorf("missed: nobody %v, the worker %v; want only nobody", c.jobs.locator.recent(nobody, now), c.jobs.locator.recent(w, now))
 	}
