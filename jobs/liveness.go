@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -24,16 +25,22 @@ import (
 // every livenessEvery; a ping unanswered within livenessTimeout, or the connection gone,
 // cancels all its jobs, so they die within livenessEvery+livenessTimeout (0.75 s) of the
 // submitter. A submitter that cannot answer a ping for 0.6 s loses its jobs: the price of
-// the grid's 1 s promise. A peer that does not speak ping is not watched.
+// the grid's 1 s promise. A peer that does not speak ping is not watched. A submitter
+// watches its workers the same way, with submitterLivenessTimeout: it makes no such
+// promise, and at 0.6 s a process paused by load (CI, under the race detector) reset both
+// replicas of a healthy submit once; a killed worker's silent connection now costs it
+// 2.15 s instead of 0.75.
 const (
-	livenessEvery   = 150 * time.Millisecond
-	livenessTimeout = 600 * time.Millisecond
+	livenessEvery            = 150 * time.Millisecond
+	livenessTimeout          = 600 * time.Millisecond
+	submitterLivenessTimeout = 2 * time.Second
 )
 
 // liveness watches peers with jobs in flight, one ping stream per peer; its zero value is
 // ready. The worker watches its submitters; a submitter can watch its workers the same way
 // (a killed worker's QUIC connection is as silent).
 type liveness struct {
+	timeout time.Duration // a ping unanswered this long means the peer is gone; 0: livenessTimeout
 	mu      sync.Mutex
 	watches map[peer.ID]*peerWatch
 }
@@ -59,7 +66,7 @@ func (l *liveness) watch(parent context.Context, wg *sync.WaitGroup, h host.Host
 		pw = &peerWatch{gone: make(map[*func()]struct{}), stop: stop}
 		l.watches[p] = pw
 		run := func() {
-			if pingUntilGone(ctx, h, log, p) {
+			if pingUntilGone(ctx, h, log, p, cmp.Or(l.timeout, livenessTimeout)) {
 				log.Info("peer stopped answering pings: its jobs end", "peer", p)
 				l.mu.Lock()
 				fs := make([]*func(), 0, len(pw.gone))
@@ -92,7 +99,7 @@ func (l *liveness) watch(parent context.Context, wg *sync.WaitGroup, h host.Host
 }
 
 // pingUntilGone pings p from h until ctx ends (false) or p is gone (true).
-func pingUntilGone(ctx context.Context, h host.Host, log *slog.Logger, p peer.ID) bool {
+func pingUntilGone(ctx context.Context, h host.Host, log *slog.Logger, p peer.ID, timeout time.Duration) bool {
 	var s network.Stream
 	defer func() {
 		if s != nil {
@@ -109,7 +116,7 @@ func pingUntilGone(ctx context.Context, h host.Host, log *slog.Logger, p peer.ID
 		case <-tick.C:
 		}
 		if s == nil {
-			sctx, cancel := context.WithTimeout(network.WithNoDial(ctx, "liveness"), livenessTimeout)
+			sctx, cancel := context.WithTimeout(network.WithNoDial(ctx, "liveness"), timeout)
 			var err error
 			s, err = h.NewStream(sctx, p, ping.ID)
 			cancel()
@@ -124,7 +131,7 @@ func pingUntilGone(ctx context.Context, h host.Host, log *slog.Logger, p peer.ID
 			}
 		}
 		rand.Read(buf)
-		s.SetDeadline(time.Now().Add(livenessTimeout))
+		s.SetDeadline(time.Now().Add(timeout))
 		_, err := s.Write(buf)
 		if err == nil {
 			_, err = io.ReadFull(s, echo)

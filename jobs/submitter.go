@@ -204,6 +204,7 @@ func NewSubmitter(cfg SubmitterConfig) (*Submitter, error) {
 		return nil, errors.New("new submitter: Host, Store and FindWorkers are required")
 	}
 	s := &Submitter{cfg: cfg, log: orDiscard(cfg.Logger), records: cfg.Records, trusted: make(map[peer.ID]bool)}
+	s.live.timeout = submitterLivenessTimeout
 	if s.records == nil {
 		s.records, _ = OpenRecords("") // in memory: cannot fail
 	}
