@@ -675,7 +675,7 @@ func (w *Worker) handleBatch(s network.Stream) {
 	case ctx.Err() != nil:
 		log.Info("batch cancelled: submitter gone", "job", sp.jobCID)
 		if !ran {
-			w.abandons.take(from, time.Now())
+			w.abandons.Take(from, time.Now())
 		}
 		s.Reset()
 		return

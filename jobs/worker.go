@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gridnode/gridnode/cids"
+	"github.com/gridnode/gridnode/internal/budget"
 	"github.com/gridnode/gridnode/internal/platform"
 	"github.com/gridnode/gridnode/protocol"
 	"github.com/gridnode/gridnode/sandbox"
@@ -158,9 +159,9 @@ type Worker struct {
 	policy   sandbox.Limits // the most a job may ask for
 	deflt    sandbox.Limits // what a job that names no limit gets: the defaults, capped by policy
 	load     *loadGate      // the donor's MaxLoad
-	lookups  *budget        // provider lookups per requesting peer
-	all      *budget        // provider lookups of all peers, under ""
-	abandons *budget        // admitted jobs abandoned before they ran, per peer
+	lookups  *budget.Budget // provider lookups per requesting peer
+	all      *budget.Budget // provider lookups of all peers, under ""
+	abandons *budget.Budget // admitted jobs abandoned before they ran, per peer
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -232,9 +233,9 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 		policy:    policy,
 		deflt:     sandbox.DefaultLimits().Min(policy),
 		load:      load,
-		lookups:   newBudget(lookupBurst, lookupPeriod, lookupPeers),
-		all:       newBudget(allLookupBurst, allLookupPeriod, 1),
-		abandons:  newBudget(abandonBurst, abandonPeriod, lookupPeers),
+		lookups:   budget.New(lookupBurst, lookupPeriod, lookupPeers),
+		all:       budget.New(allLookupBurst, allLookupPeriod, 1),
+		abandons:  budget.New(abandonBurst, abandonPeriod, lookupPeers),
 		ctx:       ctx,
 		cancel:    cancel,
 		protected: make(map[peer.ID]int),
@@ -623,7 +624,7 @@ func (w *Worker) handleJob(s network.Stream) {
 	case ctx.Err() != nil:
 		log.Info("job cancelled: submitter gone", "job", sp.jobCID, "ran", sp.ran)
 		if !sp.ran {
-			w.abandons.take(from, time.Now())
+			w.abandons.Take(from, time.Now())
 		}
 		s.Reset()
 		return
@@ -718,7 +719,7 @@ func (in *streamInput) input(ctx context.Context) ([]byte, error) {
 // unprotect, or ok false when s is done with. stop is the stream's reset on Close, which
 // seat ends.
 func (w *Worker) seat(s network.Stream, p peer.ID, err error, stop func() bool, log *slog.Logger) (release, unprotect func(), ok bool) {
-	if err == nil && w.abandons.spent(p, time.Now()) {
+	if err == nil && w.abandons.Spent(p, time.Now()) {
 		err = protocol.Errorf(protocol.Code_BUSY, "you abandoned %d admitted jobs before they ran; try again in %v", abandonBurst, abandonPeriod)
 	}
 	if err == nil {
@@ -898,7 +899,7 @@ func (w *Worker) fromProviders(ctx context.Context, from peer.ID, c cid.Cid, max
 	if w.cfg.Providers == nil {
 		return nil, store.ErrNotFound
 	}
-	if now := time.Now(); !w.lookups.take(from, now) || !w.all.take("", now) {
+	if now := time.Now(); !w.lookups.Take(from, now) || !w.all.Take("", now) {
 		return nil, fmt.Errorf("%w: provider lookups: budget spent", store.ErrNotFound)
 	}
 	lctx, cancel := context.WithTimeout(ctx, lookupTimeout)

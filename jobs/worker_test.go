@@ -306,37 +306,11 @@ func TestWorkerAbandonBudget(t *testing.T) {
 			t.Fatalf("abandoned job %d was not admitted", i)
 		}
 	}
-	waitFor(t, "the abandoned jobs to be counted", func() bool { return g.workers[0].abandons.spent(a.ID(), time.Now()) })
+	waitFor(t, "the abandoned jobs to be counted", func() bool { return g.workers[0].abandons.Spent(a.ID(), time.Now()) })
 	if err := run(a); protocol.CodeOf(err) != protocol.Code_BUSY {
 		t.Errorf("after %d abandoned jobs: got %v, want BUSY", abandonBurst, err)
 	}
 	if err := run(honest); err != nil {
 		t.Errorf("another peer: got %v, want a run", err)
-	}
-}
-
-func TestBudgetSpent(t *testing.T) {
-	t0 := time.Unix(1000, 0)
-	b := newBudget(2, 10*time.Second, 1)
-	tests := []struct {
-		name string
-		take peer.ID // taken before the check, if set
-		p    peer.ID
-		at   time.Duration
-		want bool
-	}{
-		{name: "untracked", p: "a", want: false},
-		{name: "one left", take: "a", p: "a", want: false},
-		{name: "none left", take: "a", p: "a", want: true},
-		{name: "refilled", p: "a", at: 10 * time.Second, want: false},
-		{name: "newcomer beyond maxPeers", p: "b", want: false},
-	}
-	for _, tt := range tests {
-		if tt.take != "" {
-			b.take(tt.take, t0)
-		}
-		if got := b.spent(tt.p, t0.Add(tt.at)); got != tt.want {
-			t.Errorf("%s: got %v, want %v", tt.name, got, tt.want)
-		}
 	}
 }

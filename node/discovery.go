@@ -11,6 +11,7 @@ import (
 	"github.com/multiformats/go-multiaddr"
 
 	"github.com/gridnode/gridnode/dht"
+	"github.com/gridnode/gridnode/internal/budget"
 )
 
 // discoverWant is how many candidate workers a submit's discovery asks the DHT for
@@ -50,8 +51,7 @@ type locator struct {
 	mu       sync.Mutex
 	missed   map[peer.ID]time.Time // peers not reached, and when
 	inflight map[peer.ID]*reach
-	tokens   float64 // of the attempt budget
-	refilled time.Time
+	budget   *budget.Budget // of attempts, all under ""
 	closed   bool
 	wg       sync.WaitGroup // attempts in the background
 }
@@ -74,6 +74,11 @@ type reach struct {
 func (l *locator) recent(p peer.ID, now time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.missedAt(p, now)
+}
+
+// missedAt is recent with l.mu held.
+func (l *locator) missedAt(p peer.ID, now time.Time) bool {
 	t, ok := l.missed[p]
 	return ok && now.Sub(t) < locateRetry
 }
@@ -105,28 +110,15 @@ func (l *locator) miss(p peer.ID, now time.Time) {
 // take spends one attempt of the budget at now, if there is one. Preconditions: l.mu is
 // held.
 func (l *locator) take(now time.Time) bool {
-	if l.refilled.IsZero() {
-		l.tokens = locateBurst
-	} else {
-		l.tokens = min(locateBurst, l.tokens+now.Sub(l.refilled).Minutes()*locateBudget)
+	if l.budget == nil {
+		l.budget = budget.New(locateBurst, time.Minute/locateBudget, 1)
 	}
-	l.refilled = now
-	if l.tokens < 1 {
-		return false
-	}
-	l.tokens--
-	return true
+	return l.budget.Take("", now)
 }
 
-// start returns the attempts to reach up to max of ps, in order: one in flight is joined;
-// a peer missed recently, or beyond the budget, is skipped.
-func (l *locator) start(ps []peer.ID, max int, now time.Time, try func(peer.ID) peer.AddrInfo) []*reach {
-	rs, _, _ := l.startAt(ps, max, now, try)
-	return rs
-}
-
-// startAt is start that also returns where in ps each attempt's peer is, and how many of ps
-// it looked at (the rest may be started later).
+// startAt returns the attempts to reach up to max of ps, in order, where in ps each
+// attempt's peer is, and how many of ps it looked at (the rest may be started later): one
+// in flight is joined; a peer missed recently, or beyond the budget, is skipped.
 func (l *locator) startAt(ps []peer.ID, max int, now time.Time, try func(peer.ID) peer.AddrInfo) (rs []*reach, at []int, scanned int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -134,7 +126,7 @@ func (l *locator) startAt(ps []peer.ID, max int, now time.Time, try func(peer.ID
 		if len(rs) >= max || l.closed {
 			return rs, at, i
 		}
-		if t, ok := l.missed[p]; ok && now.Sub(t) < locateRetry {
+		if l.missedAt(p, now) {
 			continue
 		}
 		if r := l.inflight[p]; r != nil {

@@ -386,7 +386,7 @@ func TestLocateAttack3OfflineCrowdOneShot(t *testing.T) {
 		locAtk3Forget(t, c, w)
 		c.jobs.locator.mu.Lock()
 		c.jobs.locator.missed = nil
-		c.jobs.locator.tokens, c.jobs.locator.refilled = 0, time.Time{} // a fresh node's budget
+		c.jobs.locator.budget = nil // a fresh node's budget
 		c.jobs.locator.mu.Unlock()
 		ps := append([]peer.ID{w}, off...)
 		mrandShuffle(ps)

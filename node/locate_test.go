@@ -78,3 +78,9 @@ func TestLocatorMisses(t *testing.T) {
 		t.Error("a peer reached is still noted as missed")
 	}
 }
+
+// start is startAt's attempts alone, for the tests that drive the locator directly.
+func (l *locator) start(ps []peer.ID, max int, now time.Time, try func(peer.ID) peer.AddrInfo) []*reach {
+	rs, _, _ := l.startAt(ps, max, now, try)
+	return rs
+}

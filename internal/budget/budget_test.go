@@ -1,4 +1,4 @@
-package jobs
+package budget
 
 import (
 	"testing"
@@ -28,12 +28,38 @@ func TestBudget(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b := newBudget(2, 10*time.Second, 3)
+			b := New(2, 10*time.Second, 3)
 			for i, s := range tt.steps {
-				if got := b.take(s.p, t0.Add(s.at)); got != s.want {
+				if got := b.Take(s.p, t0.Add(s.at)); got != s.want {
 					t.Fatalf("step %d (%s at %v): got %v, want %v", i, s.p, s.at, got, s.want)
 				}
 			}
 		})
+	}
+}
+
+func TestBudgetSpent(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	b := New(2, 10*time.Second, 1)
+	tests := []struct {
+		name string
+		take peer.ID // taken before the check, if set
+		p    peer.ID
+		at   time.Duration
+		want bool
+	}{
+		{name: "untracked", p: "a", want: false},
+		{name: "one left", take: "a", p: "a", want: false},
+		{name: "none left", take: "a", p: "a", want: true},
+		{name: "refilled", p: "a", at: 10 * time.Second, want: false},
+		{name: "newcomer beyond maxPeers", p: "b", want: false},
+	}
+	for _, tt := range tests {
+		if tt.take != "" {
+			b.Take(tt.take, t0)
+		}
+		if got := b.Spent(tt.p, t0.Add(tt.at)); got != tt.want {
+			t.Errorf("%s: got %v, want %v", tt.name, got, tt.want)
+		}
 	}
 }
